@@ -1,0 +1,1 @@
+"""Data loading for hfssl: built-in corpora, text corpora and tokenizers."""

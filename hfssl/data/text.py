@@ -1,0 +1,182 @@
+"""Text corpora for causal-LM pretraining: loading, byte-level BPE tokenizers, block packing.
+
+A corpus spec is one of
+- a built-in corpus name (`stdlib_docstrings`, see `hfssl.data.builtin`), the default;
+- a local file or folder of .txt / .jsonl / .json / .csv / .tsv / .parquet files;
+- a Hub dataset name (with optional config name and split), loaded by `datasets.load_dataset`.
+"""
+
+import logging
+import os
+from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
+
+import datasets
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from .builtin import BUILTIN_TEXT_DATASETS, builtin_text_file
+
+logger = logging.getLogger(__name__)
+
+# local file suffix -> datasets builder (and its extra options)
+_BUILDERS = {
+    ".txt": ("text", {}),
+    ".text": ("text", {}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".parquet": ("parquet", {}),
+}
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec meant as a local path (Hub names look like `name` or `owner/name`, with no file suffix)."""
+    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in _BUILDERS
+
+
+def _local_data_files(path: Path) -> tuple[str, dict, list[str]]:
+    """(builder name, builder options, sorted data files) for a local file or folder."""
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _BUILDERS)
+        if not files:
+            raise FileNotFoundError(
+                f"No data files in folder {path}: expected files ending in {', '.join(sorted(_BUILDERS))}."
+            )
+    suffixes = {p.suffix.lower() for p in files}
+    builders = {_BUILDERS[s][0] if s in _BUILDERS else None for s in suffixes}
+    if None in builders:
+        raise ValueError(
+            f"Unsupported file type {path.suffix!r} for {path}: use one of {', '.join(sorted(_BUILDERS))}."
+        )
+    if len(builders) > 1:
+        raise ValueError(f"Folder {path} mixes file types {sorted(suffixes)}: keep one type per data set.")
+    builder, options = _BUILDERS[files[0].suffix.lower()]
+    return builder, dict(options), [str(p) for p in files]
+
+
+def load_text_dataset(
+    spec: str | None = None,
+    *,
+    config_name: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    sample_by: str = "paragraph",
+    cache_dir: str | None = None,
+) -> datasets.Dataset:
+    """Load a corpus as a `datasets.Dataset` with one non-empty document per row in column `text`.
+
+    Args:
+        spec: built-in name, local file/folder, or Hub dataset name (None: the built-in default).
+        config_name / split: Hub dataset configuration and split.
+        text_column: column holding the text (renamed to "text").
+        sample_by: for .txt files, what one document is: "line", "paragraph" (blank-line separated) or "document".
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+        ValueError: a missing text column, or a corpus with no non-empty text.
+    """
+    spec = spec or BUILTIN_TEXT_DATASETS[0]
+    if spec in BUILTIN_TEXT_DATASETS:
+        ds = datasets.load_dataset("json", data_files=str(builtin_text_file(spec)), split="train", cache_dir=cache_dir)
+        name = f"built-in corpus {spec}"
+    elif Path(spec).expanduser().exists():
+        builder, options, files = _local_data_files(Path(spec).expanduser())
+        if builder == "text":
+            options["sample_by"] = sample_by
+        ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **options)
+        name = str(spec)
+    elif _looks_like_path(spec):
+        raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
+    else:
+        ds = datasets.load_dataset(spec, config_name, split=split, cache_dir=cache_dir)
+        name = f"Hub dataset {spec}"
+    if isinstance(ds, datasets.DatasetDict):  # a Hub dataset without a usable split argument
+        raise ValueError(f"{name} has splits {list(ds)}; pass one with --dataset_split.")
+    if text_column not in ds.column_names:
+        raise ValueError(
+            f"{name} has no column {text_column!r}; its columns are {ds.column_names}. "
+            "Pass the right one with --text_column."
+        )
+    ds = ds.select_columns([text_column])
+    if text_column != "text":
+        ds = ds.rename_column(text_column, "text")
+    ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+    if len(ds) == 0:
+        raise ValueError(f"{name} contains no non-empty text in column {text_column!r}.")
+    return ds
+
+
+def train_bpe_tokenizer(texts: Iterator[str] | list[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (GPT-2 style: any byte sequence is encodable, nothing is <unk>).
+
+    Special tokens: id 0 `<|endoftext|>` (bos = eos, separates documents), id 1 `<|pad|>`.
+    """
+    if vocab_size < 256 + 2:
+        raise ValueError(f"vocab_size must be at least 258 (256 bytes + 2 special tokens), got {vocab_size}.")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
+    )
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
+    """An existing tokenizer (Hub id or local folder); a pad token is added as eos if it has none."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.eos_token is None:
+        raise ValueError(f"Tokenizer {name_or_path} has no eos token, which separates documents when packing.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def iter_texts(ds: datasets.Dataset, batch_size: int = 1000) -> Iterator[list[str]]:
+    """Batches of documents from column "text", for tokenizer training."""
+    for start in range(0, len(ds), batch_size):
+        yield ds[start : start + batch_size]["text"]
+
+
+def pack_into_blocks(
+    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, block_size: int, num_proc: int | None = None
+) -> datasets.Dataset:
+    """Tokenize documents, append EOS to each, concatenate and cut into blocks of `block_size` tokens.
+
+    Returns a dataset with one column `input_ids` (lists of exactly `block_size` ints). The tail of each
+    map batch shorter than a block is dropped (as in transformers' run_clm). `datasets` caches both maps.
+    Raises ValueError if the corpus is shorter than one block.
+    """
+    eos = tokenizer.eos_token_id
+
+    def tokenize(batch):
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [x + [eos] for x in ids]}
+
+    def group(batch):
+        flat = list(chain.from_iterable(batch["input_ids"]))
+        usable = len(flat) // block_size * block_size
+        return {"input_ids": [flat[i : i + block_size] for i in range(0, usable, block_size)]}
+
+    tokens = ds.map(tokenize, batched=True, remove_columns=ds.column_names, num_proc=num_proc, desc="Tokenizing")
+    blocks = tokens.map(group, batched=True, batch_size=1000, num_proc=num_proc, desc=f"Packing into {block_size}")
+    if len(blocks) == 0:
+        n_tokens = sum(len(x) for x in tokens["input_ids"])
+        raise ValueError(
+            f"The corpus has {n_tokens} tokens, fewer than one block of block_size={block_size}: "
+            "use more text or a smaller --block_size."
+        )
+    return blocks

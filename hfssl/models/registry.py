@@ -1,0 +1,56 @@
+"""Registration of hfssl models with transformers' Auto classes and peft's default LoRA targets.
+
+Two mechanisms, both needed:
+- `AutoConfig.register` / `AutoModel*.register`: `AutoModel*.from_pretrained(dir)` works in any process
+  that imported hfssl.
+- `register_for_auto_class`: `save_pretrained` writes `auto_map` into config.json and copies the modeling
+  files beside the weights, so `from_pretrained(dir, trust_remote_code=True)` works without hfssl installed.
+"""
+
+import importlib.util
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+)
+
+from .gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
+
+# model_type -> module names LoRA adapts when the user names none (peft's `target_modules=None`).
+LORA_DEFAULT_TARGET_MODULES = {
+    GPTConfig.model_type: ["qkv_proj", "out_proj"],
+}
+
+_AUTO_CLASSES = [
+    # (config class, [(Auto class, model class), ...])
+    (
+        GPTConfig,
+        [
+            (AutoModel, GPTModel),
+            (AutoModelForCausalLM, GPTForCausalLM),
+            (AutoModelForSequenceClassification, GPTForSequenceClassification),
+        ],
+    ),
+]
+
+
+def register_auto_classes() -> None:
+    """Idempotently register every hfssl model (safe to call more than once)."""
+    for config_cls, pairs in _AUTO_CLASSES:
+        AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        config_cls.register_for_auto_class()
+        for auto_cls, model_cls in pairs:
+            auto_cls.register(config_cls, model_cls, exist_ok=True)
+            model_cls.register_for_auto_class(auto_cls.__name__)
+
+
+def register_peft_defaults() -> None:
+    """Teach peft our default LoRA target modules, so `LoraConfig()` needs no `target_modules`."""
+    if importlib.util.find_spec("peft") is None:  # peft is optional for the core library
+        return
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    for model_type, modules in LORA_DEFAULT_TARGET_MODULES.items():
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault(model_type, list(modules))

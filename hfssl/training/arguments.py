@@ -1,0 +1,154 @@
+"""Run settings for `scripts/pretrain.py`, as dataclasses parsed by `HfArgumentParser`.
+
+Precedence: dataclass defaults < `--config recipe.yaml` < command-line flags. A recipe plus a seed
+fully determines a run; the resolved arguments are saved as `run_args.json` in the output folder.
+"""
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Start from this saved model (folder or Hub id) instead of a fresh GPTConfig."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Use this tokenizer (folder or Hub id) instead of training a byte-level BPE on the corpus."},
+    )
+    vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary size when training a tokenizer."})
+    hidden_size: int = field(default=256, metadata={"help": "Model width d."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Number of transformer blocks."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
+    max_position_embeddings: int = field(default=256, metadata={"help": "Context window of a fresh model."})
+    dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on embeddings, residuals and attention (0 is best for short runs)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training corpus: a local .txt/.jsonl/.json/.csv/.tsv/.parquet file or folder, a Hub dataset "
+            "name, or a built-in name. Default: the built-in 'stdlib_docstrings' (Python standard-library docstrings)."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Hub dataset split to train on."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    text_sample_by: str = field(
+        default="paragraph",
+        metadata={"help": "For .txt files, one document is a 'line', a 'paragraph' or the whole 'document'."},
+    )
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Evaluation corpus (same forms as --dataset). Default: a held-out part of --dataset."},
+    )
+    eval_split_fraction: float = field(
+        default=0.05, metadata={"help": "Fraction of --dataset documents held out when --eval_dataset is not given."}
+    )
+    block_size: int = field(default=128, metadata={"help": "Tokens per training sequence (packed across documents)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+
+@dataclass
+class PretrainArguments:
+    output_dir: str = field(default="outputs/gpt-stdlib", metadata={"help": "Where checkpoints and the model go."})
+    objective: str = field(default="causal_lm", metadata={"help": "Pretraining objective: causal_lm."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
+    max_steps: int = field(
+        default=600, metadata={"help": "Optimizer steps to train (overrides --num_epochs when > 0)."}
+    )
+    num_epochs: float = field(default=1.0, metadata={"help": "Epochs to train when --max_steps is 0."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Sequences per process per micro-step."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Sequences per process when evaluating."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-steps per optimizer step; global batch = batch x processes x this."}
+    )
+    learning_rate: float = field(
+        default=2e-3, metadata={"help": "Peak AdamW learning rate. Small models tolerate 1e-3..3e-3."}
+    )
+    weight_decay: float = field(
+        default=0.1, metadata={"help": "AdamW weight decay (not applied to biases, LayerNorms, embeddings)."}
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (0.95 is steadier than 0.999 for LMs)."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps of linear warmup before cosine decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "'no', 'bf16' or 'fp16' (fp16 needs a GPU). bf16 was not faster on our CPUs."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
+    eval_steps: int = field(default=200, metadata={"help": "Evaluate held-out loss/perplexity every N steps (0: end only)."})
+    max_eval_samples: int | None = field(default=512, metadata={"help": "Cap on evaluation blocks (None: all)."})
+    save_steps: int = field(default=200, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder: continue that run exactly."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh even if --output_dir holds checkpoints of another run."}
+    )
+    report_to: str = field(
+        default="tensorboard", metadata={"help": "Accelerate tracker: 'tensorboard', 'all' or 'none'."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
+    sample_prompt: str = field(default="", metadata={"help": "Prompt for the sample printed at the end."})
+    sample_max_new_tokens: int = field(default=80, metadata={"help": "Length of the sample printed at the end."})
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainArguments)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PretrainArguments]:
+    """Parse `argv` (default sys.argv[1:]); `--config FILE.yaml` supplies defaults that flags override."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.add_argument("--config", default=None, help="YAML recipe whose keys are any of these flags' names.")
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file path.")
+        recipe_path = Path(argv[i + 1])
+        if not recipe_path.is_file():
+            raise FileNotFoundError(f"Recipe file not found: {recipe_path}")
+        recipe = yaml.safe_load(recipe_path.read_text()) or {}
+        known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
+        unknown = sorted(set(recipe) - known)
+        if unknown:
+            raise ValueError(f"Unknown keys in recipe {recipe_path}: {unknown}.")
+        parser.set_defaults(**recipe)
+    *parsed, _remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if _remaining:
+        raise ValueError(f"Unrecognised arguments: {_remaining}")
+    model_args, data_args, train_args = parsed[:3]
+    validate(model_args, data_args, train_args)
+    return model_args, data_args, train_args
+
+
+def validate(model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments) -> None:
+    """Reject inconsistent settings before anything expensive runs."""
+    if data_args.block_size > model_args.max_position_embeddings and model_args.model_name_or_path is None:
+        raise ValueError(
+            f"block_size ({data_args.block_size}) is larger than max_position_embeddings "
+            f"({model_args.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."
+        )
+    if train_args.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"--mixed_precision must be 'no', 'bf16' or 'fp16', got {train_args.mixed_precision!r}.")
+    if train_args.max_steps <= 0 and train_args.num_epochs <= 0:
+        raise ValueError("Set --max_steps > 0 or --num_epochs > 0.")
+    if not 0.0 <= data_args.eval_split_fraction < 1.0:
+        raise ValueError(f"--eval_split_fraction must be in [0, 1), got {data_args.eval_split_fraction}.")
+    if data_args.text_sample_by not in ("line", "paragraph", "document"):
+        raise ValueError(f"--text_sample_by must be line, paragraph or document, got {data_args.text_sample_by!r}.")

@@ -1,0 +1,64 @@
+"""Pretraining objectives that plug into the one Accelerate loop (`hfssl.training.loop`).
+
+An objective owns what differs between self-supervised tasks: how the model and data are built, the
+training loss of a batch, how evaluation is scored, and what is saved beside the model. The loop owns
+everything else (optimisation, accumulation, distribution, checkpoints, logging). New objectives
+register themselves in `OBJECTIVES`.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainingSetup:
+    """What an objective hands the loop."""
+
+    model: nn.Module
+    train_dataset: Dataset
+    eval_dataset: Dataset | None
+    collate_fn: Any
+    # objects with `save_pretrained(dir)` saved beside the model (tokenizer, image processor)
+    companions: list[Any] = field(default_factory=list)
+
+
+class Objective(Protocol):
+    name: str
+
+    def setup(self, accelerator: Accelerator) -> PretrainingSetup:
+        """Build model and data. Called once on every process (tokenizer training on the main one first)."""
+
+    def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar loss of one micro-batch (mean over its items)."""
+
+    def items_in_batch(self, batch: dict[str, torch.Tensor]) -> int:
+        """Units of throughput in the batch (tokens for language models, images for vision)."""
+
+    def evaluate(self, model: nn.Module, eval_loader, accelerator: Accelerator) -> dict[str, float]:
+        """Metrics on the held-out data, identical on every process."""
+
+    def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
+        """Called on the main process after saving; returns a human-readable summary (e.g. a sample)."""
+
+
+OBJECTIVES: dict[str, type] = {}
+
+
+def register_objective(cls: type) -> type:
+    OBJECTIVES[cls.name] = cls
+    return cls
+
+
+def build_objective(name: str, *args, **kwargs) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"Unknown --objective {name!r}; available: {', '.join(sorted(OBJECTIVES))}.")
+    return OBJECTIVES[name](*args, **kwargs)
