@@ -90,8 +90,13 @@ def load_text_dataset(
         builder, options, files = _local_data_files(Path(spec).expanduser())
         if builder == "text":
             options["sample_by"] = sample_by
-        ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **options)
         name = str(spec)
+        try:
+            ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **options)
+        except ValueError as err:  # datasets' wording for files with no rows at all
+            if "corresponds to no data" in str(err):
+                raise ValueError(f"{name} contains no non-empty text.") from err
+            raise
     elif _looks_like_path(spec):
         raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
     else:

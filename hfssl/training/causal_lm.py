@@ -157,10 +157,12 @@ class CausalLMObjective:
         input_ids = torch.cat([start, prompt_ids], dim=1).to(accelerator.device)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(t.seed)
+        context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
+        input_ids = input_ids[:, -(context - 1):]  # keep room for at least one new token
         output = model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=t.sample_max_new_tokens,
+            max_new_tokens=min(t.sample_max_new_tokens, context - input_ids.shape[1]),
             do_sample=True,
             top_k=40,
             temperature=0.8,

@@ -72,6 +72,12 @@ def _optimizer(model: torch.nn.Module, args: PretrainArguments) -> torch.optim.O
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
 
 
+def _accelerator_available() -> bool:
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, XPU, MPS, ...
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
 def _tracker(report_to: str) -> str | None:
     if report_to == "none":
         return None
@@ -99,6 +105,9 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
     """
     _prepare_output_dir(args)
     accelerator = Accelerator(
+        # without an accelerator device, cpu=True is what makes `accelerate launch --multi_gpu
+        # --num_processes N` (torchrun env vars) start a gloo process group instead of N lone runs
+        cpu=not _accelerator_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=_tracker(args.report_to),
@@ -122,6 +131,9 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
         collate_fn=setup.collate_fn,
         drop_last=True,  # every optimizer step sees the same number of sequences
         num_workers=args.dataloader_num_workers,
+        # a private generator: creating an iterator would otherwise draw from the global RNG and shift
+        # the dropout stream of a resumed run relative to an uninterrupted one
+        generator=torch.Generator().manual_seed(args.seed),
     )
     eval_loader = None
     if setup.eval_dataset is not None and len(setup.eval_dataset) > 0:

@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny models, a tiny corpus and tokenizer, and a clean Accelerate state per test."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hfssl  # noqa: E402,F401  (registers the Auto classes)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+_SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river", "our king"]
+_VERBS = ["sees", "likes", "follows", "remembers", "finds", "watches", "calls", "forgets"]
+_OBJECTS = ["the house", "a letter", "the garden", "the moon", "a song", "the road", "an apple", "the ship"]
+
+
+def make_corpus(num_docs: int = 60, seed: int = 0) -> list[str]:
+    """Small English-like documents of a few sentences each (deterministic)."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(num_docs):
+        sentences = [
+            f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}."
+            for _ in range(rng.randint(2, 5))
+        ]
+        docs.append(" ".join(sentences))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def corpus_docs() -> list[str]:
+    return make_corpus()
+
+
+@pytest.fixture
+def corpus_file(tmp_path, corpus_docs) -> Path:
+    """A .txt corpus with one document per paragraph."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(corpus_docs) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(corpus_docs):
+    from hfssl.data.text import train_bpe_tokenizer
+
+    return train_bpe_tokenizer(corpus_docs, vocab_size=300)
+
+
+def tiny_gpt_config(**overrides):
+    from hfssl import GPTConfig
+
+    kwargs = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
+    )
+    kwargs.update(overrides)
+    return GPTConfig(**kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _reset_accelerate_state():
+    """Accelerate keeps process-wide singletons; give every test a fresh one."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -1,0 +1,184 @@
+"""scripts/pretrain.py end to end: smoke run, bad input, resume after a crash, non-finite loss, 2 processes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hfssl.training import causal_lm
+from hfssl.training.loop import NonFiniteLossError
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "pretrain.py"
+sys.path.insert(0, str(REPO / "scripts"))
+import pretrain  # noqa: E402
+
+TINY = [
+    "--vocab_size", "300", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
+    "--max_position_embeddings", "64", "--block_size", "16", "--per_device_train_batch_size", "4",
+    "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--report_to", "none", "--logging_steps", "1",
+    "--sample_max_new_tokens", "8", "--eval_split_fraction", "0.1",
+]
+
+
+def _args(corpus, out, *extra):
+    return ["--dataset", str(corpus), "--output_dir", str(out), *TINY, *extra]
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1")
+    env.pop("HFSSL_TEST_CRASH_AT_STEP", None)
+    return env
+
+
+def _weights(out):
+    return load_file(str(Path(out) / "model.safetensors"))
+
+
+def test_smoke_run_produces_a_loadable_model(tmp_path, corpus_file, capsys):
+    out = tmp_path / "run"
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "12", "--eval_steps", "6", "--save_steps", "6")) == 0
+    printed = capsys.readouterr().out
+    assert f"Model saved to {out}" in printed and "Sample:" in printed
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == "hfssl_gpt" and model.config.vocab_size == len(tokenizer) == 300
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
+    assert len(losses) == 12 and losses[-1] < losses[0]  # it learned something
+    assert {"eval_loss", "eval_perplexity"} <= set(metrics["final"])
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000006"]  # final step is the model itself
+    run_args = json.loads((out / "run_args.json").read_text())
+    assert run_args["max_steps"] == 12 and run_args["num_processes"] == 1
+
+
+def test_yaml_recipe_and_flag_override(tmp_path, corpus_file):
+    from hfssl.training.arguments import parse_args
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_steps: 7\nlearning_rate: 0.01\nhidden_size: 64\n")
+    _, _, train = parse_args(["--config", str(recipe), "--learning_rate", "0.02"])
+    assert train.max_steps == 7 and train.learning_rate == 0.02
+    recipe.write_text("max_stepz: 7\n")
+    with pytest.raises(ValueError, match="max_stepz"):
+        parse_args(["--config", str(recipe)])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_file", "not found"),
+        ("empty_corpus", "no non-empty text"),
+        ("missing_column", "no column 'text'"),
+        ("block_too_long", "larger than max_position_embeddings"),
+        ("corpus_too_small", "fewer than one block"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(tmp_path, corpus_file, capsys, case, message):
+    corpus, extra = corpus_file, []
+    if case == "missing_file":
+        corpus = tmp_path / "does_not_exist.txt"
+    elif case == "empty_corpus":
+        corpus = tmp_path / "empty.txt"
+        corpus.write_text("\n\n")
+    elif case == "missing_column":
+        corpus = tmp_path / "c.jsonl"
+        corpus.write_text(json.dumps({"body": "some text here"}) + "\n")
+    elif case == "block_too_long":
+        extra = ["--block_size", "128"]
+    elif case == "corpus_too_small":
+        corpus = tmp_path / "small.txt"
+        corpus.write_text("One short line.\n")
+        extra = ["--eval_split_fraction", "0"]
+    assert pretrain.main(_args(corpus, tmp_path / "out", "--max_steps", "2", *extra)) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and message in err and "Traceback" not in err
+
+
+def test_refuses_to_mix_runs_in_one_output_dir(tmp_path, corpus_file, capsys):
+    out = tmp_path / "run"
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "4", "--save_steps", "2")) == 0
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "4")) == 2
+    assert "--resume_from_checkpoint latest" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus_file, monkeypatch):
+    calls = {"n": 0}
+    real_loss = causal_lm.CausalLMObjective.training_loss
+
+    def loss_that_explodes_at_step_5(self, model, batch):
+        calls["n"] += 1
+        loss = real_loss(self, model, batch)
+        return loss * float("nan") if calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(causal_lm.CausalLMObjective, "training_loss", loss_that_explodes_at_step_5)
+    from hfssl.training.arguments import parse_args
+    from hfssl.training.loop import run_pretraining
+
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"step 5.*Last good checkpoint: .*step-000004"):
+        run_pretraining(*parse_args(_args(corpus_file, out, "--max_steps", "10", "--save_steps", "2")))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")) == [
+        "step-000002", "step-000004"
+    ]
+    assert not (out / "model.safetensors").exists()  # nothing poisoned was saved as the final model
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file):
+    """Run A goes straight through; run B is killed (os._exit, no cleanup) at step 6 and resumed."""
+    common = ["--max_steps", "9", "--save_steps", "4", "--dropout", "0.1", "--gradient_accumulation_steps", "2"]
+
+    def run(out, *extra, env=None):
+        args = _args(corpus_file, out, *common, *extra)
+        return subprocess.run([sys.executable, str(SCRIPT), *args], env=env or _env(),
+                              capture_output=True, text=True, cwd=REPO)
+
+    straight = run(tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    crashed = run(tmp_path / "b", env={**_env(), "HFSSL_TEST_CRASH_AT_STEP": "6"})
+    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-000004"]
+    resumed = run(tmp_path / "b", "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    hist_a = json.loads((tmp_path / "a" / "metrics.json").read_text())["log_history"]
+    hist_b = json.loads((tmp_path / "b" / "metrics.json").read_text())["log_history"]
+    losses = lambda h: [(e["step"], round(e["loss"], 5)) for e in h if "loss" in e]  # noqa: E731
+    assert losses(hist_a) == losses(hist_b)  # the same data order and schedule, step by step
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path, corpus_file):
+    """2 gloo processes x batch 2 give the same losses and weights as 1 process x batch 4."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    def launch(out, launcher, batch):
+        args = _args(corpus_file, out, "--max_steps", "6", "--eval_steps", "3", "--per_device_train_batch_size", str(batch))
+        result = subprocess.run([*launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True,
+                                cwd=REPO, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((out / "metrics.json").read_text()), json.loads((out / "run_args.json").read_text())
+
+    one, one_args = launch(tmp_path / "one", [accelerate, "launch", "--num_processes", "1", "--cpu"], 4)
+    two, two_args = launch(tmp_path / "two", [accelerate, "launch", "--multi_gpu", "--num_processes", "2"], 2)
+    assert (one_args["num_processes"], two_args["num_processes"]) == (1, 2)
+    loss = lambda m: [e["loss"] for e in m["log_history"] if "loss" in e]  # noqa: E731
+    assert len(loss(one)) == 6
+    torch.testing.assert_close(torch.tensor(loss(two)), torch.tensor(loss(one)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(two["final"]["eval_loss"]), torch.tensor(one["final"]["eval_loss"]),
+                               rtol=1e-5, atol=1e-5)
+    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
