@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_args, data_args, train_args = parse_args(argv)
         summary = run_pretraining(model_args, data_args, train_args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as err:
+    except (ValueError, OSError, NonFiniteLossError) as err:  # OSError: missing files, unreachable Hub
         print(f"error: {err}", file=sys.stderr)
         return 2
     if "sample" in summary:  # main process only

@@ -100,8 +100,14 @@ def load_text_dataset(
     elif _looks_like_path(spec):
         raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
     else:
-        ds = datasets.load_dataset(spec, config_name, split=split, cache_dir=cache_dir)
         name = f"Hub dataset {spec}"
+        try:
+            ds = datasets.load_dataset(spec, config_name, split=split, cache_dir=cache_dir)
+        except (ConnectionError, FileNotFoundError) as err:  # offline, misspelt, private, or no such split
+            raise FileNotFoundError(
+                f"Could not load {name} (config {config_name!r}, split {split!r}): {err}. Check the name, the "
+                "network (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and access rights; local paths must exist."
+            ) from err
     if isinstance(ds, datasets.DatasetDict):  # a Hub dataset without a usable split argument
         raise ValueError(f"{name} has splits {list(ds)}; pass one with --dataset_split.")
     if text_column not in ds.column_names:

@@ -67,7 +67,7 @@ class PretrainArguments:
     objective: str = field(default="causal_lm", metadata={"help": "Pretraining objective: causal_lm."})
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
     max_steps: int = field(
-        default=600, metadata={"help": "Optimizer steps to train (overrides --num_epochs when > 0)."}
+        default=500, metadata={"help": "Optimizer steps to train (overrides --num_epochs when > 0)."}
     )
     num_epochs: float = field(default=1.0, metadata={"help": "Epochs to train when --max_steps is 0."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Sequences per process per micro-step."})
@@ -90,9 +90,9 @@ class PretrainArguments:
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
-    eval_steps: int = field(default=200, metadata={"help": "Evaluate held-out loss/perplexity every N steps (0: end only)."})
+    eval_steps: int = field(default=250, metadata={"help": "Evaluate held-out loss/perplexity every N steps (0: end only)."})
     max_eval_samples: int | None = field(default=512, metadata={"help": "Cap on evaluation blocks (None: all)."})
-    save_steps: int = field(default=200, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
+    save_steps: int = field(default=250, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' or a checkpoint folder: continue that run exactly."}
@@ -102,6 +102,11 @@ class PretrainArguments:
     )
     report_to: str = field(
         default="tensorboard", metadata={"help": "Accelerate tracker: 'tensorboard', 'all' or 'none'."}
+    )
+    cpu_threads: int = field(
+        default=0,
+        metadata={"help": "Torch threads per process on CPU; 0 = available cores / local processes "
+                  "(`accelerate launch` alone would pin every process to 1 thread)."},
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
     sample_prompt: str = field(default="", metadata={"help": "Prompt for the sample printed at the end."})

@@ -167,6 +167,10 @@ class CausalLMObjective:
             top_k=40,
             temperature=0.8,
             pad_token_id=tokenizer.pad_token_id,
+            # run on across document boundaries (shown as blank lines): stop only on the pad token, which
+            # is never a training target, so the sample has the requested length
+            eos_token_id=tokenizer.pad_token_id,
         )
         torch.random.set_rng_state(generator_state)
-        return tokenizer.decode(output[0, 1:], skip_special_tokens=True)
+        text = tokenizer.decode(output[0, 1:], skip_special_tokens=False)
+        return text.replace(tokenizer.pad_token, "").replace(tokenizer.eos_token, "\n\n").strip()

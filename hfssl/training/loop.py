@@ -78,6 +78,13 @@ def _accelerator_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _cores_per_process(accelerator: Accelerator) -> int:
+    """CPU cores of this machine shared evenly among the processes running on it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    return max(1, cores // max(local_processes, 1))
+
+
 def _tracker(report_to: str) -> str | None:
     if report_to == "none":
         return None
@@ -114,14 +121,17 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
         project_dir=args.output_dir,
     )
     set_seed(args.seed)
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(args.cpu_threads or _cores_per_process(accelerator))
     output_dir = Path(args.output_dir)
     resume = resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
 
     objective = build_objective(args.objective, model_args, data_args, args)
     setup = objective.setup(accelerator, resuming=resume is not None)
     model = setup.model
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
 
     sampler = EpochShuffleSampler(len(setup.train_dataset), args.seed)
     train_loader = DataLoader(

@@ -182,3 +182,41 @@ def test_two_processes_match_one_process(tmp_path, corpus_file):
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_unreachable_hub_dataset_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert pretrain.main(["--dataset", "someone/no_such_corpus", "--output_dir", str(tmp_path / "o"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "Could not load Hub dataset someone/no_such_corpus" in err and "Traceback" not in err
+
+
+def test_bf16_mixed_precision_runs(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "3", "--mixed_precision", "bf16")) == 0
+    assert (out / "model.safetensors").is_file()
+
+
+def test_continue_pretraining_any_causal_lm_with_its_tokenizer(tmp_path, corpus_file, tiny_tokenizer):
+    """--model_name_or_path takes any AutoModelForCausalLM (here GPT-2) and its tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    base = tmp_path / "gpt2-tiny"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                               bos_token_id=0, eos_token_id=0, pad_token_id=1)).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    out = tmp_path / "run"
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "3", "--model_name_or_path", str(base))) == 0
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "gpt2"
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == tiny_tokenizer.get_vocab()
+
+
+def test_existing_tokenizer_is_reused(tmp_path, corpus_file, tiny_tokenizer):
+    tokenizer_dir = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(tokenizer_dir)
+    out = tmp_path / "run"
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "2", "--tokenizer_name_or_path", str(tokenizer_dir),
+                               "--vocab_size", "999")) == 0
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == tiny_tokenizer.get_vocab()
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == 300
