@@ -9,7 +9,7 @@ Measures
 - training throughput: tokens/s of forward + backward + AdamW step;
 - greedy generation throughput: new tokens/s of `generate(max_new_tokens=256)` with the KV cache, batch 1;
 - model FLOP utilisation: achieved FLOP/s (6 N + 12 L d T per token, nanoGPT's estimate) as a fraction of
-  this machine's fp32 matmul throughput measured in the same run.
+  this machine's fp32 matmul throughput (1024 x 1024 x 1024, best of two measurements in the same run).
 
 Prints a table and writes benchmarks/results/bench_lm.json: a list of {"name", "ratio", "target", ...}
 rows, ratio = ours / peer.
@@ -53,7 +53,7 @@ def build_models(args):
     return ours, peer, n_ours
 
 
-def matmul_flops_per_s(size=1024, repeats=10) -> float:
+def matmul_flops_per_s(size=1024, repeats=20) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     for _ in range(3):
         a @ b
@@ -125,13 +125,14 @@ def main():
     batch = torch.randint(2, args.vocab_size, (args.batch_size, args.block_size), generator=g)
     prompt = torch.randint(2, args.vocab_size, (1, 8), generator=g)
 
-    peak = matmul_flops_per_s()
+    peak_before = matmul_flops_per_s()
     t_ours, t_peer = alternate(make_train_step(ours, batch), make_train_step(peer, batch), rounds, train_calls)
     tokens = batch.numel()
     train_ours, train_peer = tokens / t_ours, tokens / t_peer
     flops_per_token = 6 * n_params + 12 * args.layers * args.hidden_size * args.block_size
+    # the machine is shared and noisy: the best matmul rate seen in this run is the (conservative) peak
+    peak = max(peak_before, matmul_flops_per_s())
     mfu_ours, mfu_peer = train_ours * flops_per_token / peak, train_peer * flops_per_token / peak
-    peak_after = matmul_flops_per_s()
 
     g_ours, g_peer = alternate(make_generate(ours, prompt, args.new_tokens),
                                make_generate(peer, prompt, args.new_tokens), gen_rounds, 1)
@@ -145,7 +146,7 @@ def main():
         {"name": "train_mfu", "ratio": mfu_ours / mfu_peer, "target": None,
          "ours": mfu_ours, "peer": mfu_peer, "unit": f"fraction of fp32 matmul peak {peak / 1e9:.0f} GFLOP/s"},
     ]
-    print(f"fp32 matmul throughput: {peak / 1e9:.0f} GFLOP/s before, {peak_after / 1e9:.0f} GFLOP/s after training")
+    print(f"fp32 1024x1024 matmul: {peak_before / 1e9:.0f} GFLOP/s before training, best {peak / 1e9:.0f} GFLOP/s")
     print(f"{'metric':<24}{'hfssl':>12}{'GPT2LMHead':>12}{'ratio':>8}{'target':>8}  unit")
     for r in rows:
         target = f"{r['target']:.1f}" if r["target"] is not None else "-"

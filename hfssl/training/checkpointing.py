@@ -40,6 +40,25 @@ def write_json_atomic(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
+def save_pretrained_atomic(output_dir: Path, objects: list) -> None:
+    """`save_pretrained` every object (model, tokenizer, ...) into a temporary folder, then move the files in.
+
+    Each file appears in output_dir complete or not at all (os.replace), so a run killed while saving
+    never leaves a truncated model.safetensors behind.
+    """
+    tmp = output_dir / f".tmp-final-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for obj in objects:
+        obj.save_pretrained(tmp)
+    for item in sorted(tmp.iterdir()):
+        target = output_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    tmp.rmdir()
+
+
 def checkpoints_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 

@@ -6,7 +6,6 @@ linear-warmup + cosine learning-rate schedule. Data order is a pure function of 
 resumed run skips exactly the batches it had consumed and continues bit-for-bit.
 """
 
-import json
 import logging
 import math
 import os
@@ -29,9 +28,10 @@ from .checkpointing import (
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
+    save_pretrained_atomic,
     write_json_atomic,
 )
-from .objectives import build_objective
+from .objectives import PretrainingSetup, build_objective
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,7 @@ def _prepare_output_dir(args: PretrainArguments) -> None:
         )
 
 
-def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments) -> dict:
-    """Train with the chosen objective; save the model, companions and metrics.json to args.output_dir.
-
-    Returns a summary dict: output_dir, final metrics, and the objective's `finish` text (e.g. a sample).
-    """
-    _prepare_output_dir(args)
+def _make_accelerator(args: PretrainArguments) -> Accelerator:
     accelerator = Accelerator(
         # without an accelerator device, cpu=True is what makes `accelerate launch --multi_gpu
         # --num_processes N` (torchrun env vars) start a gloo process group instead of N lone runs
@@ -120,21 +115,14 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
         log_with=_tracker(args.report_to),
         project_dir=args.output_dir,
     )
-    set_seed(args.seed)
     if accelerator.device.type == "cpu":
         torch.set_num_threads(args.cpu_threads or _cores_per_process(accelerator))
-    output_dir = Path(args.output_dir)
-    resume = resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
+    return accelerator
 
-    objective = build_objective(args.objective, model_args, data_args, args)
-    setup = objective.setup(accelerator, resuming=resume is not None)
-    model = setup.model
-    if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable()
 
+def _train_loader(setup: PretrainingSetup, args: PretrainArguments) -> tuple[DataLoader, EpochShuffleSampler]:
     sampler = EpochShuffleSampler(len(setup.train_dataset), args.seed)
-    train_loader = DataLoader(
+    loader = DataLoader(
         setup.train_dataset,
         batch_size=args.per_device_train_batch_size,
         sampler=sampler,
@@ -145,116 +133,184 @@ def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: 
         # the dropout stream of a resumed run relative to an uninterrupted one
         generator=torch.Generator().manual_seed(args.seed),
     )
-    eval_loader = None
-    if setup.eval_dataset is not None and len(setup.eval_dataset) > 0:
-        eval_loader = DataLoader(
-            setup.eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=setup.collate_fn
-        )
-    optimizer = _optimizer(model, args)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
+    return loader, sampler
 
-    # step counts after prepare: the loader is now per process
-    batches_per_epoch = len(train_loader)
-    if batches_per_epoch == 0:
-        raise ValueError(
-            f"The training set ({len(setup.train_dataset)} sequences) is smaller than one global batch "
-            f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes): lower the batch size."
-        )
-    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
-    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * max_steps), max_steps)
-    accelerator.register_for_checkpointing(scheduler)
 
-    state = TrainerState()
-    if resume is not None:
-        state = load_checkpoint(accelerator, resume)
-        logger.info("Resumed from %s at step %d", resume, state.global_step)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        run_args = {**asdict(model_args), **asdict(data_args), **asdict(args), "num_processes": accelerator.num_processes}
-        write_json_atomic(output_dir / "run_args.json", run_args)
-    accelerator.init_trackers("pretrain", config={k: v for k, v in asdict(args).items() if v is not None})
+class PretrainingLoop:
+    """One run: built from the arguments, then `train()` and `save()`.
 
-    def log(entry: dict) -> None:
-        entry = {"step": state.global_step, **entry}
-        state.log_history.append(entry)
-        accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=state.global_step)
+    Every process runs the same code; Accelerate decides what each one sees and does.
+    """
 
-    def evaluate() -> dict:
-        metrics = objective.evaluate(model, eval_loader, accelerator) if eval_loader is not None else {}
-        if metrics:
-            log(metrics)
-            accelerator.print(f"step {state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments):
+        _prepare_output_dir(args)
+        self.args = args
+        self.output_dir = Path(args.output_dir)
+        self.accelerator = accelerator = _make_accelerator(args)
+        set_seed(args.seed)
+        resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
+
+        self.objective = build_objective(args.objective, model_args, data_args, args)
+        self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
+        model = setup.model
+        if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
+        train_loader, self.sampler = _train_loader(setup, args)
+        self.eval_loader = None
+        if setup.eval_dataset is not None and len(setup.eval_dataset) > 0:
+            eval_loader = DataLoader(setup.eval_dataset, batch_size=args.per_device_eval_batch_size,
+                                     collate_fn=setup.collate_fn)
+            self.eval_loader = accelerator.prepare(eval_loader)
+        optimizer = _optimizer(model, args)
+        self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train_loader)
+
+        # step counts after prepare: the loader is now per process
+        self.batches_per_epoch = len(self.train_loader)
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"The training set ({len(setup.train_dataset)} sequences) is smaller than one global batch "
+                f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes): lower the batch size."
+            )
+        steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
+        self.max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
+        # not prepared: Accelerate's wrapper would step it once per process; registered so it is checkpointed
+        self.scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * self.max_steps),
+                                                         self.max_steps)
+        accelerator.register_for_checkpointing(self.scheduler)
+
+        self.state = TrainerState()
+        if resume is not None:
+            self.state = load_checkpoint(accelerator, resume)
+            logger.info("Resumed from %s at step %d", resume, self.state.global_step)
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            run_args = {**asdict(model_args), **asdict(data_args), **asdict(args),
+                        "num_processes": accelerator.num_processes}
+            write_json_atomic(self.output_dir / "run_args.json", run_args)
+        accelerator.init_trackers("pretrain", config={k: v for k, v in asdict(args).items() if v is not None})
+
+    # ---- bookkeeping -------------------------------------------------------------------------------
+    def log(self, entry: dict) -> None:
+        self.state.log_history.append({"step": self.state.global_step, **entry})
+        self.accelerator.log(entry, step=self.state.global_step)
+
+    def evaluate(self) -> dict:
+        if self.eval_loader is None:
+            return {}
+        metrics = self.objective.evaluate(self.model, self.eval_loader, self.accelerator)
+        self.log(metrics)
+        self.accelerator.print(f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return metrics
 
-    crash_at = int(os.environ.get(_CRASH_AT_STEP_ENV, "0"))
-    progress = tqdm(total=max_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
-                    desc=f"pretrain ({args.objective})", dynamic_ncols=True)
-    model.train()
-    micro_losses, items, window_start = [], 0, time.perf_counter()
-    while state.global_step < max_steps:
-        sampler.set_epoch(state.epoch)
-        loader = train_loader
-        if state.batches_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-        for batch in loader:
-            if crash_at and state.global_step + 1 == crash_at:
-                os._exit(17)
-            with accelerator.accumulate(model):
-                loss = objective.training_loss(model, batch)
-                accelerator.backward(loss)
-                micro_losses.append(loss.detach())
-                items += objective.items_in_batch(batch)
-                if accelerator.sync_gradients:
-                    step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
-                    micro_losses = []
-                    if not math.isfinite(step_loss):
-                        kept = list_checkpoints(output_dir)
-                        raise NonFiniteLossError(
-                            f"Loss became {step_loss} at step {state.global_step + 1}; training stopped. "
-                            + (f"Last good checkpoint: {kept[-1]}." if kept else "No checkpoint was written yet.")
-                            + " Lower --learning_rate or raise --warmup_ratio, then resume or restart."
-                        )
-                    if args.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-            state.batches_in_epoch += 1
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{step_loss:.3f}")
-            if state.global_step % args.logging_steps == 0 or state.global_step == max_steps:
-                elapsed = time.perf_counter() - window_start
-                log({"loss": step_loss, "learning_rate": scheduler.get_last_lr()[0],
-                     "items_per_second": items * accelerator.num_processes / max(elapsed, 1e-9)})
-                items, window_start = 0, time.perf_counter()
-            if args.eval_steps > 0 and state.global_step % args.eval_steps == 0 and state.global_step < max_steps:
-                evaluate()
-            if state.batches_in_epoch >= batches_per_epoch:
-                state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-            if args.save_steps > 0 and state.global_step % args.save_steps == 0 and state.global_step < max_steps:
-                save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
-            if state.global_step >= max_steps:
-                break
-        else:  # loader exhausted (Accelerate syncs on the last batch, so the epoch has normally rolled over)
-            if state.batches_in_epoch:
-                state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-    progress.close()
+    def _check_finite(self, step_loss: float) -> None:
+        if math.isfinite(step_loss):
+            return
+        kept = list_checkpoints(self.output_dir)
+        raise NonFiniteLossError(
+            f"Loss became {step_loss} at step {self.state.global_step + 1}; training stopped. "
+            + (f"Last good checkpoint: {kept[-1]}." if kept else "No checkpoint was written yet.")
+            + " Lower --learning_rate or raise --warmup_ratio, then resume or restart."
+        )
 
-    final_metrics = evaluate()
-    summary = {"output_dir": str(output_dir), "global_step": state.global_step, **final_metrics}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(output_dir, safe_serialization=True)
-        for companion in setup.companions:
-            companion.save_pretrained(output_dir)
-        write_json_atomic(output_dir / METRICS_FILE, {"final": final_metrics, "log_history": state.log_history})
-        summary["sample"] = objective.finish(unwrapped, output_dir, accelerator)
-    accelerator.end_training()
-    return summary
+    def _epoch_batches(self):
+        """This epoch's batches, skipping those a resumed run had already consumed."""
+        self.sampler.set_epoch(self.state.epoch)
+        if self.state.batches_in_epoch:
+            return self.accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
+        return self.train_loader
+
+    # ---- training ----------------------------------------------------------------------------------
+    def _micro_step(self, batch, micro_losses: list) -> float | None:
+        """Forward/backward one micro-batch; on the last of an accumulation group, the optimizer step.
+
+        Returns the step's loss (mean over micro-batches and processes) after an optimizer step, else None.
+        """
+        accelerator, args = self.accelerator, self.args
+        with accelerator.accumulate(self.model):
+            loss = self.objective.training_loss(self.model, batch)
+            accelerator.backward(loss)
+            micro_losses.append(loss.detach())
+            if not accelerator.sync_gradients:
+                return None
+            step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+            micro_losses.clear()
+            self._check_finite(step_loss)  # before the optimizer step: the weights stay finite
+            if args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return step_loss
+
+    def _after_step(self, step_loss: float, items: int, seconds: float) -> bool:
+        """Log, evaluate and checkpoint on schedule. Returns True when the run is done."""
+        args, state = self.args, self.state
+        state.global_step += 1
+        final = state.global_step >= self.max_steps
+        if state.global_step % args.logging_steps == 0 or final:
+            self.log({"loss": step_loss, "learning_rate": self.scheduler.get_last_lr()[0],
+                      "items_per_second": items * self.accelerator.num_processes / max(seconds, 1e-9)})
+        if args.eval_steps > 0 and state.global_step % args.eval_steps == 0 and not final:
+            self.evaluate()
+        if state.batches_in_epoch >= self.batches_per_epoch:
+            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+        if args.save_steps > 0 and state.global_step % args.save_steps == 0 and not final:
+            save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit)
+        return final
+
+    def train(self) -> None:
+        state = self.state
+        crash_at = int(os.environ.get(_CRASH_AT_STEP_ENV, "0"))
+        progress = tqdm(total=self.max_steps, initial=state.global_step, dynamic_ncols=True,
+                        disable=not self.accelerator.is_local_main_process, desc=f"pretrain ({self.args.objective})")
+        self.model.train()
+        micro_losses, items, window_start = [], 0, time.perf_counter()
+        done = state.global_step >= self.max_steps
+        while not done:
+            for batch in self._epoch_batches():
+                if crash_at and state.global_step + 1 == crash_at:
+                    os._exit(17)
+                step_loss = self._micro_step(batch, micro_losses)
+                items += self.objective.items_in_batch(batch)
+                state.batches_in_epoch += 1
+                if step_loss is None:
+                    continue
+                progress.update(1)
+                progress.set_postfix(loss=f"{step_loss:.3f}")
+                done = self._after_step(step_loss, items, time.perf_counter() - window_start)
+                if (state.global_step % self.args.logging_steps) == 0:
+                    items, window_start = 0, time.perf_counter()
+                if done:
+                    break
+            else:  # loader exhausted (Accelerate syncs on the last batch, so the epoch has normally rolled over)
+                if state.batches_in_epoch:
+                    state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+        progress.close()
+
+    def save(self) -> dict:
+        """Final evaluation, then the model, its companions and metrics.json, written atomically."""
+        final_metrics = self.evaluate()
+        summary = {"output_dir": str(self.output_dir), "global_step": self.state.global_step, **final_metrics}
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            model = accelerator.unwrap_model(self.model)
+            save_pretrained_atomic(self.output_dir, [model, *self.setup.companions])
+            write_json_atomic(self.output_dir / METRICS_FILE,
+                              {"final": final_metrics, "log_history": self.state.log_history})
+            summary["sample"] = self.objective.finish(model, self.output_dir, accelerator)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return summary
+
+
+def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments) -> dict:
+    """Train with the chosen objective; save the model, companions and metrics.json to args.output_dir.
+
+    Returns a summary dict: output_dir, global_step, final metrics and, on the main process, the
+    objective's `finish` text under "sample".
+    """
+    loop = PretrainingLoop(model_args, data_args, args)
+    loop.train()
+    return loop.save()

@@ -34,8 +34,8 @@ class PretrainingSetup:
 class Objective(Protocol):
     name: str
 
-    def setup(self, accelerator: Accelerator) -> PretrainingSetup:
-        """Build model and data. Called once on every process (tokenizer training on the main one first)."""
+    def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
+        """Build model and data on every process. `resuming`: reuse what the run saved (e.g. its tokenizer)."""
 
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scalar loss of one micro-batch (mean over its items)."""

@@ -220,3 +220,10 @@ def test_existing_tokenizer_is_reused(tmp_path, corpus_file, tiny_tokenizer):
                                "--vocab_size", "999")) == 0
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tiny_tokenizer.get_vocab()
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == 300
+
+
+def test_shipped_recipe_parses():
+    from hfssl.training.arguments import parse_args
+
+    model, data, train = parse_args(["--config", str(REPO / "recipes" / "gpt_small.yaml"), "--max_steps", "10"])
+    assert (model.hidden_size, data.block_size, train.gradient_accumulation_steps, train.max_steps) == (384, 256, 2, 10)
