@@ -131,10 +131,11 @@ def main():
     print(f"{'model':<28}{'loss (nats/token)':>18}{'perplexity':>12}")
     for row in rows:
         print(f"{row['model']:<28}{row['loss']:>18.3f}{row['perplexity']:>12.1f}")
-    print("\nSample (prompt 'ROMEO:'):\n" + summary["sample"])
+    sample = summary["report"].removeprefix("Sample:\n")
+    print("\nSample (prompt 'ROMEO:'):\n" + sample)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"rows": rows, "max_steps": max_steps, "train_minutes": train_minutes,
-                                   "seed": args.seed, "sample": summary["sample"], "config": MODEL_FLAGS}, indent=2))
+                                   "seed": args.seed, "sample": sample, "config": MODEL_FLAGS}, indent=2))
     print(f"wrote {RESULTS}")
 
 

@@ -4,6 +4,7 @@ Importing hfssl registers every hfssl model with the transformers Auto classes.
 """
 
 from .models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
+from .models.simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 from .models.registry import register_auto_classes, register_peft_defaults
 
 __version__ = "0.1.0"
@@ -11,4 +12,13 @@ __version__ = "0.1.0"
 register_auto_classes()
 register_peft_defaults()
 
-__all__ = ["GPTConfig", "GPTModel", "GPTForCausalLM", "GPTForSequenceClassification", "__version__"]
+__all__ = [
+    "GPTConfig",
+    "GPTModel",
+    "GPTForCausalLM",
+    "GPTForSequenceClassification",
+    "SimCLRConfig",
+    "SimCLRModel",
+    "SimCLRForImageClassification",
+    "__version__",
+]

@@ -1,6 +1,7 @@
 """Self-supervised pretraining with Accelerate.
 
     accelerate launch scripts/pretrain.py                      # GPT on the built-in stdlib-docstring corpus
+    accelerate launch scripts/pretrain.py --objective contrastive   # SimCLR on the built-in digits
     accelerate launch --multi_gpu --num_processes 2 scripts/pretrain.py --dataset my_corpus.txt
     accelerate launch scripts/pretrain.py --config recipe.yaml --resume_from_checkpoint latest
 
@@ -20,15 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        model_args, data_args, train_args = parse_args(argv)
-        summary = run_pretraining(model_args, data_args, train_args)
+        summary = run_pretraining(*parse_args(argv))
     except (ValueError, OSError, NonFiniteLossError) as err:  # OSError: missing files, unreachable Hub
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if "sample" in summary:  # main process only
+    if "report" in summary:  # main process only
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
         print(f"\nModel saved to {summary['output_dir']}  ({metrics})")
-        print("Sample:\n" + summary["sample"])
+        print(summary["report"])
     return 0
 
 

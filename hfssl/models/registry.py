@@ -11,12 +11,15 @@ import importlib.util
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForImageClassification,
     AutoModelForSequenceClassification,
 )
 
 from .gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
+from .simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
 # model_type -> module names LoRA adapts when the user names none (peft's `target_modules=None`).
 LORA_DEFAULT_TARGET_MODULES = {
@@ -33,6 +36,13 @@ _AUTO_CLASSES = [
             (AutoModelForSequenceClassification, GPTForSequenceClassification),
         ],
     ),
+    (
+        SimCLRConfig,
+        [
+            (AutoModel, SimCLRModel),
+            (AutoModelForImageClassification, SimCLRForImageClassification),
+        ],
+    ),
 ]
 
 
@@ -44,6 +54,13 @@ def register_auto_classes() -> None:
         for auto_cls, model_cls in pairs:
             auto_cls.register(config_cls, model_cls, exist_ok=True)
             model_cls.register_for_auto_class(auto_cls.__name__)
+    # SimCLR images are preprocessed like ViT's (resize, rescale, normalise): transformers' own processor
+    from transformers.models.vit import ViTImageProcessor, ViTImageProcessorPil
+
+    AutoImageProcessor.register(
+        SimCLRConfig, image_processor_classes={"torchvision": ViTImageProcessor, "pil": ViTImageProcessorPil},
+        exist_ok=True,
+    )
 
 
 def register_peft_defaults() -> None:

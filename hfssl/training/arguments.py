@@ -35,12 +35,44 @@ class ModelArguments:
 
 
 @dataclass
+class VisionArguments:
+    """Model and data settings of `--objective contrastive` (SimCLR)."""
+
+    backbone: str = field(default="resnet", metadata={"help": "Encoder: 'resnet' (CIFAR stem) or 'vit'."})
+    image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
+    resnet_layers: list[int] = field(
+        default_factory=lambda: [2, 2, 2, 2], metadata={"help": "Basic blocks per ResNet stage (2 2 2 2 = ResNet-18)."}
+    )
+    resnet_widths: list[int] = field(
+        default_factory=lambda: [64, 128, 256, 512],
+        metadata={"help": "Channels per ResNet stage. Halve them (32 64 128 256) for ~4x faster CPU runs."},
+    )
+    projection_dims: list[int] = field(
+        default_factory=lambda: [512, 128], metadata={"help": "Projection head widths (hidden ..., output)."}
+    )
+    temperature: float = field(
+        default=0.5, metadata={"help": "NT-Xent temperature tau (SimCLR used 0.5 on CIFAR-10; 0.1-0.2 for big batches)."}
+    )
+    blur: bool = field(default=False, metadata={"help": "Add Gaussian blur to the augmentations (helps on large images)."})
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column: str = field(
+        default="label", metadata={"help": "Column of class labels, used only by the kNN monitor."}
+    )
+    knn_k: list[int] = field(default_factory=lambda: [20, 200], metadata={"help": "k values of the kNN monitor."})
+    knn_temperature: float = field(default=0.1, metadata={"help": "Vote temperature of the kNN monitor."})
+    knn_bank_size: int = field(
+        default=5000, metadata={"help": "Labelled training images in the kNN memory bank (a seeded subset)."}
+    )
+
+
+@dataclass
 class DataArguments:
     dataset: str | None = field(
         default=None,
         metadata={
-            "help": "Training corpus: a local .txt/.jsonl/.json/.csv/.tsv/.parquet file or folder, a Hub dataset "
-            "name, or a built-in name. Default: the built-in 'stdlib_docstrings' (Python standard-library docstrings)."
+            "help": "Training data: a local file or folder, a Hub dataset name, or a built-in name. Text: "
+            ".txt/.jsonl/.json/.csv/.tsv/.parquet, default the built-in 'stdlib_docstrings' (Python standard-library "
+            "docstrings). Images: parquet or an image folder, default the built-in 'digits' (scikit-learn)."
         },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
@@ -63,8 +95,14 @@ class DataArguments:
 
 @dataclass
 class PretrainArguments:
-    output_dir: str = field(default="outputs/gpt-stdlib", metadata={"help": "Where checkpoints and the model go."})
-    objective: str = field(default="causal_lm", metadata={"help": "Pretraining objective: causal_lm."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where checkpoints and the model go (default outputs/gpt-stdlib or outputs/simclr-digits)."},
+    )
+    objective: str = field(
+        default="causal_lm",
+        metadata={"help": "'causal_lm' (GPT on text) or 'contrastive' (SimCLR on images; see the vision flags)."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
     max_steps: int = field(
         default=500, metadata={"help": "Optimizer steps to train (overrides --num_epochs when > 0)."}
@@ -113,10 +151,12 @@ class PretrainArguments:
     sample_max_new_tokens: int = field(default=80, metadata={"help": "Length of the sample printed at the end."})
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainArguments, VisionArguments)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, PretrainArguments]:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, PretrainArguments, VisionArguments]:
     """Parse `argv` (default sys.argv[1:]); `--config FILE.yaml` supplies defaults that flags override."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
@@ -137,14 +177,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     *parsed, _remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if _remaining:
         raise ValueError(f"Unrecognised arguments: {_remaining}")
-    model_args, data_args, train_args = parsed[:3]
+    model_args, data_args, train_args, vision_args = parsed[:4]  # then a namespace holding --config
+    if train_args.output_dir is None:
+        train_args.output_dir = "outputs/gpt-stdlib" if train_args.objective == "causal_lm" else "outputs/simclr-digits"
     validate(model_args, data_args, train_args)
-    return model_args, data_args, train_args
+    return model_args, data_args, train_args, vision_args
 
 
 def validate(model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments) -> None:
     """Reject inconsistent settings before anything expensive runs."""
-    if data_args.block_size > model_args.max_position_embeddings and model_args.model_name_or_path is None:
+    lm = train_args.objective == "causal_lm"
+    if lm and data_args.block_size > model_args.max_position_embeddings and model_args.model_name_or_path is None:
         raise ValueError(
             f"block_size ({data_args.block_size}) is larger than max_position_embeddings "
             f"({model_args.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from ..data.text import iter_texts, load_text_dataset, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
 from ..models.gpt import GPTConfig, GPTForCausalLM
-from .arguments import DataArguments, ModelArguments, PretrainArguments
+from .arguments import DataArguments, ModelArguments, PretrainArguments, VisionArguments
 from .objectives import PretrainingSetup, register_objective
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
 class CausalLMObjective:
     name = "causal_lm"
 
-    def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments):
+    def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments,
+                 vision_args: VisionArguments | None = None):
         self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
         self.tokenizer = None
 
@@ -149,7 +150,7 @@ class CausalLMObjective:
 
     # ---- end of run --------------------------------------------------------------------------------
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
-        """A sample from the trained model (top-k sampling, seeded)."""
+        """'Sample:' and a sample from the trained model (top-k sampling, seeded)."""
         t, tokenizer = self.train_args, self.tokenizer
         model.eval()
         prompt_ids = tokenizer(t.sample_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -173,4 +174,4 @@ class CausalLMObjective:
         )
         torch.random.set_rng_state(generator_state)
         text = tokenizer.decode(output[0, 1:], skip_special_tokens=False)
-        return text.replace(tokenizer.pad_token, "").replace(tokenizer.eos_token, "\n\n").strip()
+        return "Sample:\n" + text.replace(tokenizer.pad_token, "").replace(tokenizer.eos_token, "\n\n").strip()

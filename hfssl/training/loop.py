@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .arguments import DataArguments, ModelArguments, PretrainArguments
+from .arguments import DataArguments, ModelArguments, PretrainArguments, VisionArguments
 from .checkpointing import (
     METRICS_FILE,
     TrainerState,
@@ -142,7 +142,9 @@ class PretrainingLoop:
     Every process runs the same code; Accelerate decides what each one sees and does.
     """
 
-    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments):
+    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments,
+                 vision_args: VisionArguments | None = None):
+        vision_args = vision_args or VisionArguments()
         _prepare_output_dir(args)
         self.args = args
         self.output_dir = Path(args.output_dir)
@@ -150,7 +152,7 @@ class PretrainingLoop:
         set_seed(args.seed)
         resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
 
-        self.objective = build_objective(args.objective, model_args, data_args, args)
+        self.objective = build_objective(args.objective, model_args, data_args, args, vision_args)
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
         model = setup.model
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
@@ -185,7 +187,7 @@ class PretrainingLoop:
             logger.info("Resumed from %s at step %d", resume, self.state.global_step)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            run_args = {**asdict(model_args), **asdict(data_args), **asdict(args),
+            run_args = {**asdict(model_args), **asdict(data_args), **asdict(args), **asdict(vision_args),
                         "num_processes": accelerator.num_processes}
             write_json_atomic(self.output_dir / "run_args.json", run_args)
         accelerator.init_trackers("pretrain", config={k: v for k, v in asdict(args).items() if v is not None})
@@ -299,18 +301,19 @@ class PretrainingLoop:
             save_pretrained_atomic(self.output_dir, [model, *self.setup.companions])
             write_json_atomic(self.output_dir / METRICS_FILE,
                               {"final": final_metrics, "log_history": self.state.log_history})
-            summary["sample"] = self.objective.finish(model, self.output_dir, accelerator)
+            summary["report"] = self.objective.finish(model, self.output_dir, accelerator)
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return summary
 
 
-def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments) -> dict:
+def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments,
+                    vision_args: VisionArguments | None = None) -> dict:
     """Train with the chosen objective; save the model, companions and metrics.json to args.output_dir.
 
     Returns a summary dict: output_dir, global_step, final metrics and, on the main process, the
-    objective's `finish` text under "sample".
+    objective's `finish` text under "report" (a sample for language models).
     """
-    loop = PretrainingLoop(model_args, data_args, args)
+    loop = PretrainingLoop(model_args, data_args, args, vision_args)
     loop.train()
     return loop.save()

@@ -65,7 +65,7 @@ def test_yaml_recipe_and_flag_override(tmp_path, corpus_file):
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("max_steps: 7\nlearning_rate: 0.01\nhidden_size: 64\n")
-    _, _, train = parse_args(["--config", str(recipe), "--learning_rate", "0.02"])
+    _, _, train, _ = parse_args(["--config", str(recipe), "--learning_rate", "0.02"])
     assert train.max_steps == 7 and train.learning_rate == 0.02
     recipe.write_text("max_stepz: 7\n")
     with pytest.raises(ValueError, match="max_stepz"):
@@ -225,5 +225,5 @@ def test_existing_tokenizer_is_reused(tmp_path, corpus_file, tiny_tokenizer):
 def test_shipped_recipe_parses():
     from hfssl.training.arguments import parse_args
 
-    model, data, train = parse_args(["--config", str(REPO / "recipes" / "gpt_small.yaml"), "--max_steps", "10"])
+    model, data, train, _ = parse_args(["--config", str(REPO / "recipes" / "gpt_small.yaml"), "--max_steps", "10"])
     assert (model.hidden_size, data.block_size, train.gradient_accumulation_steps, train.max_steps) == (384, 256, 2, 10)

@@ -1,0 +1,228 @@
+"""Images for contrastive pretraining: loading (decoded once), and SimCLR augmentation of whole batches.
+
+An image data set spec is one of
+- `digits` (the default): scikit-learn's 1,797 handwritten 8x8 digits, shipped inside scikit-learn;
+- a local parquet file (or folder of them) with an image column, or an image folder (`class/xxx.png`);
+- a Hub dataset name, loaded by `datasets.load_dataset`.
+
+Images are decoded once into a uint8 tensor (N, 3, S, S) — converted to RGB and resized to S x S — and
+cached on disk keyed by the data set's fingerprint, so epochs never decode again. Augmentation runs on
+the training device on whole batches with per-image random parameters (kornia; torchvision.transforms.v2
+draws one set of parameters per call, i.e. the same crop for a whole batch, which is not SimCLR).
+"""
+
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_IMAGE_DATASETS = ("digits",)
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageData:
+    """Decoded images and their labels.
+
+    pixels: uint8 (N, 3, S, S); labels: int64 (N,) or None; label_names: class names or None.
+    """
+
+    pixels: torch.Tensor
+    labels: torch.Tensor | None
+    label_names: list[str] | None
+    name: str
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def subset(self, indices) -> "ImageData":
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        labels = self.labels[indices] if self.labels is not None else None
+        return ImageData(self.pixels[indices], labels, self.label_names, self.name)
+
+
+class ImageTensorDataset(torch.utils.data.Dataset):
+    """Rows {"pixel_values": uint8 (3, S, S), "labels": int} of an ImageData (labels -1 when unknown)."""
+
+    def __init__(self, data: ImageData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        label = int(self.data.labels[i]) if self.data.labels is not None else -1
+        return {"pixel_values": self.data.pixels[i], "labels": label}
+
+
+def _digits(image_size: int) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    gray = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    gray = F.interpolate(gray, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    pixels = (gray.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(digits.target).long()
+    return ImageData(pixels, labels, [str(i) for i in range(10)], "built-in digits")
+
+
+def _decode(value, image_size: int, where: str) -> np.ndarray:
+    """One image (datasets Image dict, PIL image or path) -> uint8 (S, S, 3). Raises ValueError naming `where`."""
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict) and value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            image = Image.open(value["path"])
+        elif isinstance(value, (str, os.PathLike)):
+            image = Image.open(value)
+        else:
+            raise ValueError(f"unsupported image value of type {type(value).__name__}")
+        image = image.convert("RGB")  # grayscale, palette, RGBA, CMYK -> RGB
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ValueError(f"Corrupt or unreadable image {where}: {err}") from err
+
+
+def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
+    path = Path(spec).expanduser()
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        if any(p.suffix.lower() == ".parquet" for p in files):
+            parquet = [str(p) for p in files if p.suffix.lower() == ".parquet"]
+            return datasets.load_dataset("parquet", data_files=parquet, split="train"), str(spec)
+        if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files) and path.is_dir():
+            return datasets.load_dataset("imagefolder", data_dir=str(path), split="train"), str(spec)
+        raise ValueError(f"{spec}: expected a parquet file, a folder of parquet files or an image folder.")
+    if spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() == ".parquet":
+        raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
+    try:
+        return datasets.load_dataset(spec, split=split), f"Hub dataset {spec}"
+    except (ConnectionError, FileNotFoundError) as err:
+        raise FileNotFoundError(
+            f"Could not load Hub dataset {spec} (split {split!r}): {err}. Check the name, the network "
+            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and access rights; local paths must exist."
+        ) from err
+
+
+def _labels(ds: datasets.Dataset, label_column: str | None) -> tuple[torch.Tensor | None, list[str] | None]:
+    if not label_column or label_column not in ds.column_names:
+        return None, None
+    feature = ds.features[label_column]
+    values = list(ds[label_column])
+    if isinstance(feature, datasets.ClassLabel):
+        return torch.tensor(values, dtype=torch.long), list(feature.names)
+    names = sorted({str(v) for v in values})
+    index = {n: i for i, n in enumerate(names)}
+    return torch.tensor([index[str(v)] for v in values], dtype=torch.long), names
+
+
+def load_images(
+    spec: str | None = None,
+    *,
+    image_size: int = 32,
+    split: str = "train",
+    image_column: str = "image",
+    label_column: str | None = "label",
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageData:
+    """Load and decode a labelled (or unlabelled) image data set; see the module docstring for `spec`.
+
+    Raises FileNotFoundError for a missing path, ValueError for a missing image column, an empty data set
+    or a corrupt image (named by file path or row).
+    """
+    spec = spec or BUILTIN_IMAGE_DATASETS[0]
+    if spec in BUILTIN_IMAGE_DATASETS:
+        return _digits(image_size)
+    ds, name = _load_hf_dataset(spec, split)
+    if image_column not in ds.column_names:
+        raise ValueError(
+            f"{name} has no image column {image_column!r}; its columns are {ds.column_names}. "
+            "Pass the right one with --image_column."
+        )
+    if len(ds) == 0:
+        raise ValueError(f"{name} contains no images.")
+    labels, label_names = _labels(ds, label_column)
+
+    cache = Path(cache_dir or os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "images"
+    key = hashlib.sha1(f"{ds._fingerprint}|{image_column}|{image_size}".encode()).hexdigest()[:16]
+    cached = cache / f"{key}.pt"
+    if cached.is_file():
+        pixels = torch.load(cached)
+    else:
+        if isinstance(ds.features[image_column], datasets.Image):
+            ds = ds.cast_column(image_column, datasets.Image(decode=False))  # decode here, naming bad files
+        arrays = []
+        for i, value in enumerate(ds[image_column]):
+            where = value.get("path") if isinstance(value, dict) and value.get("path") else f"at row {i} of {name}"
+            arrays.append(_decode(value, image_size, where))
+        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        torch.save(pixels, tmp)
+        os.replace(tmp, cached)
+    logger.info("%s: %d images of %dx%d%s", name, len(pixels), image_size, image_size,
+                f", {len(label_names)} classes" if label_names else ", no labels")
+    return ImageData(pixels, labels, label_names, name)
+
+
+def channel_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, S, S), on the [0, 1] scale."""
+    x = pixels.float().div_(255)
+    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+
+
+class Normalize(nn.Module):
+    """uint8 (B, C, S, S) -> float (x / 255 - mean) / std."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() / 255 - self.mean) / self.std
+
+
+class SimCLRAugmentation(nn.Module):
+    """The SimCLR recipe on a batch, with independent random parameters per image.
+
+    uint8 (B, C, S, S) on any device -> float normalised (B, C, S, S): random resized crop (scale
+    0.08-1), horizontal flip (p 0.5), colour jitter (0.4, 0.4, 0.4, 0.1 with p 0.8), random grayscale
+    (p 0.2), optional Gaussian blur (p 0.5, sigma 0.1-2), then normalisation. Randomness comes from
+    torch's global generator: seeded by the run's seed and restored on resume with the checkpoint.
+    """
+
+    def __init__(self, image_size: int, mean: list[float], std: list[float], blur: bool = False):
+        super().__init__()
+        import kornia.augmentation as K
+
+        steps = [
+            K.RandomResizedCrop((image_size, image_size), scale=(0.08, 1.0)),
+            K.RandomHorizontalFlip(),
+            K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+            K.RandomGrayscale(p=0.2),
+        ]
+        if blur:
+            kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # ~10% of the image, odd
+            steps.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5))
+        self.augment = nn.Sequential(*steps)
+        self.normalize = K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.float() / 255  # (B, C, S, S) in [0, 1]
+        return self.normalize(self.augment(x).clamp(0, 1))
