@@ -47,7 +47,7 @@ class Objective(Protocol):
         """Metrics on the held-out data, identical on every process."""
 
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
-        """Called on the main process after saving; returns a human-readable summary (e.g. a sample)."""
+        """Called on the main process after saving; returns the text the CLI prints last (e.g. a sample)."""
 
 
 OBJECTIVES: dict[str, type] = {}

@@ -97,3 +97,10 @@ def test_normalize_matches_channel_stats():
     x = Normalize(mean, std)(pixels)
     torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4, rtol=0)
+
+
+def test_unreachable_hub_image_dataset(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="Could not load Hub dataset someone/no_such_images"):
+        load_images("someone/no_such_images")

@@ -103,3 +103,9 @@ def test_two_processes_run_and_gather_negatives(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len([e for e in metrics["log_history"] if "loss" in e]) == 4
     assert "knn_top1_k5" in metrics["final"]
+
+
+def test_bf16_mixed_precision_runs(tmp_path):
+    out = tmp_path / "run"
+    assert pretrain.main(_args(out, "--max_steps", "2", "--mixed_precision", "bf16", "--eval_steps", "0")) == 0
+    assert (out / "model.safetensors").is_file()

@@ -1,0 +1,151 @@
+"""Frozen features phi(x) for linear probes: extracted once (batched, no grad) and cached on disk.
+
+The cache key combines a fingerprint of the model (its config and a digest of every weight) with a
+fingerprint of the data and the pooling, so a changed model or data set never reuses stale features.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha1 of the model's config and of every parameter and buffer (exact bytes)."""
+    digest = hashlib.sha1()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir or os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "features"
+
+
+def cached_features(
+    model: nn.Module, data_key: str, compute: Callable[[], torch.Tensor], cache_dir: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, bool]:
+    """Features for (model, data_key): loaded from the cache, or computed by `compute()` and stored.
+
+    Returns (features (N, F), hit) where hit tells whether the cache answered.
+    """
+    key = hashlib.sha1(f"{model_fingerprint(model)}|{data_key}".encode()).hexdigest()[:20]
+    path = _cache_root(cache_dir) / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path), True
+    features = compute().float().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(features, tmp)
+    os.replace(tmp, path)  # readers never see half a file
+    return features, False
+
+
+def _default_pooling(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    architectures = getattr(config, "architectures", None) or []
+    decoder_only = getattr(config, "is_decoder", False) or any("CausalLM" in a for a in architectures)
+    return "last" if decoder_only or getattr(config, "model_type", "") == "hfssl_gpt" else "mean"
+
+
+def _context_window(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+@torch.no_grad()
+def text_features(
+    model: nn.Module, tokenizer, texts: list[str], *, pooling: str | None = None, batch_size: int = 32
+) -> torch.Tensor:
+    """Sequence features of any transformers text model: (N, hidden).
+
+    pooling: "last" (hidden state of the last real token c_T, the default for decoder-only models),
+    "mean" (mean over real tokens, default otherwise) or "first" ([CLS]). Raises ValueError naming the
+    first text longer than the model's context window (nothing is silently truncated).
+    """
+    pooling = pooling or _default_pooling(model)
+    if pooling not in ("last", "mean", "first"):
+        raise ValueError(f"pooling must be 'last', 'mean' or 'first', got {pooling!r}.")
+    context = _context_window(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt")
+        lengths = encoded["attention_mask"].sum(dim=1)
+        if context is not None and int(lengths.max()) > context:
+            bad = start + int(torch.argmax(lengths))
+            raise ValueError(
+                f"Text {bad} has {int(lengths.max())} tokens, more than the model's context window ({context}); "
+                "shorten it (nothing is truncated silently)."
+            )
+        encoded = {k: v.to(device) for k, v in encoded.items()}
+        outputs = model(**encoded, output_hidden_states=True)
+        hidden = getattr(outputs, "last_hidden_state", None)
+        if hidden is None:
+            hidden = outputs.hidden_states[-1]  # (B, T, d)
+        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        if pooling == "mean":
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+        elif pooling == "first":
+            pooled = hidden[:, 0]
+        else:  # the last real token under left or right padding
+            positions = torch.arange(hidden.shape[1], device=hidden.device)
+            last = (positions * encoded["attention_mask"]).argmax(dim=1)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        out.append(pooled.float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def image_features(model: nn.Module, pixels: torch.Tensor, normalize: nn.Module, batch_size: int = 256) -> torch.Tensor:
+    """Features of a vision encoder for uint8 images (N, C, S, S): (N, F).
+
+    Uses `embeddings` (hfssl SimCLR), else `pooler_output`, else the mean of `last_hidden_state`.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        outputs = model(pixel_values=normalize(pixels[start : start + batch_size].to(device)))
+        for name in ("embeddings", "pooler_output"):
+            features = getattr(outputs, name, None)
+            if features is not None:
+                break
+        else:
+            hidden = outputs.last_hidden_state
+            features = hidden.mean(dim=(2, 3)) if hidden.dim() == 4 else hidden.mean(dim=1)
+        out.append(features.reshape(features.shape[0], -1).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def data_key(*parts) -> str:
+    """A stable string key for the data side of the cache (texts, pixels, settings)."""
+    digest = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            digest.update(part.contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
