@@ -25,7 +25,7 @@ def model_fingerprint(model: nn.Module) -> str:
         digest.update(config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -145,7 +145,7 @@ def data_key(*parts) -> str:
     digest = hashlib.sha1()
     for part in parts:
         if isinstance(part, torch.Tensor):
-            digest.update(part.contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(part.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -315,7 +315,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
     """GPTModel + a linear head on the last real token's hidden state c_T.
 
     c_T is taken at the last position where `attention_mask` is 1 (left or right padding), else at the
-    last token that is not `pad_token_id`, else at the last position. logits = W c_T: (B, num_labels).
+    last token that is not `pad_token_id`, else at the last position. logits = W c_T + b: (B, num_labels).
     Loss as in transformers: cross-entropy (single label), MSE (num_labels == 1), BCE (multi-label).
     """
 
@@ -323,7 +323,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = GPTModel(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def _last_token_index(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, T: int):
