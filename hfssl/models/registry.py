@@ -24,6 +24,8 @@ from .simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 # model_type -> module names LoRA adapts when the user names none (peft's `target_modules=None`).
 LORA_DEFAULT_TARGET_MODULES = {
     GPTConfig.model_type: ["qkv_proj", "out_proj"],
+    # ResNet blocks' 3x3 convolutions; the ViT backbone's MLP layers
+    SimCLRConfig.model_type: ["conv1", "conv2", "linear1", "linear2"],
 }
 
 _AUTO_CLASSES = [

@@ -1,0 +1,137 @@
+"""Every fine-tuning method on tiny models, table-driven over (method x model): what trains and what must not."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import ViTImageProcessor
+
+from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel
+from hfssl.adapt.finetune import (
+    FinetuneArguments,
+    _Batcher,
+    _prepare_trainable,
+    classification_head,
+    head_inputs,
+    load_classifier,
+    run_finetune,
+)
+from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
+from hfssl.adapt.task import load_task
+from tests.conftest import tiny_gpt_config
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import finetune  # noqa: E402
+
+
+@pytest.fixture
+def gpt_dir(tmp_path, tiny_tokenizer):
+    path = tmp_path / "gpt"
+    torch.manual_seed(0)
+    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer))).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def simclr_dir(tmp_path):
+    path = tmp_path / "simclr"
+    torch.manual_seed(0)
+    SimCLRModel(SimCLRConfig(image_size=8, resnet_layers=[1, 1], resnet_widths=[8, 8],
+                             projection_dims=[8])).save_pretrained(path)
+    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.3] * 3, image_std=[0.4] * 3).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def sentiment_file(tmp_path):
+    good = ["a fine good film", "good and fine", "the king likes the song"]
+    bad = ["a dull bad film", "bad and dull", "the king forgets the song"]
+    path = tmp_path / "sentiment.txt"
+    path.write_text("\n".join([f"1 {t} {i}" for i in range(5) for t in good] +
+                              [f"0 {t} {i}" for i in range(5) for t in bad]) + "\n")
+    return path
+
+
+def _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file, **extra):
+    model, data = (gpt_dir, sentiment_file) if kind == "gpt" else (simclr_dir, "digits")
+    base = dict(model_name_or_path=str(model), dataset=str(data), output_dir=str(tmp_path / f"{kind}-{method}"),
+                method=method, num_labels_per_class=4, epochs=2, batch_size=8, learning_rate=1e-3)
+    return FinetuneArguments(**{**base, **extra})
+
+
+# (model, method) -> which parameters may change
+CASES = [
+    ("gpt", "full"), ("gpt", "lp-ft"), ("gpt", "surgical"), ("gpt", "lora"),
+    ("simclr", "full"), ("simclr", "lp-ft"), ("simclr", "surgical"), ("simclr", "lora"),
+]
+
+
+@pytest.mark.parametrize("kind, method", CASES)
+def test_methods_train_exactly_what_they_should(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file,
+                                                monkeypatch):
+    monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
+    args = _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file)
+    _, metrics = run_finetune(args)
+    changed = set(metrics["changed_parameters"])
+    head = {"score.weight", "score.bias"} if kind == "gpt" else {"classifier.weight", "classifier.bias"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_train"] == (8 if kind == "gpt" else 40)
+    if method in ("full", "lp-ft"):
+        assert head <= changed and len(changed) > len(head)  # body and head moved
+    elif method == "surgical":  # only the last block and the head
+        block = "model.layers.1." if kind == "gpt" else "encoder.stages.1."
+        assert head <= changed and any(n.startswith(block) for n in changed)
+        assert all(n in head or n.startswith(block) for n in changed), changed
+    else:  # lora: the base weights are untouched; only adapters and the (saved) head train
+        assert changed == set(), changed
+        assert metrics["trainable_parameters"] < 0.5 * metrics["total_parameters"]
+        out = Path(args.output_dir)
+        assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+        saved = load_file(str(out / "adapter_model.safetensors"))
+        assert any("lora_A" in k for k in saved) and any(k.split(".")[-2] in ("score", "classifier") for k in saved)
+    assert json.loads((Path(args.output_dir) / "metrics.json").read_text())["method"] == method
+
+
+@pytest.mark.parametrize("kind", ["gpt", "simclr"])
+def test_lp_ft_starts_from_the_probed_head(kind, tmp_path, gpt_dir, simclr_dir, sentiment_file):
+    args = _args(kind, "lp-ft", tmp_path, gpt_dir, simclr_dir, sentiment_file)
+    from transformers import AutoConfig
+
+    task = load_task(args, AutoConfig.from_pretrained(args.model_name_or_path))
+    model = load_classifier(args, task)
+    batcher = _Batcher(args, task, model)
+    model = _prepare_trainable(args, model, batcher, task)
+    features = head_inputs(model, batcher, task.train_x, args.batch_size)
+    probe = fit_linear_probe(features, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
+    head = classification_head(model)
+    torch.testing.assert_close(head.weight, probe.weight)
+    torch.testing.assert_close(head.bias, probe.bias)
+
+
+def test_surgical_by_name_and_bad_block(tmp_path, gpt_dir, simclr_dir, sentiment_file, capsys):
+    args = _args("gpt", "surgical", tmp_path, gpt_dir, simclr_dir, sentiment_file, surgical_blocks=["model.layers.0"])
+    _, metrics = run_finetune(args)
+    assert all(n.startswith("model.layers.0.") or n.startswith("score.") for n in metrics["changed_parameters"])
+    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--method", "surgical",
+            "--surgical_blocks", "7", "--output_dir", str(tmp_path / "x"), "--epochs", "1"]
+    assert finetune.main(argv) == 2
+    assert "Block 7 does not exist" in capsys.readouterr().err
+
+
+def test_lora_merged_model_reloads(tmp_path, gpt_dir, simclr_dir, sentiment_file):
+    from transformers import AutoModelForSequenceClassification
+
+    args = _args("gpt", "lora", tmp_path, gpt_dir, simclr_dir, sentiment_file, merge_lora=True)
+    run_finetune(args)
+    merged = AutoModelForSequenceClassification.from_pretrained(args.output_dir)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_cli_rejects_unknown_method(tmp_path, gpt_dir, sentiment_file, capsys):
+    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--method", "magic"]
+    assert finetune.main(argv) == 2
+    assert "--method must be one of" in capsys.readouterr().err
