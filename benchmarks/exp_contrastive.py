@@ -86,7 +86,10 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget_minutes", type=float, default=5.0, help="Training budget per seed (<= 15).")
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_contrastive")
+    parser.add_argument("--results_name", default="exp_contrastive", help="Name of the .json / .png in results/.")
     args = parser.parse_args()
+    results = RESULTS.with_name(f"{args.results_name}.json")
+    plot = PLOT.with_name(f"{args.results_name}.png")
     if not CIFAR.is_file():
         raise SystemExit(f"CIFAR-10 not found at {CIFAR} (the shared data folder is needed for this experiment).")
 
@@ -126,8 +129,8 @@ def main():
     gain = table["pretrained"]["k20"][0] - table["random_init"]["k20"][0]
     print(f"gain at k=20: {gain:+.1f} points (target >= +10)")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"runs": runs, "table": table, "max_steps": max_steps, "flags": FLAGS,
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"runs": runs, "table": table, "max_steps": max_steps, "flags": FLAGS,
                                    "gain_k20": gain}, indent=2) + "\n")
     try:
         import matplotlib
@@ -144,12 +147,12 @@ def main():
         ax.axhline(table["random_init"]["k20"][0], color="gray", linestyle="--", label="random init (mean)")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("kNN top-1, k=20 (%)")
-        ax.set_title("SimCLR on CIFAR-10 (CPU budget)")
+        ax.set_title(f"SimCLR on CIFAR-10, {args.budget_minutes:g}-minute CPU budget per seed")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(PLOT, dpi=120)
-        print(f"wrote {PLOT}")
-    print(f"wrote {RESULTS}")
+        fig.savefig(plot, dpi=120)
+        print(f"wrote {plot}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

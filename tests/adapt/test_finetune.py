@@ -38,6 +38,19 @@ def gpt_dir(tmp_path, tiny_tokenizer):
 
 
 @pytest.fixture
+def gpt2_dir(tmp_path, tiny_tokenizer):
+    """A transformers-native model (GPT-2), standing in for any Hub model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                               bos_token_id=0, eos_token_id=0, pad_token_id=1)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
 def simclr_dir(tmp_path):
     path = tmp_path / "simclr"
     torch.manual_seed(0)
@@ -129,6 +142,20 @@ def test_lora_merged_model_reloads(tmp_path, gpt_dir, simclr_dir, sentiment_file
     run_finetune(args)
     merged = AutoModelForSequenceClassification.from_pretrained(args.output_dir)
     assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+@pytest.mark.parametrize("method", ["full", "lp-ft", "lora"])
+def test_any_transformers_model(method, tmp_path, gpt2_dir, sentiment_file):
+    """GPT2ForSequenceClassification (bias-free head that scores every position) goes through the same code."""
+    args = FinetuneArguments(model_name_or_path=str(gpt2_dir), dataset=str(sentiment_file), method=method,
+                             output_dir=str(tmp_path / method), num_labels_per_class=4, epochs=2, batch_size=8,
+                             learning_rate=1e-3)
+    _, metrics = run_finetune(args)
+    changed = set(metrics["changed_parameters"])
+    if method == "lora":
+        assert changed == set() and (tmp_path / method / "adapter_model.safetensors").is_file()
+    else:
+        assert "score.weight" in changed and any(n.startswith("transformer.h.") for n in changed)
 
 
 def test_cli_rejects_unknown_method(tmp_path, gpt_dir, sentiment_file, capsys):

@@ -1,0 +1,96 @@
+"""Linear probe on cached features vs the naive probe that runs the frozen encoder every epoch.
+
+Same frozen encoder (hfssl SimCLR, ResNet-18 CIFAR stem, random init: speed does not depend on the
+weights), same images (CIFAR-10 from ../shared/data, else the built-in digits), same head, same SGD
+(mini-batches of 64, 20 epochs, one seed, the same shuffles): the only difference is where the features
+come from. hfssl extracts them once (`hfssl.adapt.features`, batched, no grad) and trains on the cache;
+the naive loop (the usual "freeze the backbone, train a linear layer" code) recomputes them for every
+mini-batch of every epoch. Both accuracies are reported: they agree up to float noise from batch
+composition in the encoder's kernels.
+
+Writes benchmarks/results/bench_probe.json rows {"name", "ratio", "target"}; ratio = naive time / cached time.
+
+    python benchmarks/bench_probe.py [--quick]
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hfssl import SimCLRConfig, SimCLRModel
+from hfssl.adapt.features import image_features
+from hfssl.data.vision import Normalize, channel_stats, load_images
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.parquet"
+RESULTS = ROOT / "benchmarks" / "results" / "bench_probe.json"
+
+
+def sgd_probe(features_of, labels: torch.Tensor, dim: int, classes: int, epochs: int, seed: int) -> nn.Linear:
+    """The probe both variants run: features_of(index) -> (b, dim) features of those training examples."""
+    torch.manual_seed(seed)
+    head = nn.Linear(dim, classes)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for index in torch.randperm(len(labels), generator=generator).split(64):
+            loss = F.cross_entropy(head(features_of(index)), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return head
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="512 training images instead of 2048.")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    n_train = 512 if args.quick else 2048
+
+    data = load_images(str(CIFAR) if CIFAR.is_file() else "digits", image_size=32)
+    train, test = data.subset(range(n_train)), data.subset(range(n_train, n_train + 1000))
+    mean, std = channel_stats(train.pixels)
+    normalize = Normalize(mean, std)
+    torch.manual_seed(0)
+    encoder = SimCLRModel(SimCLRConfig()).eval()
+    classes, dim = len(data.label_names), encoder.config.hidden_size
+    test_features = image_features(encoder, test.pixels, normalize)
+    print(f"{data.name}: {n_train} training images, {len(test)} test images, {args.epochs} epochs")
+
+    start = time.perf_counter()
+    cache = image_features(encoder, train.pixels, normalize)  # once
+    cached_head = sgd_probe(lambda index: cache[index], train.labels, dim, classes, args.epochs, seed=0)
+    cached_s = time.perf_counter() - start
+
+    @torch.no_grad()
+    def forward(index):
+        return image_features(encoder, train.pixels[index], normalize)
+
+    start = time.perf_counter()
+    naive_head = sgd_probe(forward, train.labels, dim, classes, args.epochs, seed=0)
+    naive_s = time.perf_counter() - start
+
+    with torch.no_grad():
+        acc_cached = (cached_head(test_features).argmax(1) == test.labels).float().mean().item()
+        acc_naive = (naive_head(test_features).argmax(1) == test.labels).float().mean().item()
+    rows = [{"name": "probe_training_time", "ratio": naive_s / cached_s, "target": 10.0,
+             "cached_seconds": cached_s, "naive_seconds": naive_s,
+             "accuracy_cached": acc_cached, "accuracy_naive": acc_naive}]
+    print(f"{'variant':<10}{'seconds':>10}{'test accuracy':>16}")
+    print(f"{'cached':<10}{cached_s:>10.1f}{acc_cached:>16.4f}")
+    print(f"{'naive':<10}{naive_s:>10.1f}{acc_naive:>16.4f}")
+    print(f"speed-up {naive_s / cached_s:.1f}x (target >= 10)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
