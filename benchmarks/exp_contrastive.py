@@ -25,8 +25,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 import hfssl  # noqa: F401
-from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.losses import NTXentLoss
+from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.training.arguments import parse_args
 from hfssl.training.contrastive import ContrastiveObjective, _collate_images
 from hfssl.training.loop import run_pretraining

@@ -4,8 +4,8 @@ Importing hfssl registers every hfssl model with the transformers Auto classes.
 """
 
 from .models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
-from .models.simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 from .models.registry import register_auto_classes, register_peft_defaults
+from .models.simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
 __version__ = "0.1.0"
 

@@ -19,11 +19,11 @@ def nt_xent_reference(z_a: np.ndarray, z_b: np.ndarray, tau: float) -> float:
     def sim(u, v):
         return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
 
-    def l(i, j):
+    def loss_ij(i, j):  # the paper's l(i, j)
         denominator = sum(math.exp(sim(z[i], z[k]) / tau) for k in range(2 * n) if k != i)
         return -math.log(math.exp(sim(z[i], z[j]) / tau) / denominator)
 
-    return sum(l(2 * k, 2 * k + 1) + l(2 * k + 1, 2 * k) for k in range(n)) / (2 * n)
+    return sum(loss_ij(2 * k, 2 * k + 1) + loss_ij(2 * k + 1, 2 * k) for k in range(n)) / (2 * n)
 
 
 @pytest.mark.parametrize("batch", [2, 5, 16])

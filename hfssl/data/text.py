@@ -7,7 +7,6 @@ A corpus spec is one of
 """
 
 import logging
-import os
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path

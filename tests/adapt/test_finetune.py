@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import ViTImageProcessor
 
-from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel
 from hfssl.adapt.finetune import (
     FinetuneArguments,
     _Batcher,
@@ -21,20 +19,10 @@ from hfssl.adapt.finetune import (
 )
 from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.adapt.task import load_task
-from tests.conftest import tiny_gpt_config
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import finetune  # noqa: E402
-
-
-@pytest.fixture
-def gpt_dir(tmp_path, tiny_tokenizer):
-    path = tmp_path / "gpt"
-    torch.manual_seed(0)
-    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer))).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture
@@ -50,24 +38,8 @@ def gpt2_dir(tmp_path, tiny_tokenizer):
     return path
 
 
-@pytest.fixture
-def simclr_dir(tmp_path):
-    path = tmp_path / "simclr"
-    torch.manual_seed(0)
-    SimCLRModel(SimCLRConfig(image_size=8, resnet_layers=[1, 1], resnet_widths=[8, 8],
-                             projection_dims=[8])).save_pretrained(path)
-    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.3] * 3, image_std=[0.4] * 3).save_pretrained(path)
-    return path
 
 
-@pytest.fixture
-def sentiment_file(tmp_path):
-    good = ["a fine good film", "good and fine", "the king likes the song"]
-    bad = ["a dull bad film", "bad and dull", "the king forgets the song"]
-    path = tmp_path / "sentiment.txt"
-    path.write_text("\n".join([f"1 {t} {i}" for i in range(5) for t in good] +
-                              [f"0 {t} {i}" for i in range(5) for t in bad]) + "\n")
-    return path
 
 
 def _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file, **extra):

@@ -6,34 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, AutoTokenizer, ViTImageProcessor
+from transformers import (
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    ViTImageProcessor,
+)
 
-from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel
+from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.adapt.features import text_features
-from tests.conftest import tiny_gpt_config
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import probe  # noqa: E402
-
-
-@pytest.fixture
-def gpt_dir(tmp_path, tiny_tokenizer):
-    path = tmp_path / "gpt"
-    torch.manual_seed(0)
-    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer))).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
-def sentiment_file(tmp_path):
-    good = ["a fine good film", "good and fine", "the king likes the song", "good good good"]
-    bad = ["a dull bad film", "bad and dull", "the king forgets the song", "bad bad bad"]
-    lines = [f"1 {t} {i}" for i in range(6) for t in good] + [f"0 {t} {i}" for i in range(6) for t in bad]
-    path = tmp_path / "sentiment.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_text_probe_saves_a_classifier_equal_to_the_probe(tmp_path, gpt_dir, sentiment_file, monkeypatch, capsys):
@@ -51,8 +36,8 @@ def test_text_probe_saves_a_classifier_equal_to_the_probe(tmp_path, gpt_dir, sen
     texts = ["good and fine 3", "a dull bad film 1 and more words"]
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     logits = classifier(**enc).logits
-    from transformers import AutoModel
     import safetensors.torch as st
+    from transformers import AutoModel
 
     base = AutoModel.from_pretrained(gpt_dir)
     feats = text_features(base, tokenizer, texts)

@@ -2,7 +2,6 @@
 
 from transformers import PretrainedConfig
 
-
 _AUTO_MAP = {
     "AutoConfig": "configuration_gpt.GPTConfig",
     "AutoModel": "modeling_gpt.GPTModel",
