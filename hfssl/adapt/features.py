@@ -59,7 +59,8 @@ def _default_pooling(model: nn.Module) -> str:
     return "last" if decoder_only or getattr(config, "model_type", "") == "hfssl_gpt" else "mean"
 
 
-def _context_window(model: nn.Module) -> int | None:
+def context_window(model: nn.Module) -> int | None:
+    """The longest input (in tokens) a text model accepts, from its config; None if it does not say."""
     config = getattr(model, "config", None)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, name, None)
@@ -81,7 +82,7 @@ def text_features(
     pooling = pooling or _default_pooling(model)
     if pooling not in ("last", "mean", "first"):
         raise ValueError(f"pooling must be 'last', 'mean' or 'first', got {pooling!r}.")
-    context = _context_window(model)
+    context = context_window(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device

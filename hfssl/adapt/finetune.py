@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from ..data.vision import Normalize
+from .features import context_window
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
 from .task import AdaptArguments, TaskData, load_task
@@ -141,12 +142,19 @@ class _Batcher:
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             self.companion = tokenizer
+            self.context = context_window(model)
         self.device = next(model.parameters()).device
 
     def __call__(self, inputs) -> dict:
         if self.task.is_image:
             return {"pixel_values": self.normalize(inputs).to(self.device)}
-        encoded = self.companion(list(inputs), padding=True, truncation=True, return_tensors="pt")
+        texts = list(inputs)
+        encoded = self.companion(texts, padding=True, return_tensors="pt")
+        lengths = encoded["attention_mask"].sum(dim=1)
+        if self.context is not None and int(lengths.max()) > self.context:
+            longest = int(lengths.argmax())
+            raise ValueError(f"A text has {int(lengths.max())} tokens, more than the model's context window "
+                             f"({self.context}): {texts[longest][:80]!r}... Shorten it (nothing is truncated silently).")
         return {k: v.to(self.device) for k, v in encoded.items()}
 
 

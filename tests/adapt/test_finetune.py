@@ -130,6 +130,16 @@ def test_any_transformers_model(method, tmp_path, gpt2_dir, sentiment_file):
         assert "score.weight" in changed and any(n.startswith("transformer.h.") for n in changed)
 
 
+def test_text_longer_than_the_context_is_an_error(tmp_path, gpt_dir, capsys):
+    long_file = tmp_path / "long.txt"
+    long_file.write_text("1 short and fine\n0 " + "the king forgets the song " * 40 + "\n" * 1 +
+                         "".join(f"{i % 2} words {i}\n" for i in range(20)))
+    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(long_file), "--eval_dataset", str(long_file),
+            "--method", "full", "--epochs", "1", "--output_dir", str(tmp_path / "o")]
+    assert finetune.main(argv) == 2
+    assert "more than the model's context window (64)" in capsys.readouterr().err
+
+
 def test_cli_rejects_unknown_method(tmp_path, gpt_dir, sentiment_file, capsys):
     argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--method", "magic"]
     assert finetune.main(argv) == 2
