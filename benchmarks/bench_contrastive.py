@@ -129,7 +129,8 @@ def main():
     rounds, calls = (2, 1) if args.quick else (4, 2)
 
     data = load_images(str(CIFAR) if CIFAR.is_file() else "digits", image_size=32)
-    pixels = data.pixels[: args.images]
+    # a seeded random subset: the CIFAR-10 parquet is stored class by class
+    pixels = data.pixels[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: args.images]]
     mean, std = channel_stats(pixels)
     config = SimCLRConfig(resnet_widths=args.resnet_widths, projection_dims=[512, 128])
     print(f"{data.name}: {len(pixels)} images; ResNet widths {args.resnet_widths}; batch {args.batch_size} images;"

@@ -55,7 +55,9 @@ def main():
     n_train = 512 if args.quick else 2048
 
     data = load_images(str(CIFAR) if CIFAR.is_file() else "digits", image_size=32)
-    train, test = data.subset(range(n_train)), data.subset(range(n_train, n_train + 1000))
+    # a seeded random subset: the CIFAR-10 parquet is stored class by class
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    train, test = data.subset(order[:n_train]), data.subset(order[n_train : n_train + 1000])
     mean, std = channel_stats(train.pixels)
     normalize = Normalize(mean, std)
     torch.manual_seed(0)

@@ -11,20 +11,22 @@ scored on the same held-out blocks and target positions:
 Prints a table (held-out loss in nats/token and perplexity) and a sample, and writes
 benchmarks/results/exp_lm.json.
 
-    python benchmarks/exp_lm.py                    # 8-minute training budget
-    python benchmarks/exp_lm.py --budget_minutes 1 # quick check
+    python benchmarks/exp_lm.py --seeds 0 1 2 --budget_minutes 4   # the README table
+    python benchmarks/exp_lm.py --budget_minutes 1                  # quick check
 """
 
 import argparse
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState, GradientState
 
 import hfssl  # noqa: F401
 from hfssl.data.text import load_text_dataset, load_tokenizer, pack_into_blocks
@@ -92,8 +94,8 @@ def ngram_losses(train_blocks, eval_blocks, vocab_size: int, k: float = 0.01) ->
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--budget_minutes", type=float, default=8.0, help="CPU training budget (<= 10).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget_minutes", type=float, default=8.0, help="CPU training budget per seed (<= 10).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_lm")
     args = parser.parse_args()
     if not args.corpus.is_file():
@@ -104,38 +106,47 @@ def main():
         step_s = seconds_per_step(MODEL_FLAGS["per_device_train_batch_size"], MODEL_FLAGS["block_size"])
         max_steps = max(20, int(args.budget_minutes * 60 / step_s * 0.9))  # 10% for evaluation and saving
         print(f"measured {step_s:.3f} s/step -> {max_steps} steps for a {args.budget_minutes:g}-minute budget")
-        flags = [f"--{k}={v}" for k, v in MODEL_FLAGS.items()] + [
-            f"--dataset={train_file}", f"--eval_dataset={held_out_file}", f"--output_dir={args.output_dir}",
-            f"--max_steps={max_steps}", f"--eval_steps={max(max_steps // 4, 1)}", "--save_steps=0",
-            "--max_eval_samples=100000", f"--seed={args.seed}", "--overwrite_output_dir",
-            "--sample_prompt=ROMEO:", "--sample_max_new_tokens=120", "--report_to=none", "--logging_steps=50",
-        ]
-        start = time.perf_counter()
-        summary = run_pretraining(*parse_args(flags))
-        train_minutes = (time.perf_counter() - start) / 60
-
-        tokenizer = load_tokenizer(str(args.output_dir))
+        runs = []
+        for seed in args.seeds:
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+            out = args.output_dir / f"seed{seed}"
+            flags = [f"--{k}={v}" for k, v in MODEL_FLAGS.items()] + [
+                f"--dataset={train_file}", f"--eval_dataset={held_out_file}", f"--output_dir={out}",
+                f"--max_steps={max_steps}", f"--eval_steps={max(max_steps // 4, 1)}", "--save_steps=0",
+                "--max_eval_samples=100000", f"--seed={seed}", "--overwrite_output_dir",
+                "--sample_prompt=ROMEO:", "--sample_max_new_tokens=120", "--report_to=none", "--logging_steps=50",
+            ]
+            start = time.perf_counter()
+            summary = run_pretraining(*parse_args(flags))
+            runs.append({"seed": seed, "loss": summary["eval_loss"], "minutes": (time.perf_counter() - start) / 60,
+                         "sample": summary["report"].removeprefix("Sample:\n")})
+        # the BPE tokenizer is a deterministic function of the training text: the baselines are seed-free
+        tokenizer = load_tokenizer(str(args.output_dir / f"seed{args.seeds[0]}"))
         train_blocks = pack_into_blocks(load_text_dataset(str(train_file)), tokenizer, MODEL_FLAGS["block_size"])
         eval_blocks = pack_into_blocks(load_text_dataset(str(held_out_file)), tokenizer, MODEL_FLAGS["block_size"])
         baselines = ngram_losses(list(train_blocks["input_ids"]), list(eval_blocks["input_ids"]), len(tokenizer))
 
+    losses = [r["loss"] for r in runs]
+    mean, std = statistics.mean(losses), (statistics.stdev(losses) if len(losses) > 1 else 0.0)
     rows = [
-        {"model": "unigram (add-one)", "loss": baselines["unigram"]},
-        {"model": "bigram (add-0.01)", "loss": baselines["bigram"]},
-        {"model": f"hfssl GPT ({max_steps} steps)", "loss": summary["eval_loss"]},
+        {"model": "unigram (add-one)", "loss": baselines["unigram"], "std": 0.0},
+        {"model": "bigram (add-0.01)", "loss": baselines["bigram"], "std": 0.0},
+        {"model": f"hfssl GPT ({max_steps} steps)", "loss": mean, "std": std},
     ]
     for row in rows:
         row["perplexity"] = math.exp(row["loss"])
+    minutes = statistics.mean(r["minutes"] for r in runs)
     print(f"\nTiny Shakespeare, held-out last 10% ({len(eval_blocks)} blocks of {MODEL_FLAGS['block_size']} "
-          f"BPE-{len(tokenizer)} tokens); training took {train_minutes:.1f} min on {os.cpu_count()} CPU cores")
-    print(f"{'model':<28}{'loss (nats/token)':>18}{'perplexity':>12}")
+          f"BPE-{len(tokenizer)} tokens); {len(runs)} seed(s), {minutes:.1f} min of training each on "
+          f"{os.cpu_count()} CPU cores")
+    print(f"{'model':<28}{'loss (nats/token)':>24}{'perplexity':>12}")
     for row in rows:
-        print(f"{row['model']:<28}{row['loss']:>18.3f}{row['perplexity']:>12.1f}")
-    sample = summary["report"].removeprefix("Sample:\n")
-    print("\nSample (prompt 'ROMEO:'):\n" + sample)
+        print(f"{row['model']:<28}{row['loss']:>16.3f} +- {row['std']:.3f}{row['perplexity']:>12.1f}")
+    print("\nSample (seed %d, prompt 'ROMEO:'):\n%s" % (runs[0]["seed"], runs[0]["sample"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "max_steps": max_steps, "train_minutes": train_minutes,
-                                   "seed": args.seed, "sample": sample, "config": MODEL_FLAGS}, indent=2))
+    RESULTS.write_text(json.dumps({"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS},
+                                  indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 
