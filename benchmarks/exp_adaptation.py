@@ -1,0 +1,208 @@
+"""Does pretraining help adaptation, most when labels are few? Every method, pretrained vs random init.
+
+Text: a GPT pretrained on ../shared/data text (Tiny Shakespeare + WikiText-2) for a CPU budget with
+`scripts/pretrain.py`'s code path, and the same architecture and tokenizer at random initialisation, both
+adapted to SST-2 (../shared/data/sst2/train.txt; a fixed seeded 20% held out for evaluation) with K labels
+per class by every method (linear probe, full fine-tune, LP-FT, surgical (last block), LoRA).
+Images: a SimCLR encoder pretrained on CIFAR-10 (a seeded 90% of train) vs the same encoder at random init,
+adapted with K labels per class, evaluated on 2,000 of the remaining CIFAR-10 images.
+
+Each (modality, init, method, K) runs with several seeds (few-shot subset and training seed); the script
+prints a table per modality (accuracy mean +- std), saves it as JSON and plots accuracy vs K, a line per
+method and init.
+
+    python benchmarks/exp_adaptation.py --quick      # a few minutes: K in {8, 32} / {1, 10}, 1 seed, short runs
+    python benchmarks/exp_adaptation.py              # the README table (hours on 2 CPU cores)
+"""
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+from accelerate.state import AcceleratorState, GradientState
+
+import hfssl  # noqa: F401
+from hfssl.adapt.finetune import FinetuneArguments, run_finetune
+from hfssl.adapt.probe import ProbeArguments, run_linear_probe
+from hfssl.models.gpt import GPTForCausalLM
+from hfssl.models.simclr import SimCLRModel
+from hfssl.training.arguments import parse_args
+from hfssl.training.loop import run_pretraining
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("probe", "full", "lp-ft", "surgical", "lora")
+
+
+def _reset():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def pretrain(flags: list[str]) -> Path:
+    _reset()
+    summary = run_pretraining(*parse_args(flags))
+    return Path(summary["output_dir"])
+
+
+def random_init_copy(pretrained: Path, model_cls, target: Path) -> Path:
+    """The same architecture (config) and companions (tokenizer / image processor) with fresh weights."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(pretrained)
+    model_cls(config).save_pretrained(target)
+    companion = AutoTokenizer if (pretrained / "tokenizer.json").is_file() else AutoImageProcessor
+    companion.from_pretrained(pretrained).save_pretrained(target)
+    return target
+
+
+def text_setup(work: Path, minutes: float, quick: bool) -> tuple[dict, Path, Path]:
+    corpus = work / "corpus"
+    corpus.mkdir()
+    for name in ("tinyshakespeare/input.txt", "wikitext2/valid.txt"):
+        (corpus / name.replace("/", "_")).write_text((DATA / name).read_text(encoding="utf-8"), encoding="utf-8")
+    steps = max(20, int(minutes * 60 / 0.3))  # ~0.3 s per step of this model on 2 CPU cores
+    pretrained = pretrain([
+        "--dataset", str(corpus), "--output_dir", str(work / "gpt"), "--vocab_size", "2048",
+        "--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "4",
+        "--max_position_embeddings", "256", "--block_size", "128", "--max_steps", str(steps),
+        "--eval_steps", "0", "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
+    untrained = random_init_copy(pretrained, GPTForCausalLM, work / "gpt-random")
+    lines = [line for line in (DATA / "sst2" / "train.txt").read_text().splitlines() if line.strip()]
+    order = random.Random(0).sample(range(len(lines)), len(lines))
+    cut = int(0.8 * len(lines))
+    train, held_out = work / "sst2_train.txt", work / "sst2_eval.txt"
+    train.write_text("\n".join(lines[i] for i in order[:cut]) + "\n")
+    held_out.write_text("\n".join(lines[i] for i in (order[cut:cut + 400] if quick else order[cut:])) + "\n")
+    return {"pretrained": pretrained, "random init": untrained}, train, held_out
+
+
+def image_setup(work: Path, minutes: float) -> tuple[dict, Path, Path]:
+    cifar = datasets.load_dataset("parquet", data_files=str(DATA / "cifar10" / "train.parquet"), split="train")
+    split = cifar.train_test_split(test_size=0.1, seed=0)
+    train, held_out = work / "cifar_train.parquet", work / "cifar_eval.parquet"
+    split["train"].to_parquet(train)
+    split["test"].select(range(2000)).to_parquet(held_out)
+    steps = max(8, int(minutes * 60 / 0.8))  # ~0.8 s per step of this model on 2 CPU cores
+    pretrained = pretrain([
+        "--objective", "contrastive", "--dataset", str(train), "--output_dir", str(work / "simclr"),
+        "--resnet_layers", "1", "1", "1", "1", "--resnet_widths", "32", "64", "128", "256",
+        "--per_device_train_batch_size", "128", "--max_steps", str(steps), "--eval_steps", "0",
+        "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
+    untrained = random_init_copy(pretrained, SimCLRModel, work / "simclr-random")
+    return {"pretrained": pretrained, "random init": untrained}, train, held_out
+
+
+def adapt(method: str, model: Path, train: Path, held_out: Path, k: int | None, seed: int, work: Path,
+          epochs: int) -> float:
+    common = dict(model_name_or_path=str(model), dataset=str(train), eval_dataset=str(held_out),
+                  num_labels_per_class=k, seed=seed, output_dir=str(work / "adapted"))
+    if method == "probe":
+        _, metrics = run_linear_probe(ProbeArguments(**common))
+    else:
+        lr = 1e-3 if method == "lora" else 1e-4
+        _, metrics = run_finetune(FinetuneArguments(**common, method=method, epochs=epochs, learning_rate=lr,
+                                                    batch_size=32))
+    return metrics["accuracy"]
+
+
+def run_modality(name, models, train, held_out, ks, seeds, work, epochs) -> list[dict]:
+    rows = []
+    for init, model in models.items():
+        for method in METHODS:
+            for k in ks:
+                accuracies = []
+                for seed in seeds:
+                    start = time.perf_counter()
+                    accuracies.append(adapt(method, model, train, held_out, k, seed, work, epochs))
+                    logging.getLogger(__name__).info("%s %s %s K=%s seed %d: %.4f (%.0f s)", name, init, method, k,
+                                                     seed, accuracies[-1], time.perf_counter() - start)
+                rows.append({"modality": name, "init": init, "method": method, "k": k or "all",
+                             "mean": statistics.mean(accuracies),
+                             "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                             "accuracies": accuracies})
+    return rows
+
+
+def print_table(rows: list[dict], ks) -> None:
+    labels = [str(k or "all") for k in ks]
+    print(f"\n{rows[0]['modality']}: accuracy (%), mean +- std over seeds")
+    print(f"{'init':<13}{'method':<10}" + "".join(f"{'K=' + k:>16}" for k in labels))
+    for init in ("pretrained", "random init"):
+        for method in METHODS:
+            cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
+            print(f"{init:<13}{method:<10}" + "".join(
+                f"{100 * cells[k]['mean']:>10.1f} +- {100 * cells[k]['std']:<3.1f}" for k in labels))
+
+
+def plot(rows: list[dict], ks, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+        return
+    labels = [str(k or "all") for k in ks]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for init, style in (("pretrained", "-"), ("random init", ":")):
+        for i, method in enumerate(METHODS):
+            cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
+            means = [100 * cells[k]["mean"] for k in labels]
+            stds = [100 * cells[k]["std"] for k in labels]
+            ax.errorbar(range(len(labels)), means, yerr=stds, linestyle=style, marker="o", color=f"C{i}",
+                        label=f"{method} ({init})", capsize=3)
+    ax.set_xticks(range(len(labels)), [f"K={k}" for k in labels])
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{rows[0]['modality']}: pretrained (solid) vs random init (dotted)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--modalities", nargs="+", default=["text", "images"], choices=["text", "images"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("hfssl.training", "accelerate", "datasets", "hfssl.adapt", "hfssl.data"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    epochs = 3 if args.quick else 10
+    tag = "_quick" if args.quick else ""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "text" in args.modalities:
+            ks = [8, 32] if args.quick else [8, 32, 128, None]
+            models, train, held_out = text_setup(work, 1.0 if args.quick else 8.0, args.quick)
+            rows = run_modality("SST-2 (text)", models, train, held_out, ks, seeds, work, epochs)
+            print_table(rows, ks)
+            plot(rows, ks, RESULTS / f"exp_adaptation_text{tag}.png")
+            results["text"] = rows
+        if "images" in args.modalities:
+            ks = [1, 10] if args.quick else [1, 10, 100]
+            models, train, held_out = image_setup(work, 1.0 if args.quick else 10.0)
+            rows = run_modality("CIFAR-10 (images)", models, train, held_out, ks, seeds, work, epochs)
+            print_table(rows, ks)
+            plot(rows, ks, RESULTS / f"exp_adaptation_images{tag}.png")
+            results["images"] = rows
+    out = RESULTS / f"exp_adaptation{tag}.json"
+    out.write_text(json.dumps({"seeds": seeds, "epochs": epochs, "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
