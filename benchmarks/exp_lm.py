@@ -11,7 +11,8 @@ scored on the same held-out blocks and target positions:
 Prints a table (held-out loss in nats/token and perplexity) and a sample, and writes
 benchmarks/results/exp_lm.json.
 
-    python benchmarks/exp_lm.py --seeds 0 1 2 --budget_minutes 4   # the README table
+    python benchmarks/exp_lm.py --seeds 0 1 2 --budget_minutes 4 --results_name exp_lm_3seeds
+    python benchmarks/exp_lm.py --budget_minutes 8                  # the first README table (seed 0)
     python benchmarks/exp_lm.py --budget_minutes 1                  # quick check
 """
 
@@ -97,7 +98,9 @@ def main():
     parser.add_argument("--budget_minutes", type=float, default=8.0, help="CPU training budget per seed (<= 10).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_lm")
+    parser.add_argument("--results_name", default="exp_lm", help="Name of the .json in benchmarks/results/.")
     args = parser.parse_args()
+    results = RESULTS.with_name(f"{args.results_name}.json")
     if not args.corpus.is_file():
         raise SystemExit(f"Corpus not found: {args.corpus} (the shared data folder is needed for this experiment).")
 
@@ -144,10 +147,10 @@ def main():
     for row in rows:
         print(f"{row['model']:<28}{row['loss']:>16.3f} +- {row['std']:.3f}{row['perplexity']:>12.1f}")
     print("\nSample (seed %d, prompt 'ROMEO:'):\n%s" % (runs[0]["seed"], runs[0]["sample"]))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS},
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS},
                                   indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
