@@ -12,7 +12,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hfssl  # noqa: E402,F401  (registers the Auto classes)
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def import_script(name: str):
+    """Import scripts/<name>.py as a module, so tests call its main(argv) in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"hfssl_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 _SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river", "our king"]
 _VERBS = ["sees", "likes", "follows", "remembers", "finds", "watches", "calls", "forgets"]

@@ -1,7 +1,6 @@
 """Every fine-tuning method on tiny models, table-driven over (method x model): what trains and what must not."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,9 @@ from hfssl.adapt.finetune import (
 )
 from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.adapt.task import load_task
+from tests.conftest import import_script
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import finetune  # noqa: E402
+finetune = import_script("finetune")
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """scripts/probe.py end to end on tiny saved models: text (GPT) and images (SimCLR)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +13,9 @@ from transformers import (
 
 from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.adapt.features import text_features
+from tests.conftest import import_script
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import probe  # noqa: E402
+probe = import_script("probe")
 
 
 def test_text_probe_saves_a_classifier_equal_to_the_probe(tmp_path, gpt_dir, sentiment_file, monkeypatch, capsys):

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel, pipeline
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, import_script
+
 SCRIPT = REPO / "scripts" / "pretrain.py"
-sys.path.insert(0, str(REPO / "scripts"))
-import pretrain  # noqa: E402
+pretrain = import_script("pretrain")
 
 TINY = [
     "--objective", "contrastive", "--image_size", "8", "--resnet_layers", "1", "1", "--resnet_widths", "8", "16",

@@ -14,11 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfssl.training import causal_lm
 from hfssl.training.loop import NonFiniteLossError
+from tests.conftest import REPO, import_script
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "pretrain.py"
-sys.path.insert(0, str(REPO / "scripts"))
-import pretrain  # noqa: E402
+pretrain = import_script("pretrain")
 
 TINY = [
     "--vocab_size", "300", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
