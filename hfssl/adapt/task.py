@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..data.splits import held_out_split
 from ..data.vision import load_images
 from .data import few_shot_indices, load_text_classification
 
@@ -46,12 +47,6 @@ def is_image_config(config) -> bool:
     return hasattr(config, "num_channels") and hasattr(config, "image_size")
 
 
-def _split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_eval = max(1, int(round(fraction * n)))
-    return order[n_eval:], order[:n_eval]
-
-
 def _text(args: AdaptArguments) -> TaskData:
     kwargs = dict(text_column=args.text_column, label_column=args.label_column)
     train, names = load_text_classification(args.dataset, **kwargs)
@@ -60,7 +55,7 @@ def _text(args: AdaptArguments) -> TaskData:
         if eval_names != names:
             raise ValueError(f"--eval_dataset labels {eval_names} differ from --dataset labels {names}.")
     else:
-        train_idx, eval_idx = _split(len(train), args.eval_split_fraction, args.seed)
+        train_idx, eval_idx = held_out_split(len(train), args.eval_split_fraction, args.seed)
         train, evaluation = train.select(train_idx), train.select(eval_idx)
     return TaskData(list(train["text"]), torch.tensor(train["label"]), list(evaluation["text"]),
                     torch.tensor(evaluation["label"]), names, is_image=False)
@@ -74,7 +69,7 @@ def _images(args: AdaptArguments, image_size: int) -> TaskData:
     if args.eval_dataset:
         evaluation = load_images(args.eval_dataset, **kwargs)
     else:
-        train_idx, eval_idx = _split(len(train), args.eval_split_fraction, args.seed)
+        train_idx, eval_idx = held_out_split(len(train), args.eval_split_fraction, args.seed)
         train, evaluation = train.subset(train_idx), train.subset(eval_idx)
     if len(set(train.labels.tolist())) < 2:
         raise ValueError(f"{train.name} has a single class: classification needs at least two.")

@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import AutoModel, ViTImageProcessor
 
+from ..data.splits import held_out_split
 from ..data.vision import ImageData, ImageTensorDataset, Normalize, SimCLRAugmentation, channel_stats, load_images
 from ..losses import NTXentLoss
 from ..models.simclr import SimCLRConfig, SimCLRModel
@@ -36,9 +37,8 @@ def _collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
 def _split(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData | None]:
     if fraction <= 0 or len(data) < 2:
         return data, None
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    n_eval = max(1, int(round(fraction * len(data))))
-    return data.subset(order[n_eval:]), data.subset(order[:n_eval])
+    train_idx, eval_idx = held_out_split(len(data), fraction, seed)
+    return data.subset(train_idx), data.subset(eval_idx)
 
 
 @register_objective
