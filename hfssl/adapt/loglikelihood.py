@@ -1,0 +1,149 @@
+"""Log-likelihood of (context, continuation) pairs under any causal LM, as lm-evaluation-harness defines it,
+computed with batching and a shared-prefix KV cache.
+
+Definition (lm-evaluation-harness 0.4, `LM._encode_pair` and `HFLM._loglikelihood_tokens`):
+- trailing whitespace of the context moves to the front of the continuation;
+- whole = encode(context + continuation), ctx = encode(context); the continuation tokens are
+  whole[len(ctx):] and the context tokens whole[:len(ctx)] (so a token merged across the boundary
+  counts as continuation); an empty context becomes [prefix token] (BOS, else EOS);
+- log p(continuation | context) = sum_i log softmax(logits_{n_ctx + i - 1})[cont_i], and is_greedy says
+  whether every continuation token is the argmax.
+`acc` is the argmax over options of that sum, `acc_norm` the argmax of the sum divided by the option's
+length in characters.
+
+Speed: requests that share a prompt prefix (the instruction and demonstrations of a k-shot prompt) are
+scored as one group: the longest token prefix common to the group is run once, and its KV cache is
+expanded over batches of the remaining suffixes (queries and label options), right-padded.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers.cache_utils import DynamicCache
+
+from .features import context_window
+
+
+def prefix_token_id(tokenizer) -> int:
+    """The token that stands in for an empty context: BOS, else EOS (as lm-evaluation-harness)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("The tokenizer has neither a BOS nor an EOS token to condition an empty context on.")
+    return token
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text)["input_ids"]
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context tokens, continuation tokens), split exactly as lm-evaluation-harness splits them."""
+    if context == "":
+        continuation_ids = encode(tokenizer, continuation)
+        prefix = prefix_token_id(tokenizer)
+        if continuation_ids and continuation_ids[0] == prefix:
+            return continuation_ids[:1], continuation_ids[1:]
+        return [prefix], continuation_ids
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = encode(tokenizer, context + continuation)
+    n_context = len(encode(tokenizer, context))
+    return whole[:n_context], whole[n_context:]
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for i in range(n):
+        token = first[i]
+        if any(s[i] != token for s in sequences):
+            return i
+    return n
+
+
+def _expand_cache(prefix_cache: DynamicCache, batch: int, config) -> DynamicCache:
+    """A new cache holding the (1, nh, P, hs) prefix keys/values as (batch, nh, P, hs) views; the prefix is untouched."""
+    data = [(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
+            for layer in prefix_cache.layers]
+    return DynamicCache(ddp_cache_data=data, config=config)
+
+
+@torch.no_grad()
+def _score_group(
+    model: nn.Module, pairs: list[tuple[list[int], list[int]]], batch_size: int, use_prefix_cache: bool
+) -> list[tuple[float, bool]]:
+    """(sum log-prob, is_greedy) of each (context ids, continuation ids) pair of one group."""
+    device = next(model.parameters()).device
+    # inputs drop the last token: position t predicts token t + 1
+    inputs = [ctx + cont for ctx, cont in pairs]
+    prefix_len = 0
+    prefix_cache = None
+    if use_prefix_cache and len(pairs) > 1:
+        # the cached part must end before the last context token, whose logits predict the first answer token
+        prefix_len = min(_common_prefix_length(inputs), min(len(ctx) for ctx, _ in pairs) - 1)
+    if prefix_len > 0:
+        prefix = torch.tensor([inputs[0][:prefix_len]], device=device)
+        prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values
+    results: list[tuple[float, bool] | None] = [None] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: -len(inputs[i]))  # similar lengths share a batch
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        suffixes = [inputs[i][prefix_len:-1] for i in chunk]
+        width = max(len(s) for s in suffixes)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(chunk), prefix_len + width, dtype=torch.long, device=device)
+        mask[:, :prefix_len] = 1
+        for row, suffix in enumerate(suffixes):  # right padding: real tokens never attend to it
+            ids[row, : len(suffix)] = torch.tensor(suffix, device=device)
+            mask[row, prefix_len : prefix_len + len(suffix)] = 1
+        positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(chunk), -1)
+        kwargs = {}
+        if prefix_cache is not None:
+            kwargs = {"past_key_values": _expand_cache(prefix_cache, len(chunk), model.config), "use_cache": True}
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, width, V)
+        for row, i in enumerate(chunk):
+            ctx, cont = pairs[i]
+            first = len(ctx) - 1 - prefix_len  # suffix position whose logits predict cont[0]
+            rows = log_probs[row, first : first + len(cont)]  # (len(cont), V)
+            target = torch.tensor(cont, device=device)
+            total = rows.gather(1, target[:, None]).sum().item()
+            results[i] = (total, bool((rows.argmax(dim=-1) == target).all()))
+    return results  # type: ignore[return-value]
+
+
+def loglikelihoods(
+    model: nn.Module,
+    tokenizer,
+    groups: list[list[tuple[str, str]]],
+    *,
+    batch_size: int = 16,
+    use_prefix_cache: bool = True,
+) -> list[list[tuple[float, bool]]]:
+    """Score (context, continuation) string pairs; `groups` are lists of pairs expected to share a prefix.
+
+    Returns, for each group, a (log p(continuation | context), is_greedy) per pair. Raises ValueError if
+    a continuation encodes to no tokens or a sequence is longer than the model's context window (nothing is
+    truncated: build shorter prompts instead).
+    """
+    was_training = model.training
+    model.eval()
+    limit = context_window(model)
+    out = []
+    try:
+        for group in groups:
+            pairs = [encode_pair(tokenizer, ctx, cont) for ctx, cont in group]
+            for (ctx, cont), (ctx_ids, cont_ids) in zip(group, pairs):
+                if not cont_ids:
+                    raise ValueError(f"The continuation {cont!r} encodes to no tokens; choose another label word.")
+                if limit is not None and len(ctx_ids) + len(cont_ids) - 1 > limit:
+                    raise ValueError(
+                        f"A prompt of {len(ctx_ids) + len(cont_ids) - 1} tokens is longer than the model's context "
+                        f"window ({limit}): {ctx[-80:]!r}"
+                    )
+            out.append(_score_group(model, pairs, batch_size, use_prefix_cache) if pairs else [])
+    finally:
+        model.train(was_training)
+    return out
