@@ -14,6 +14,7 @@ from transformers import HfArgumentParser
 
 import hfssl  # noqa: F401  (registers the hfssl models and peft defaults)
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
+from hfssl.hub import push_after_training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
           f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['num_eval']} evaluation examples); "
           f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters trained")
     print(f"saved to {args.output_dir}")
-    return 0
+    return push_after_training(args, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 import sys
 
 import hfssl  # noqa: F401  (registers the hfssl models with the Auto classes)
+from hfssl.hub import push_after_training
 from hfssl.training.arguments import parse_args
 from hfssl.training.loop import NonFiniteLossError, run_pretraining
 
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        summary = run_pretraining(*parse_args(argv))
+        args = parse_args(argv)
+        summary = run_pretraining(*args)
     except (ValueError, OSError, NonFiniteLossError) as err:  # OSError: missing files, unreachable Hub
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
         print(f"\nModel saved to {summary['output_dir']}  ({metrics})")
         print(summary["report"])
+        return push_after_training(args[2], summary["output_dir"])
     return 0
 
 

@@ -14,6 +14,7 @@ from transformers import HfArgumentParser
 
 import hfssl  # noqa: F401  (registers the hfssl models)
 from hfssl.adapt.probe import ProbeArguments, run_linear_probe
+from hfssl.hub import push_after_training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"linear probe on {metrics['num_train']} examples: accuracy {metrics['accuracy']:.4f}, "
           f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['num_eval']} evaluation examples)")
     print(f"saved to {args.output_dir} ({metrics['saved']})")
-    return 0
+    return push_after_training(args, args.output_dir)
 
 
 if __name__ == "__main__":

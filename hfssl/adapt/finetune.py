@@ -66,6 +66,7 @@ class FinetuneArguments(AdaptArguments):
     merge_lora: bool = field(default=False, metadata={"help": "Save the LoRA model merged instead of adapter-only."})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}.")
 

@@ -70,8 +70,8 @@ PRESETS: dict[str, PromptTemplate] = {
                     "Sports": "sports", "Business": "business", "Sci/Tech": "technology"},
         input_prefix="Article: ", output_prefix="Topic:",
     ),
-    "key_value": PromptTemplate(  # the `key -> value` lines of benchmarks/exp_icl.py
-        verbalizer={}, input_prefix="", field_delimiter=" ", output_prefix="->", demo_delimiter="\n",
+    "key_value": PromptTemplate(  # the `key value` lines of benchmarks/exp_icl.py: A B ... A -> B
+        verbalizer={}, input_prefix="", field_delimiter="", output_prefix="", demo_delimiter="\n",
     ),
 }
 

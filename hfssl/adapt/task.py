@@ -6,11 +6,12 @@ import torch
 
 from ..data.splits import held_out_split
 from ..data.vision import load_images
+from ..hub import HubArguments
 from .data import few_shot_indices, load_text_classification
 
 
 @dataclass
-class AdaptArguments:
+class AdaptArguments(HubArguments):
     """What every adaptation method needs: the pretrained model and the labelled task."""
 
     model_name_or_path: str = field(metadata={"help": "Pretrained model: a saved folder or a Hub id."})

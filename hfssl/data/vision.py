@@ -3,6 +3,8 @@
 An image data set spec is one of
 - `digits` (the default): scikit-learn's 1,797 handwritten 8x8 digits, shipped inside scikit-learn;
 - a local parquet file (or folder of them) with an image column, or an image folder (`class/xxx.png`);
+- a .zip of image files whose class is their folder inside the archive (e.g. Omniglot's
+  `alphabet/character/xxx.png`: class `alphabet/character`);
 - a Hub dataset name, loaded by `datasets.load_dataset`.
 
 Images are decoded once into a uint8 tensor (N, 3, S, S) — converted to RGB and resized to S x S — and
@@ -15,6 +17,7 @@ import hashlib
 import io
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +101,28 @@ def _decode(value, image_size: int, where: str) -> np.ndarray:
         raise ValueError(f"Corrupt or unreadable image {where}: {err}") from err
 
 
+def _load_zip(path: Path) -> datasets.Dataset:
+    """Images inside a zip archive; label = folder path below the folder all images share."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(m for m in archive.namelist() if Path(m).suffix.lower() in _IMAGE_SUFFIXES)
+            if not members:
+                raise ValueError(f"{path} contains no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}).")
+            images = [{"bytes": archive.read(m), "path": f"{path}:{m}"} for m in members]
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{path} is not a readable zip archive: {err}") from err
+    folders = [Path(m).parent.parts for m in members]
+    shared = 0
+    while all(len(f) > shared for f in folders) and len({f[shared] for f in folders}) == 1:
+        shared += 1
+    labels = ["/".join(f[shared:]) or "." for f in folders]
+    return datasets.Dataset.from_dict({"image": images, "label": labels})
+
+
 def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
     path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return _load_zip(path), str(spec)
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         if any(p.suffix.lower() == ".parquet" for p in files):
@@ -159,7 +182,11 @@ def load_images(
     labels, label_names = _labels(ds, label_column)
 
     cache = Path(cache_dir or os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "images"
-    key = hashlib.sha1(f"{ds._fingerprint}|{image_column}|{image_size}".encode()).hexdigest()[:16]
+    source = Path(spec).expanduser()
+    # a zip's in-memory table has no stable fingerprint: key it on the archive file instead
+    identity = (f"{source.resolve()}|{source.stat().st_size}|{source.stat().st_mtime_ns}"
+                if source.suffix.lower() == ".zip" else ds._fingerprint)
+    key = hashlib.sha1(f"{identity}|{image_column}|{image_size}".encode()).hexdigest()[:16]
     cached = cache / f"{key}.pt"
     if cached.is_file():
         pixels = torch.load(cached)

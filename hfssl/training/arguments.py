@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from ..hub import HubArguments
+
 
 @dataclass
 class ModelArguments:
@@ -94,7 +96,7 @@ class DataArguments:
 
 
 @dataclass
-class PretrainArguments:
+class PretrainArguments(HubArguments):
     output_dir: str | None = field(
         default=None,
         metadata={"help": "Where checkpoints and the model go (default outputs/gpt-stdlib or outputs/simclr-digits)."},

@@ -1,0 +1,124 @@
+"""k-shot scoring speed: hfssl's prefix-cached, batched log-likelihoods vs lm-evaluation-harness' `hf` backend.
+
+Same model (an hfssl GPT, 4 layers x 256, context 1024, random init: speed does not depend on the
+weights), same tokenizer, same (context, continuation) requests: SST-2 queries (../shared/data, else
+built-in sentences) with k demonstrations drawn once per seed, every label option scored. The peer is
+lm-eval 0.4.13's own `HFLM.loglikelihood` on the same model object, at the same batch size (it sorts
+requests by length and reuses logits for one-token continuations that share a context). hfssl encodes
+the shared demonstration prefix once and scores only the query + option suffixes against its KV cache.
+Predictions must be identical and log-likelihoods equal within 1e-3.
+
+Writes benchmarks/results/bench_prompting.json rows {"name", "ratio", "target"}; ratio = lm-eval time /
+hfssl time, target >= 3 at 8 shots.
+
+    python benchmarks/bench_prompting.py [--quick]
+"""
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from hfssl import GPTConfig, GPTForCausalLM
+from hfssl.adapt.data import load_text_classification
+from hfssl.adapt.prompting import PromptClassifier
+from hfssl.adapt.prompts import get_template, select_demonstrations
+from hfssl.data.text import train_bpe_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst2" / "train.txt"
+RESULTS = ROOT / "benchmarks" / "results" / "bench_prompting.json"
+
+
+def load_sentences() -> tuple[list[str], list[int], str]:
+    if SST2.is_file():
+        ds, _ = load_text_classification(str(SST2))
+        return list(ds["text"]), list(ds["label"]), "SST-2"
+    rng = random.Random(0)
+    words = {1: ["good", "fine", "moving", "warm", "clever"], 0: ["dull", "bad", "flat", "tired", "empty"]}
+    labels = [rng.randint(0, 1) for _ in range(2000)]
+    texts = [f"a {rng.choice(words[y])} film with a {rng.choice(words[y])} story and {rng.choice(words[y])} acting"
+             for y in labels]
+    return texts, labels, "built-in sentences"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="48 queries, 1 seed, shots 0 and 8.")
+    parser.add_argument("--shots", type=int, nargs="+", default=[0, 4, 8])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=2, help="Demonstration draws per k (each timed for both).")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.shots, args.queries, args.seeds = [0, 8], 48, 1
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    texts, labels, source = load_sentences()
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=4096)
+    torch.manual_seed(0)
+    model = GPTForCausalLM(GPTConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4,
+                                     num_attention_heads=4, max_position_embeddings=1024,
+                                     bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)).eval()
+    classifier = PromptClassifier(model, tokenizer, get_template("sentiment"), ["0", "1"], batch_size=args.batch_size)
+    harness = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=args.batch_size, device="cpu")
+
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0)).tolist()
+    pool_idx, query_idx = order[: len(order) // 2], order[len(order) // 2 :][: args.queries]
+    queries, query_labels = [texts[i] for i in query_idx], [labels[i] for i in query_idx]
+    pool_texts, pool_labels = [texts[i] for i in pool_idx], [labels[i] for i in pool_idx]
+    continuations = [classifier.template.continuation(w) for w in classifier.options]
+
+    rows, details = [], []
+    print(f"{source}: {len(queries)} queries x {len(continuations)} options, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'k':>3}{'seed':>6}{'hfssl s':>10}{'lm-eval s':>11}{'ratio':>8}{'max |dll|':>11}{'same preds':>12}")
+    for k in args.shots:
+        ratios = []
+        for seed in range(args.seeds if k else 1):
+            chosen = select_demonstrations(pool_labels, k, strategy="random", seed=seed)[0]
+            demos = classifier.demonstrations([pool_texts[i] for i in chosen], [pool_labels[i] for i in chosen])
+            contexts = [classifier.template.context(demos, q) for q in queries]
+            requests = [Instance("loglikelihood", {}, (c, cont), i) for i, (c, cont) in
+                        enumerate((c, cont) for c in contexts for cont in continuations)]
+            ours_s, theirs_s = [], []
+            for _ in range(2):  # alternate, keep each side's faster run
+                t = time.perf_counter()
+                ours = classifier.score(queries, [demos] * len(queries)).loglik
+                ours_s.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                theirs = harness.loglikelihood(requests, disable_tqdm=True)
+                theirs_s.append(time.perf_counter() - t)
+            theirs = torch.tensor([ll for ll, _ in theirs], dtype=torch.float64).view(len(queries), -1)
+            diff = (ours - theirs).abs().max().item()
+            same = bool((ours.argmax(-1) == theirs.argmax(-1)).all())
+            if diff > 1e-3 or not same:
+                raise SystemExit(f"hfssl and lm-eval disagree at k={k}: max |dll| {diff:.2e}, same predictions {same}")
+            ratio = min(theirs_s) / min(ours_s)
+            ratios.append(ratio)
+            accuracy = (ours.argmax(-1) == torch.tensor(query_labels)).double().mean().item()
+            details.append({"k": k, "seed": seed, "hfssl_s": min(ours_s), "lm_eval_s": min(theirs_s), "ratio": ratio,
+                            "max_abs_diff": diff, "accuracy": accuracy})
+            print(f"{k:>3}{seed:>6}{min(ours_s):>10.2f}{min(theirs_s):>11.2f}{ratio:>8.2f}{diff:>11.1e}{str(same):>12}")
+        rows.append({"name": f"scored examples/s vs lm-eval hf backend, {k} shots", "ratio": statistics.fmean(ratios),
+                     "target": 3.0 if k == 8 else None})
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"rows": rows, "runs": details, "source": source, "queries": len(queries),
+                                       "batch_size": args.batch_size}, indent=2) + "\n")
+    for row in rows:
+        target = f" (target {row['target']:g})" if row["target"] else ""
+        print(f"{row['name']}: {row['ratio']:.2f}x{target}")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

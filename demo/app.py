@@ -1,0 +1,364 @@
+"""hfssl playground: few-shot prompts with any causal LM, nearest neighbours with a SimCLR encoder.
+
+    python demo/app.py [--models_root outputs] [--model gpt-stdlib] [--port 7860]
+
+Models are folders under --models_root (picked from a list; nothing outside it is ever read) or Hub ids
+(`owner/name`); loaded models stay cached, so switching back is instant. Scoring uses the same
+`PromptClassifier` as scripts/prompt_eval.py (lm-evaluation-harness log-likelihoods, contextual calibration).
+Errors are shown in the page (gr.Error), never as tracebacks.
+"""
+
+import argparse
+import threading
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+import hfssl  # noqa: F401  (registers the hfssl models)
+from hfssl.adapt.features import context_window
+from hfssl.adapt.prompting import PromptClassifier, load_causal_lm
+from hfssl.adapt.prompts import PRESETS, PromptTemplate
+
+MAX_PROMPT_TOKENS = 2048
+MAX_NEW_TOKENS = 128
+MAX_UPLOAD = "5mb"
+CONCURRENCY = 2
+
+# preset -> (template fields, demonstrations, query); label words are the verbalizer (one per label)
+EXAMPLES = {
+    "sentiment": ([["a gripping, beautifully acted film", "positive"], ["dull and far too long", "negative"],
+                   ["a warm and funny story", "positive"], ["the plot makes no sense", "negative"]],
+                  "an honest, moving portrait"),
+    "question_type": ([["How far is the moon from the earth?", "number"], ["Who wrote Hamlet?", "person"],
+                       ["Where is the Eiffel Tower?", "location"], ["What does NASA stand for?", "abbreviation"]],
+                      "Who painted the Mona Lisa?"),
+    "topic": ([["The central bank raised interest rates again.", "business"],
+               ["The striker scored twice in the final.", "sports"],
+               ["A new chip doubles battery life of phones.", "technology"],
+               ["Leaders met to discuss the border treaty.", "world"]],
+              "Shares fell after the earnings report."),
+    "key_value": ([["q", "red"], ["w", "blue"], ["q", "red"], ["e", "gold"], ["w", "blue"]], "e"),
+}
+
+
+class ModelStore:
+    """Resolves model names to folders under `root` (or Hub ids) and caches what it loaded."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self._cache: dict[tuple[str, str], tuple] = {}
+        self._lock = threading.Lock()
+
+    def local_models(self) -> list[str]:
+        """Folders below the root holding a saved model (config.json), as paths relative to the root."""
+        if not self.root.is_dir():
+            return []
+        return sorted(str(p.parent.relative_to(self.root)) for p in self.root.rglob("config.json")
+                      if "checkpoints" not in p.parts)
+
+    def resolve(self, name: str) -> str:
+        """A folder inside the root, or a Hub id; anything else (../, absolute paths elsewhere) is refused."""
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("Choose a model first.")
+        candidate = (self.root / name).resolve()
+        if candidate.is_relative_to(self.root) and (candidate / "config.json").is_file():
+            return str(candidate)
+        if name.startswith(("/", ".", "~")) or ".." in name or name.count("/") > 1 or "\\" in name:
+            raise ValueError(f"{name!r} is not a model under the models root or a Hub id (owner/name).")
+        return name  # a Hub id: from_pretrained fetches it (or finds it in the local cache)
+
+    def causal_lm(self, name: str):
+        key = ("lm", self.resolve(name))
+        with self._lock:
+            if key not in self._cache:
+                model, tokenizer = load_causal_lm(key[1])
+                self._cache[key] = (model.eval(), tokenizer)
+            return self._cache[key]
+
+    def encoder(self, name: str):
+        from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
+
+        path = self.resolve(name)
+        key = ("vision", path)
+        with self._lock:
+            if key not in self._cache:
+                try:
+                    processor = AutoImageProcessor.from_pretrained(path)
+                    try:
+                        model = AutoModelForImageClassification.from_pretrained(path)
+                        has_head = "ForImageClassification" in (model.config.architectures or [""])[0]
+                    except (ValueError, OSError):
+                        model, has_head = AutoModel.from_pretrained(path), False
+                except (OSError, ValueError) as err:
+                    raise OSError(f"Could not load an image encoder from {name!r}: {err}") from err
+                self._cache[key] = (model.eval(), processor, has_head)
+            return self._cache[key]
+
+
+def describe(store: ModelStore, name: str) -> str:
+    model, tokenizer = store.causal_lm(name)
+    params = sum(p.numel() for p in model.parameters())
+    window = context_window(model)
+    return (f"**{name}** — {type(model).__name__}, {params:,} parameters, context {window or 'unlimited'} tokens, "
+            f"tokenizer {type(tokenizer).__name__} ({len(tokenizer):,} tokens)")
+
+
+def build_template(preset: str, instruction: str, input_prefix: str, output_prefix: str, labels: str) -> tuple[PromptTemplate, list[str]]:
+    """A template whose verbalizer is the comma-separated label words (each label is its own word)."""
+    words = [w.strip() for w in (labels or "").split(",") if w.strip()]
+    if len(words) < 2:
+        raise ValueError("List at least two comma-separated labels.")
+    base = PRESETS.get(preset, PRESETS["sentiment"])
+    template = PromptTemplate(verbalizer={w: w for w in words}, instruction=instruction or "",
+                              input_prefix=input_prefix, field_delimiter=base.field_delimiter,
+                              output_prefix=output_prefix, target_delimiter=base.target_delimiter,
+                              demo_delimiter=base.demo_delimiter)
+    return template, words
+
+
+def parse_demonstrations(rows, words: list[str]) -> tuple[list[str], list[int]]:
+    """(texts, label ids) from the table rows [input, label]; blank rows are skipped."""
+    texts, labels = [], []
+    for row in rows or []:
+        text, label = (list(row) + ["", ""])[:2]
+        text, label = str(text or "").strip(), str(label or "").strip()
+        if not text and not label:
+            continue
+        if label not in words:
+            raise ValueError(f"Demonstration label {label!r} is not one of the labels {words}.")
+        texts.append(text)
+        labels.append(words.index(label))
+    return texts, labels
+
+
+def _rows(demos) -> list:
+    """Gradio gives a table as a pandas DataFrame or a list of rows."""
+    return demos.values.tolist() if hasattr(demos, "values") else list(demos or [])
+
+
+def prepare(store, model_name, preset, instruction, input_prefix, output_prefix, labels, demos, query):
+    model, tokenizer = store.causal_lm(model_name)
+    template, words = build_template(preset, instruction, input_prefix, output_prefix, labels)
+    texts, label_ids = parse_demonstrations(_rows(demos), words)
+    if not str(query or "").strip():
+        raise ValueError("Type a query.")
+    classifier = PromptClassifier(model, tokenizer, template, words, batch_size=8)
+    demos_text = classifier.demonstrations(texts, label_ids)
+    return classifier, template, demos_text, str(query).strip()
+
+
+def prompt_info(classifier, template, demos_text, query) -> tuple[str, str]:
+    """(the exact prompt, its token count against the context window)."""
+    kept = classifier.fit_context(demos_text, [query])
+    prompt = template.context(kept, query)
+    n = len(classifier.tokenizer(prompt)["input_ids"])
+    if n > MAX_PROMPT_TOKENS:
+        raise ValueError(f"The prompt has {n} tokens; this demo accepts at most {MAX_PROMPT_TOKENS}.")
+    dropped = f" ({len(demos_text) - len(kept)} demonstrations dropped to fit)" if len(kept) < len(demos_text) else ""
+    return prompt, f"{n} tokens of a {classifier.window or 'unlimited'}-token context window{dropped}"
+
+
+def score_labels(store, model_name, preset, instruction, input_prefix, output_prefix, labels, demos, query):
+    """Per-label probabilities, raw and contextually calibrated, plus the prompt and its token count."""
+    import pandas as pd
+
+    classifier, template, demos_text, query = prepare(store, model_name, preset, instruction, input_prefix,
+                                                      output_prefix, labels, demos, query)
+    prompt, tokens = prompt_info(classifier, template, demos_text, query)
+    scores = classifier.score([query], [demos_text], calibrate=True)
+    table = pd.DataFrame({
+        "label": classifier.options * 2,
+        "probability": scores.probs[0].tolist() + scores.calibrated[0].tolist(),
+        "kind": ["raw"] * len(classifier.options) + ["calibrated"] * len(classifier.options),
+    })
+    return table, prompt, tokens
+
+
+def generate(store, model_name, preset, instruction, input_prefix, output_prefix, labels, demos, query,
+             max_new_tokens, temperature):
+    """Stream the continuation of the prompt (greedy at temperature 0)."""
+    from transformers import TextIteratorStreamer
+
+    classifier, template, demos_text, query = prepare(store, model_name, preset, instruction, input_prefix,
+                                                      output_prefix, labels, demos, query)
+    prompt, _ = prompt_info(classifier, template, demos_text, query)
+    model, tokenizer = classifier.model, classifier.tokenizer
+    inputs = tokenizer(prompt, return_tensors="pt")
+    room = (classifier.window or 10**9) - inputs["input_ids"].shape[1]
+    new_tokens = max(1, min(int(max_new_tokens), MAX_NEW_TOKENS, room))
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    sampling = float(temperature) > 0
+    kwargs = dict(**inputs, max_new_tokens=new_tokens, streamer=streamer, do_sample=sampling,
+                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    if sampling:
+        kwargs["temperature"] = float(temperature)
+    thread = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
+    thread.join()
+
+
+def neighbours(store, encoder_name, image, reference: str, k: int = 5):
+    """Top-k most similar reference images (cosine of encoder features) and the head's prediction if any."""
+    import numpy as np
+
+    from hfssl.adapt.features import image_features
+    from hfssl.data.vision import Normalize, load_images
+
+    if image is None:
+        raise ValueError("Upload an image first.")
+    model, processor, has_head = store.encoder(encoder_name)
+    size = model.config.image_size
+    normalize = Normalize(list(processor.image_mean), list(processor.image_std))
+    bank = load_images(reference or "digits", image_size=size)
+    from PIL import Image
+
+    query = Image.fromarray(np.asarray(image)).convert("RGB").resize((size, size))
+    query = torch.from_numpy(np.asarray(query)).permute(2, 0, 1)[None].contiguous()
+    feats = image_features(_EncoderOnly(model) if has_head else model, torch.cat([query, bank.pixels[:2000]]), normalize)
+    feats = torch.nn.functional.normalize(feats, dim=1)
+    similarity = feats[1:] @ feats[0]
+    top = similarity.topk(min(int(k), len(similarity)))
+    gallery = [(bank.pixels[i].permute(1, 2, 0).numpy(),
+                f"{bank.label_names[int(bank.labels[i])] if bank.label_names else ''} (cos {s:.3f})")
+               for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    prediction = "this encoder has no classification head"
+    if has_head:
+        with torch.no_grad():
+            probs = model(normalize(query.float() / 255)).logits.softmax(-1)[0]
+        best = probs.topk(min(3, len(probs)))
+        prediction = ", ".join(f"{model.config.id2label[int(i)]}: {p:.2f}" for p, i in zip(best.values.tolist(), best.indices.tolist()))
+    return gallery, prediction
+
+
+class _EncoderOnly(torch.nn.Module):
+    """Features of a classifier's encoder, in the form image_features expects (`embeddings`)."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.encoder = classifier.encoder
+
+    def forward(self, pixel_values):
+        return type("Out", (), {"embeddings": self.encoder(pixel_values)})()
+
+
+def _friendly(fn):
+    """Turn expected errors into messages shown in the page."""
+    import functools
+    import inspect
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args):
+            try:
+                yield from fn(*args)
+            except (ValueError, OSError) as err:
+                raise gr.Error(str(err)) from None
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except (ValueError, OSError) as err:
+                raise gr.Error(str(err)) from None
+    return wrapper
+
+
+def build_app(models_root: str | Path = "outputs", default_model: str | None = None) -> gr.Blocks:
+    store = ModelStore(models_root)
+    choices = store.local_models()
+    default_model = default_model or (choices[0] if choices else None)
+    with gr.Blocks(title="hfssl playground") as app:
+        gr.Markdown("# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder.")
+        with gr.Tab("Few-shot prompts"):
+            with gr.Row():
+                model_box = gr.Dropdown(choices, value=default_model, allow_custom_value=True,
+                                        label=f"Model (a folder under {store.root} or a Hub id)", elem_id="model")
+                info = gr.Markdown(elem_id="model-info")
+            preset = gr.Dropdown(list(EXAMPLES), value="sentiment", label="Preset", elem_id="preset")
+            with gr.Row():
+                instruction = gr.Textbox(label="Instruction", value="", elem_id="instruction")
+                input_prefix = gr.Textbox(label="Input prefix", value=PRESETS["sentiment"].input_prefix, elem_id="input-prefix")
+                output_prefix = gr.Textbox(label="Output prefix", value=PRESETS["sentiment"].output_prefix, elem_id="output-prefix")
+                labels = gr.Textbox(label="Labels (comma-separated; each is its own answer word)",
+                                    value="negative, positive", elem_id="labels")
+            demos = gr.Dataframe(headers=["input", "label"], value=EXAMPLES["sentiment"][0], column_count=(2, "fixed"),
+                                 row_count=(4, "dynamic"), interactive=True, label="Demonstrations", elem_id="demos")
+            query = gr.Textbox(label="Query", value=EXAMPLES["sentiment"][1], elem_id="query")
+            with gr.Row():
+                score_button = gr.Button("Score labels", variant="primary", elem_id="score")
+                generate_button = gr.Button("Generate", elem_id="generate")
+                max_new = gr.Slider(1, MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
+                temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: greedy)")
+            chart = gr.BarPlot(x="label", y="probability", color="kind", label="Label probabilities", elem_id="chart",
+                               y_lim=[0, 1])
+            probabilities = gr.Dataframe(label="Probabilities", elem_id="probabilities")
+            tokens = gr.Markdown(elem_id="tokens")
+            prompt = gr.Textbox(label="Exact prompt", lines=8, elem_id="prompt")
+            continuation = gr.Textbox(label="Generated continuation", elem_id="continuation")
+
+            fields = [model_box, preset, instruction, input_prefix, output_prefix, labels, demos, query]
+
+            def on_preset(name):
+                template = PRESETS[name]
+                words = sorted(set(template.verbalizer.values())) if template.verbalizer else ["red", "blue", "gold"]
+                rows, q = EXAMPLES[name]
+                return template.input_prefix, template.output_prefix, ", ".join(words), rows, q
+
+            preset.change(on_preset, preset, [input_prefix, output_prefix, labels, demos, query], api_name="preset")
+            model_box.change(_friendly(lambda name: describe(store, name)), model_box, info, api_name="describe")
+
+            def on_score(*args):
+                table, text, count = score_labels(store, *args)
+                return table, table, text, count
+
+            score_button.click(_friendly(on_score), fields, [chart, probabilities, prompt, tokens], api_name="score",
+                               concurrency_limit=CONCURRENCY)
+            generate_button.click(_friendly(lambda *a: (yield from generate(store, *a))), fields + [max_new, temperature],
+                                  continuation, api_name="generate", concurrency_limit=CONCURRENCY)
+        with gr.Tab("Vision encoder"):
+            encoder_box = gr.Dropdown(choices, value=None, allow_custom_value=True, label="SimCLR encoder")
+            reference = gr.Textbox(value="digits", label="Reference images (digits, or a data set under the models root)")
+            image = gr.Image(label="Image", type="numpy")
+            topk = gr.Slider(1, 16, value=5, step=1, label="Neighbours")
+            find = gr.Button("Find neighbours")
+            gallery = gr.Gallery(label="Nearest reference images", columns=5)
+            predicted = gr.Markdown()
+
+            def on_find(name, img, ref, k):
+                if ref and ref != "digits":
+                    ref = _inside(store.root, ref)
+                return neighbours(store, name, img, ref, k)
+
+            find.click(_friendly(on_find), [encoder_box, image, reference, topk], [gallery, predicted],
+                       api_name="neighbours", concurrency_limit=CONCURRENCY)
+        app.load(_friendly(lambda name: describe(store, name) if name else ""), model_box, info)
+    app.queue(default_concurrency_limit=CONCURRENCY)
+    return app
+
+
+def _inside(root: Path, name: str) -> str:
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or not path.exists():
+        raise ValueError(f"Reference data {name!r} must be an existing path under the models root.")
+    return str(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models_root", default="outputs")
+    parser.add_argument("--model", default=None, help="Folder under --models_root or Hub id to preselect.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args()
+    build_app(args.models_root, args.model).launch(server_name=args.host, server_port=args.port,
+                                                   max_file_size=MAX_UPLOAD, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""MAML, first-order MAML, ANIL and Prototypical Networks on any classifier, with torch.func.
+
+A task is (x_s, y_s) support and (x_q, y_q) query with labels 0..N-1. With theta the model's parameters:
+
+- MAML (Finn et al. 2017): theta'_0 = theta, theta'_{t+1} = theta'_t - alpha * grad L_s(theta'_t) (`steps` times);
+  meta-loss L_q(theta'); its gradient flows through the inner updates (second order: Hessian-vector terms).
+- FOMAML: the same update, but the inner gradients are treated as constants, so
+  d L_q(theta') / d theta = grad L_q evaluated at theta' (the first-order approximation).
+- ANIL (Raghu et al. 2020): only the head (W, b) is adapted in the inner loop, on features phi(x) from the
+  body; the meta-gradient reaches the body through phi (second order in the head only).
+- ProtoNet (Snell et al. 2017): no inner loop. Prototypes c_k = mean of phi(x_s) over class k;
+  logits_k(x) = -||phi(x) - c_k||^2; loss = cross-entropy on the query.
+
+The model maps x -> logits (a tensor, or an output with `.logits`); phi(x) is the input of its
+classification head (found by `hfssl.adapt.finetune.classification_head`), so ANIL and ProtoNet work with
+any classifier, including a pretrained hfssl SimCLR encoder with a fresh N-way head.
+BatchNorm uses the statistics of the batch at hand (`use_batch_statistics`), as in the MAML paper.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+from torch.nn import functional as F
+
+from ..adapt.finetune import classification_head
+
+ALGORITHMS = ("maml", "fomaml", "anil", "protonet")
+
+
+def use_batch_statistics(model: nn.Module) -> None:
+    """BatchNorm normalises with the current batch and stops updating running statistics (no in-place
+    buffer writes inside the functional transforms)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+
+
+def _logits(output) -> torch.Tensor:
+    return output.logits if hasattr(output, "logits") else output
+
+
+def head_name(model: nn.Module) -> str:
+    head = classification_head(model)
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+    """phi(x): the classification head's input, (B, F), differentiable w.r.t. the body's parameters."""
+    captured = {}
+    head = classification_head(model)
+    handle = head.register_forward_hook(lambda module, args, out: captured.setdefault("x", args[0]))
+    try:
+        if params is None:
+            model(x)
+        else:
+            functional_call(model, params, (x,))
+    finally:
+        handle.remove()
+    return captured["x"]
+
+
+class FunctionalMetaLearner:
+    """The torch.func engine: `task_loss` gives a task's meta-loss (and query accuracy) for backward().
+
+    algorithm: maml | fomaml | anil | protonet; inner_lr alpha; steps: inner gradient steps.
+    """
+
+    def __init__(self, model: nn.Module, algorithm: str, inner_lr: float = 0.4, steps: int = 1):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
+        self.model, self.algorithm, self.inner_lr, self.steps = model, algorithm, inner_lr, steps
+        use_batch_statistics(model)
+        self.head = head_name(model)
+
+    def _adapt(self, loss_of: Callable, params: dict, steps: int, second_order: bool) -> dict:
+        """`steps` gradient steps of loss_of(params) from params; differentiable through them if second_order."""
+        for _ in range(steps):
+            grads = grad(loss_of)(params)
+            if not second_order:
+                grads = {k: g.detach() for k, g in grads.items()}
+            params = {k: p - self.inner_lr * grads[k] for k, p in params.items()}
+        return params
+
+    def task_loss(self, x_s, y_s, x_q, y_q, steps: int | None = None, create_graph: bool = True) -> tuple[torch.Tensor, float]:
+        """(meta-loss on the query after adapting on the support, query accuracy). create_graph=False at test time."""
+        steps = self.steps if steps is None else steps
+        params = dict(self.model.named_parameters())
+        if self.algorithm == "protonet":
+            phi_s, phi_q = features(self.model, x_s), features(self.model, x_q)
+            ways = int(y_s.max()) + 1
+            prototypes = torch.stack([phi_s[y_s == k].mean(0) for k in range(ways)])  # (N, F)
+            logits = -torch.cdist(phi_q, prototypes).pow(2)
+        elif self.algorithm == "anil":
+            prefix = self.head + "."
+            head_params = {k[len(prefix):]: p for k, p in params.items() if k.startswith(prefix)}
+            head = classification_head(self.model)
+            phi_s, phi_q = features(self.model, x_s), features(self.model, x_q)
+
+            def support_loss(p):
+                return F.cross_entropy(functional_call(head, p, (phi_s,)), y_s)
+
+            adapted = self._adapt(support_loss, head_params, steps, second_order=create_graph)
+            logits = functional_call(head, adapted, (phi_q,))
+        else:
+            def support_loss(p):
+                return F.cross_entropy(_logits(functional_call(self.model, p, (x_s,))), y_s)
+
+            second_order = create_graph and self.algorithm == "maml"
+            adapted = self._adapt(support_loss, params, steps, second_order=second_order)
+            logits = _logits(functional_call(self.model, adapted, (x_q,)))
+        loss = F.cross_entropy(logits, y_q)
+        accuracy = (logits.argmax(-1) == y_q).float().mean().item()
+        return loss, accuracy

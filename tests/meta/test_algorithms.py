@@ -1,0 +1,123 @@
+"""Meta-gradients against finite differences and hand-written first-order / ANIL / ProtoNet formulas,
+and the torch.func engine against learn2learn."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hfssl.meta.algorithms import FunctionalMetaLearner
+
+
+class TinyClassifier(nn.Module):
+    """Any backbone: body (Linear + tanh) and a `classifier` head, in float64."""
+
+    def __init__(self, ways=3, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.config = SimpleNamespace(num_labels=ways)
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+        self.classifier = nn.Linear(6, ways)
+        self.double()
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+
+def _task(seed=1, ways=3):
+    g = torch.Generator().manual_seed(seed)
+    x_s, x_q = torch.randn(ways * 2, 4, generator=g, dtype=torch.float64), torch.randn(ways * 3, 4, generator=g, dtype=torch.float64)
+    y_s, y_q = torch.arange(ways).repeat(2), torch.arange(ways).repeat(3)
+    return x_s, y_s, x_q, y_q
+
+
+def _meta_grad(learner, task):
+    learner.model.zero_grad()
+    loss, _ = learner.task_loss(*task)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in learner.model.parameters()]), loss.item()
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_maml_meta_gradient_matches_finite_differences(steps):
+    model, task = TinyClassifier(), _task()
+    learner = FunctionalMetaLearner(model, "maml", inner_lr=0.5, steps=steps)
+    analytic, _ = _meta_grad(learner, task)
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().flatten() for p in params])
+    eps = 1e-6
+
+    def loss_at(vector):
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(vector, params)
+        return learner.task_loss(*task)[0].item()
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        v = torch.randn(flat.shape, generator=g, dtype=torch.float64)
+        numeric = (loss_at(flat + eps * v) - loss_at(flat - eps * v)) / (2 * eps)
+        assert (analytic @ v).item() == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+    loss_at(flat)
+    # second order matters: the first-order gradient is measurably different
+    fo, _ = _meta_grad(FunctionalMetaLearner(model, "fomaml", inner_lr=0.5, steps=steps), task)
+    assert (fo - analytic).abs().max() > 1e-4
+
+
+def test_fomaml_equals_the_first_order_formula():
+    model, (x_s, y_s, x_q, y_q) = TinyClassifier(), _task()
+    got, _ = _meta_grad(FunctionalMetaLearner(model, "fomaml", inner_lr=0.3, steps=1), (x_s, y_s, x_q, y_q))
+    # by hand: theta' = theta - alpha grad L_s(theta); meta-gradient = grad L_q at theta', as a constant step
+    clone = TinyClassifier()
+    clone.load_state_dict(model.state_dict())
+    grads = torch.autograd.grad(F.cross_entropy(clone(x_s), y_s), list(clone.parameters()))
+    with torch.no_grad():
+        for p, g in zip(clone.parameters(), grads):
+            p -= 0.3 * g
+    expected = torch.autograd.grad(F.cross_entropy(clone(x_q), y_q), list(clone.parameters()))
+    torch.testing.assert_close(got, torch.cat([e.flatten() for e in expected]))
+
+
+def test_anil_adapts_only_the_head():
+    model, (x_s, y_s, x_q, y_q) = TinyClassifier(), _task()
+    loss, _ = FunctionalMetaLearner(model, "anil", inner_lr=0.3, steps=2).task_loss(x_s, y_s, x_q, y_q)
+    # by hand: features from the unchanged body, two SGD steps on (W, b) only
+    phi_s, phi_q = model.body(x_s), model.body(x_q)
+    w, b = model.classifier.weight, model.classifier.bias
+    for _ in range(2):
+        gw, gb = torch.autograd.grad(F.cross_entropy(phi_s @ w.T + b, y_s), (w, b), create_graph=True)
+        w, b = w - 0.3 * gw, b - 0.3 * gb
+    expected = F.cross_entropy(phi_q @ w.T + b, y_q)
+    torch.testing.assert_close(loss, expected)
+    body_before = [p.detach().clone() for p in model.body.parameters()]
+    loss.backward()
+    assert all(torch.equal(p, q) for p, q in zip(model.body.parameters(), body_before))  # inner loop never moved it
+    assert model.body[0].weight.grad.abs().sum() > 0  # but the meta-gradient reaches it through phi
+
+
+def test_protonet_logits_are_negative_squared_distances():
+    model, (x_s, y_s, x_q, y_q) = TinyClassifier(), _task()
+    loss, accuracy = FunctionalMetaLearner(model, "protonet").task_loss(x_s, y_s, x_q, y_q)
+    phi_s, phi_q = model.body(x_s), model.body(x_q)
+    prototypes = torch.stack([phi_s[y_s == k].mean(0) for k in range(3)])
+    logits = -((phi_q[:, None, :] - prototypes[None]) ** 2).sum(-1)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y_q))
+    assert accuracy == pytest.approx((logits.argmax(-1) == y_q).double().mean().item())
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil"])
+def test_torch_func_and_learn2learn_agree(algorithm):
+    pytest.importorskip("learn2learn", reason="learn2learn is optional: bash scripts/install_learn2learn.sh")
+    from hfssl.meta.learn2learn_engine import Learn2LearnMetaLearner
+
+    task = _task()
+    ours, loss_ours = _meta_grad(FunctionalMetaLearner(TinyClassifier(), algorithm, inner_lr=0.4, steps=2), task)
+    theirs, loss_theirs = _meta_grad(Learn2LearnMetaLearner(TinyClassifier(), algorithm, inner_lr=0.4, steps=2), task)
+    assert loss_ours == pytest.approx(loss_theirs, rel=1e-10)
+    torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-10)
+
+
+def test_unknown_algorithm():
+    with pytest.raises(ValueError, match="--algorithm must be one of"):
+        FunctionalMetaLearner(TinyClassifier(), "reptile")

@@ -1,0 +1,140 @@
+"""demo/app.py: its functions directly, gradio_client round trips, and a real headless-Chromium click."""
+
+import importlib.util
+import shutil
+import socket
+
+import pytest
+import torch
+
+gr = pytest.importorskip("gradio", reason="the demo needs the [demo] extra: pip install -e '.[demo]'")
+
+from hfssl import GPTForCausalLM  # noqa: E402
+from tests.conftest import REPO, tiny_gpt_config  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("hfssl_demo_app", REPO / "demo" / "app.py")
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+
+FIELDS = ["sentiment", "", "Review: ", "Sentiment:", "negative, positive",
+          [["a fine film", "positive"], ["a dull film", "negative"]], "a good film"]
+
+
+@pytest.fixture
+def models_root(tmp_path, tiny_tokenizer):
+    root = tmp_path / "models"
+    torch.manual_seed(0)
+    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer), max_position_embeddings=256)).save_pretrained(root / "gpt")
+    tiny_tokenizer.save_pretrained(root / "gpt")
+    (tmp_path / "secret").mkdir()
+    return root
+
+
+def test_store_lists_resolves_caches_and_refuses_outside_paths(models_root):
+    store = app.ModelStore(models_root)
+    assert store.local_models() == ["gpt"]
+    assert store.resolve("gpt") == str(models_root / "gpt")
+    assert store.causal_lm("gpt") is store.causal_lm("gpt")  # cached
+    for bad in ["../secret", "/etc", "gpt/../../secret", "~/x"]:
+        with pytest.raises(ValueError, match="not a model under the models root"):
+            store.resolve(bad)
+    assert store.resolve("someone/model") == "someone/model"  # a Hub id
+    assert "parameters, context 256 tokens" in app.describe(store, "gpt")
+
+
+def test_score_labels_directly(models_root):
+    store = app.ModelStore(models_root)
+    table, prompt, tokens = app.score_labels(store, "gpt", *FIELDS)
+    assert prompt == "Review: a fine film\nSentiment: positive\n\nReview: a dull film\nSentiment: negative\n\nReview: a good film\nSentiment:"
+    assert "tokens of a 256-token context window" in tokens
+    for kind in ("raw", "calibrated"):
+        probs = table[table.kind == kind].probability
+        assert len(probs) == 2 and probs.sum() == pytest.approx(1.0)
+
+
+def test_generate_streams(models_root):
+    store = app.ModelStore(models_root)
+    pieces = list(app.generate(store, "gpt", *FIELDS, 5, 0.0))
+    assert pieces and all(pieces[i].startswith(pieces[i - 1]) for i in range(1, len(pieces)))
+
+
+def test_bad_input_messages(models_root):
+    store = app.ModelStore(models_root)
+    with pytest.raises(ValueError, match="not one of the labels"):
+        app.score_labels(store, "gpt", *FIELDS[:5], [["a film", "neutral"]], "x")
+    with pytest.raises(ValueError, match="at least two"):
+        app.score_labels(store, "gpt", *FIELDS[:4], "positive", FIELDS[5], "x")
+    with pytest.raises(ValueError, match="Type a query"):
+        app.score_labels(store, "gpt", *FIELDS[:6], "  ")
+    wrapped = app._friendly(lambda: app.score_labels(store, "../secret", *FIELDS))
+    with pytest.raises(gr.Error):
+        wrapped()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def running_app(models_root):
+    demo = app.build_app(models_root, "gpt")
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.mark.slow
+def test_gradio_client_round_trips(running_app):
+    from gradio_client import Client
+
+    client = Client(running_app, verbose=False)
+    table, _, prompt, tokens = client.predict(*_client_fields(), api_name="/score")
+    assert prompt.endswith("Review: a good film\nSentiment:") and "tokens" in tokens
+    values = [row[1] for row in table["data"]]
+    assert len(values) == 4 and sum(values) == pytest.approx(2.0)
+    text = client.predict(*_client_fields(), 4, 0.0, api_name="/generate")
+    assert isinstance(text, str)
+    with pytest.raises(Exception, match="not a model under the models root"):
+        client.predict("../secret", *_client_fields()[1:], api_name="/score")
+
+
+def _client_fields():
+    rows = FIELDS[5]
+    return ["gpt", *FIELDS[:5], {"headers": ["input", "label"], "data": rows}, FIELDS[6]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_browser_scores_a_prompt(running_app, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2400"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(running_app)
+        wait = WebDriverWait(driver, 60)
+        query = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#query textarea")))
+        query.clear()
+        query.send_keys("a wonderful film")
+        driver.find_element(By.ID, "score").click()
+        prompt = driver.find_element(By.CSS_SELECTOR, "#prompt textarea")
+        wait.until(lambda d: prompt.get_attribute("value").endswith("Review: a wonderful film\nSentiment:"))
+        wait.until(lambda d: "calibrated" in d.find_element(By.ID, "probabilities").text)
+        text = driver.find_element(By.ID, "probabilities").text
+        assert "positive" in text and "negative" in text and "raw" in text
+        driver.save_screenshot(str(tmp_path / "demo.png"))
+    finally:
+        driver.quit()

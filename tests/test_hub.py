@@ -1,0 +1,214 @@
+"""Sharing on the Hub, offline: the upload folder reloads without hfssl, adapters load onto their base, the
+card parses, and the upload calls huggingface_hub with the right arguments (a recording stand-in replaces
+only the network)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.errors import HfHubHTTPError
+
+from hfssl import hub
+from hfssl.adapt.finetune import FinetuneArguments, run_finetune
+from tests.conftest import import_script
+
+pytest_plugins = ["tests.adapt.conftest"]
+
+TOKEN = "hf_testtokenthatmustnotleak0123456789"
+INPUT_IDS = [[5, 9, 14, 3, 22, 7], [2, 30, 11, 8, 40, 6]]
+
+LOAD_WITHOUT_HFSSL = r"""
+import json, sys
+import torch
+sys.modules["hfssl"] = None  # `import hfssl` now fails: everything must come from the folder
+from transformers import AutoModelForSequenceClassification
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits
+assert not [m for m in sys.modules if m.startswith("hfssl") and sys.modules[m] is not None]
+print(json.dumps({"logits": logits.tolist(), "class": type(model).__module__}))
+"""
+
+
+def _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch):
+    monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
+    args = FinetuneArguments(model_name_or_path=str(gpt_dir), dataset=str(sentiment_file), method=method,
+                             output_dir=str(tmp_path / f"ft-{method}"), num_labels_per_class=4, epochs=2,
+                             batch_size=8, learning_rate=1e-3)
+    model, metrics = run_finetune(args)
+    with torch.no_grad():
+        logits = model.eval()(input_ids=torch.tensor(INPUT_IDS)).logits
+    return Path(args.output_dir), metrics, logits
+
+
+def _logits_in_fresh_process(folder: Path) -> tuple[torch.Tensor, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "modules")}
+    result = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_HFSSL, str(folder), json.dumps(INPUT_IDS)],
+                            capture_output=True, text=True, env=env, timeout=120, cwd=folder.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    return torch.tensor(out["logits"]), out["class"]
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login either
+
+
+@pytest.fixture
+def token(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])  # lora: merged into a full model on the way out
+def test_dry_run_folder_reloads_without_hfssl(tmp_path, gpt_dir, sentiment_file, monkeypatch, no_token, method):
+    model_dir, metrics, expected = _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch)
+    folder = tmp_path / "upload"
+    code = import_script("push").main(["--model_dir", str(model_dir), "--repo_id", "someone/tiny-gpt-sst",
+                                       "--dry_run", "--dry_run_dir", str(folder)])
+    assert code == 0
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_gpt.py", "configuration_gpt.py", "tokenizer.json",
+            "README.md", "metrics.json"} <= names
+    assert not any(n.startswith("adapter_") for n in names)
+    logits, module = _logits_in_fresh_process(folder)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    assert "transformers_modules" in module  # the uploaded code, not an installed package
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
+    assert "hfssl" in card.data.tags and method in card.data.tags
+    accuracy = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert accuracy and accuracy[0].metric_value == round(metrics["accuracy"], 4)
+    assert card.data.base_model is None  # a local base path is not a Hub id; the text names it instead
+    assert str(gpt_dir) in card.text and "trust_remote_code=True" in card.text
+
+
+@pytest.mark.slow
+def test_adapter_only_folder_loads_onto_its_base(tmp_path, gpt_dir, sentiment_file, monkeypatch, no_token):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir, _, expected = _finetune(tmp_path, gpt_dir, sentiment_file, "lora", monkeypatch)
+    result = hub.push_to_hub(model_dir, "someone/tiny-gpt-lora", adapter_only=True, dry_run=True,
+                             dry_run_dir=tmp_path / "adapter-upload")
+    folder = Path(result["folder"])
+    assert "adapter_config.json" in result["files"] and "adapter_model.safetensors" in result["files"]
+    assert "model.safetensors" not in result["files"]
+    base = AutoModelForSequenceClassification.from_pretrained(json.loads(
+        (folder / "adapter_config.json").read_text())["base_model_name_or_path"], num_labels=2)
+    model = PeftModel.from_pretrained(base, str(folder)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=torch.tensor(INPUT_IDS)).logits, expected)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "peft" and "lora" in card.data.tags
+
+
+def test_card_metadata_round_trips(tmp_path, gpt_dir, no_token):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    (gpt_dir / "metrics.json").write_text(json.dumps({
+        "method": "linear_probe", "accuracy": 0.8125, "macro_f1": 0.8, "num_train": 16, "num_eval": 32,
+        "args": {"model_name_or_path": "someone/base-gpt", "dataset": "stanfordnlp/sst2", "eval_dataset": None}}))
+    (gpt_dir / "prompt_eval.json").write_text(json.dumps({"dataset": "stanfordnlp/sst2", "shots": {
+        "4": {"accuracy": {"mean": 0.61}, "accuracy_calibrated": {"mean": 0.66}}}}))
+    files = hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "someone/probe")
+    card = ModelCard.load(tmp_path / "up" / "README.md")
+    assert card.data.base_model == "someone/base-gpt" and card.data.datasets == ["stanfordnlp/sst2"]
+    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "text-generation"
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    values = {r.metric_name: r.metric_value for r in results}
+    assert values == {"accuracy (linear_probe)": 0.8125, "macro_f1 (linear_probe)": 0.8,
+                      "accuracy 4-shot in context": 0.61, "accuracy_calibrated 4-shot in context": 0.66}
+    assert "README.md" in files and "checkpoints" not in files
+
+
+class RecordingApi:
+    """Stands in for the network side of HfApi only: records calls, can fail the first `failures` ones."""
+
+    def __init__(self, failures=()):
+        self.calls, self.failures = [], list(failures)
+
+    def _maybe_fail(self):
+        if self.failures:
+            raise self.failures.pop(0)
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        self._maybe_fail()
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_branch(self, repo_id, **kwargs):
+        self.calls.append(("create_branch", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {p.name: p.read_bytes() for p in folder.iterdir()}
+        assert not [n for n, b in files.items() if TOKEN.encode() in b], "the token leaked into the upload"
+        self.calls.append(("upload_folder", sorted(files), kwargs))
+        return type("Commit", (), {"commit_url": "https://huggingface.co/someone/x/commit/abc"})()
+
+
+def _http_error(status):
+    import httpx2
+
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError(f"HTTP {status}", response=httpx2.Response(status, request=request))
+
+
+def test_upload_calls_create_repo_and_upload_folder(tmp_path, gpt_dir, token, monkeypatch, capsys):
+    monkeypatch.setattr(hub.time, "sleep", lambda s: None)
+    api = RecordingApi(failures=[_http_error(503)])  # one transient failure, then success
+    result = hub.push_to_hub(gpt_dir, "someone/tiny", private=True, revision="v1", api=api)
+    assert [c[0] for c in api.calls] == ["create_repo", "create_repo", "create_branch", "upload_folder"]
+    assert api.calls[0][1:] == ("someone/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert api.calls[2][2] == {"branch": "v1", "exist_ok": True}
+    _, files, kwargs = api.calls[3]
+    assert kwargs["repo_id"] == "someone/tiny" and kwargs["revision"] == "v1" and kwargs["repo_type"] == "model"
+    assert {"README.md", "config.json", "model.safetensors", "modeling_gpt.py"} <= set(files)
+    assert result["repo_url"] == "https://huggingface.co/someone/tiny"
+    assert TOKEN not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("failure, message", [
+    (_http_error(403), "refused the token"),
+    (_http_error(409), "name conflict"),
+    (ConnectionError("no route"), "could not reach the Hub after 3 attempts"),
+])
+def test_push_failures_are_clear(tmp_path, gpt_dir, token, monkeypatch, failure, message):
+    monkeypatch.setattr(hub.time, "sleep", lambda s: None)
+    with pytest.raises(hub.HubError, match=message) as info:
+        hub.push_to_hub(gpt_dir, "someone/tiny", api=RecordingApi(failures=[failure] * 3))
+    assert TOKEN not in str(info.value)
+
+
+def test_bad_requests(tmp_path, gpt_dir, no_token, capsys):
+    push = import_script("push").main
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "someone/tiny"]) == 2
+    assert "No Hugging Face token" in capsys.readouterr().err
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "tiny", "--dry_run"]) == 2
+    assert "user/name" in capsys.readouterr().err
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--adapter_only"]) == 2
+    assert "not a LoRA adapter" in capsys.readouterr().err
+    assert push(["--model_dir", str(tmp_path / "missing"), "--repo_id", "a/b", "--dry_run"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_scripts_push_at_the_end(tmp_path, gpt_dir, sentiment_file, token, monkeypatch):
+    api = RecordingApi()
+    monkeypatch.setattr(hub, "HfApi", lambda token: api)
+    monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
+    code = import_script("probe").main(["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file),
+                                        "--output_dir", str(tmp_path / "probe"), "--push_to_hub",
+                                        "--hub_model_id", "someone/probe"])
+    assert code == 0
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
+    assert "metrics.json" in api.calls[1][1]
