@@ -91,7 +91,7 @@ def probe_accuracy(encoder, data, episode) -> float:
         f_s, f_q = features(encoder, x_s), features(encoder, x_q)
     head = fit_linear_probe(f_s, y_s, int(y_s.max()) + 1, LinearProbeConfig(l2=1e-2))
     with torch.no_grad():
-        return (head(f_q.double()).argmax(-1) == y_q).float().mean().item()
+        return (head(f_q.to(head.weight.dtype)).argmax(-1) == y_q).float().mean().item()
 
 
 def main():

@@ -38,7 +38,9 @@ EXAMPLES = {
                ["A new chip doubles battery life of phones.", "technology"],
                ["Leaders met to discuss the border treaty.", "world"]],
               "Shares fell after the earnings report."),
-    "key_value": ([["q", "red"], ["w", "blue"], ["q", "red"], ["e", "gold"], ["w", "blue"]], "e"),
+    # the format of benchmarks/exp_icl.py; its model (outputs/exp_icl) puts 0.99 on "red" here
+    "key_value": ([["q", "red"], ["w", "blue"], ["e", "gold"], ["r", "pink"], ["w", "blue"], ["q", "red"],
+                   ["r", "pink"]], "q"),
 }
 
 
@@ -168,10 +170,12 @@ def score_labels(store, model_name, preset, instruction, input_prefix, output_pr
                                                       output_prefix, labels, demos, query)
     prompt, tokens = prompt_info(classifier, template, demos_text, query)
     scores = classifier.score([query], [demos_text], calibrate=True)
+    kinds = ["raw"] * len(classifier.options) + ["calibrated"] * len(classifier.options)
     table = pd.DataFrame({
         "label": classifier.options * 2,
         "probability": scores.probs[0].tolist() + scores.calibrated[0].tolist(),
-        "kind": ["raw"] * len(classifier.options) + ["calibrated"] * len(classifier.options),
+        "kind": kinds,
+        "bar": [f"{w} ({k})" for w, k in zip(classifier.options * 2, kinds)],  # one bar each, not stacked
     })
     return table, prompt, tokens
 
@@ -295,8 +299,8 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                 generate_button = gr.Button("Generate", elem_id="generate")
                 max_new = gr.Slider(1, MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
                 temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: greedy)")
-            chart = gr.BarPlot(x="label", y="probability", color="kind", label="Label probabilities", elem_id="chart",
-                               y_lim=[0, 1])
+            chart = gr.BarPlot(x="bar", y="probability", color="kind", label="Label probabilities", elem_id="chart",
+                               y_lim=[0, 1], sort=None)
             probabilities = gr.Dataframe(label="Probabilities", elem_id="probabilities")
             tokens = gr.Markdown(elem_id="tokens")
             prompt = gr.Textbox(label="Exact prompt", lines=8, elem_id="prompt")
@@ -306,7 +310,7 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
 
             def on_preset(name):
                 template = PRESETS[name]
-                words = sorted(set(template.verbalizer.values())) if template.verbalizer else ["red", "blue", "gold"]
+                words = sorted(set(template.verbalizer.values())) if template.verbalizer else ["red", "blue", "gold", "pink"]
                 rows, q = EXAMPLES[name]
                 return template.input_prefix, template.output_prefix, ", ".join(words), rows, q
 
@@ -315,7 +319,7 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
 
             def on_score(*args):
                 table, text, count = score_labels(store, *args)
-                return table, table, text, count
+                return table, table[["label", "kind", "probability"]].round(4), text, count
 
             score_button.click(_friendly(on_score), fields, [chart, probabilities, prompt, tokens], api_name="score",
                                concurrency_limit=CONCURRENCY)

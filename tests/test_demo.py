@@ -91,9 +91,9 @@ def test_gradio_client_round_trips(running_app):
     from gradio_client import Client
 
     client = Client(running_app, verbose=False)
-    table, _, prompt, tokens = client.predict(*_client_fields(), api_name="/score")
+    _, table, prompt, tokens = client.predict(*_client_fields(), api_name="/score")
     assert prompt.endswith("Review: a good film\nSentiment:") and "tokens" in tokens
-    values = [row[1] for row in table["data"]]
+    values = [row[2] for row in table["data"]]
     assert len(values) == 4 and sum(values) == pytest.approx(2.0)
     text = client.predict(*_client_fields(), 4, 0.0, api_name="/generate")
     assert isinstance(text, str)
