@@ -80,7 +80,7 @@ class ModelStore:
             return self._cache[key]
 
     def encoder(self, name: str):
-        from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
         path = self.resolve(name)
         key = ("vision", path)
@@ -88,11 +88,9 @@ class ModelStore:
             if key not in self._cache:
                 try:
                     processor = AutoImageProcessor.from_pretrained(path)
-                    try:
-                        model = AutoModelForImageClassification.from_pretrained(path)
-                        has_head = "ForImageClassification" in (model.config.architectures or [""])[0]
-                    except (ValueError, OSError):
-                        model, has_head = AutoModel.from_pretrained(path), False
+                    architectures = AutoConfig.from_pretrained(path).architectures or [""]
+                    has_head = "ForImageClassification" in architectures[0]  # a trained head, not a fresh one
+                    model = (AutoModelForImageClassification if has_head else AutoModel).from_pretrained(path)
                 except (OSError, ValueError) as err:
                     raise OSError(f"Could not load an image encoder from {name!r}: {err}") from err
                 self._cache[key] = (model.eval(), processor, has_head)
@@ -107,8 +105,19 @@ def describe(store: ModelStore, name: str) -> str:
             f"tokenizer {type(tokenizer).__name__} ({len(tokenizer):,} tokens)")
 
 
-def build_template(preset: str, instruction: str, input_prefix: str, output_prefix: str, labels: str) -> tuple[PromptTemplate, list[str]]:
-    """A template whose verbalizer is the comma-separated label words (each label is its own word)."""
+def unescape(text: str) -> str:
+    r"""Delimiters are typed as escapes: a literal `\n` in the field is a newline."""
+    return (text or "").replace("\\n", "\n").replace("\\t", "\t")
+
+
+def escape(text: str) -> str:
+    return text.replace("\n", "\\n").replace("\t", "\\t")
+
+
+def build_template(preset: str, instruction: str, input_prefix: str, output_prefix: str, delimiter: str,
+                   labels: str) -> tuple[PromptTemplate, list[str]]:
+    """A template whose verbalizer is the comma-separated label words (each label is its own word);
+    `delimiter` (escaped, e.g. `\n\n`) separates demonstrations."""
     words = [w.strip() for w in (labels or "").split(",") if w.strip()]
     if len(words) < 2:
         raise ValueError("List at least two comma-separated labels.")
@@ -116,7 +125,7 @@ def build_template(preset: str, instruction: str, input_prefix: str, output_pref
     template = PromptTemplate(verbalizer={w: w for w in words}, instruction=instruction or "",
                               input_prefix=input_prefix, field_delimiter=base.field_delimiter,
                               output_prefix=output_prefix, target_delimiter=base.target_delimiter,
-                              demo_delimiter=base.demo_delimiter)
+                              demo_delimiter=unescape(delimiter) or base.demo_delimiter)
     return template, words
 
 
@@ -140,9 +149,9 @@ def _rows(demos) -> list:
     return demos.values.tolist() if hasattr(demos, "values") else list(demos or [])
 
 
-def prepare(store, model_name, preset, instruction, input_prefix, output_prefix, labels, demos, query):
+def prepare(store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query):
     model, tokenizer = store.causal_lm(model_name)
-    template, words = build_template(preset, instruction, input_prefix, output_prefix, labels)
+    template, words = build_template(preset, instruction, input_prefix, output_prefix, delimiter, labels)
     texts, label_ids = parse_demonstrations(_rows(demos), words)
     if not str(query or "").strip():
         raise ValueError("Type a query.")
@@ -162,12 +171,12 @@ def prompt_info(classifier, template, demos_text, query) -> tuple[str, str]:
     return prompt, f"{n} tokens of a {classifier.window or 'unlimited'}-token context window{dropped}"
 
 
-def score_labels(store, model_name, preset, instruction, input_prefix, output_prefix, labels, demos, query):
+def score_labels(store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query):
     """Per-label probabilities, raw and contextually calibrated, plus the prompt and its token count."""
     import pandas as pd
 
     classifier, template, demos_text, query = prepare(store, model_name, preset, instruction, input_prefix,
-                                                      output_prefix, labels, demos, query)
+                                                      output_prefix, delimiter, labels, demos, query)
     prompt, tokens = prompt_info(classifier, template, demos_text, query)
     scores = classifier.score([query], [demos_text], calibrate=True)
     kinds = ["raw"] * len(classifier.options) + ["calibrated"] * len(classifier.options)
@@ -180,13 +189,13 @@ def score_labels(store, model_name, preset, instruction, input_prefix, output_pr
     return table, prompt, tokens
 
 
-def generate(store, model_name, preset, instruction, input_prefix, output_prefix, labels, demos, query,
+def generate(store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query,
              max_new_tokens, temperature):
     """Stream the continuation of the prompt (greedy at temperature 0)."""
     from transformers import TextIteratorStreamer
 
     classifier, template, demos_text, query = prepare(store, model_name, preset, instruction, input_prefix,
-                                                      output_prefix, labels, demos, query)
+                                                      output_prefix, delimiter, labels, demos, query)
     prompt, _ = prompt_info(classifier, template, demos_text, query)
     model, tokenizer = classifier.model, classifier.tokenizer
     inputs = tokenizer(prompt, return_tensors="pt")
@@ -223,7 +232,7 @@ def neighbours(store, encoder_name, image, reference: str, k: int = 5):
     from PIL import Image
 
     query = Image.fromarray(np.asarray(image)).convert("RGB").resize((size, size))
-    query = torch.from_numpy(np.asarray(query)).permute(2, 0, 1)[None].contiguous()
+    query = torch.from_numpy(np.array(query)).permute(2, 0, 1)[None].contiguous()
     feats = image_features(_EncoderOnly(model) if has_head else model, torch.cat([query, bank.pixels[:2000]]), normalize)
     feats = torch.nn.functional.normalize(feats, dim=1)
     similarity = feats[1:] @ feats[0]
@@ -289,6 +298,8 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                 instruction = gr.Textbox(label="Instruction", value="", elem_id="instruction")
                 input_prefix = gr.Textbox(label="Input prefix", value=PRESETS["sentiment"].input_prefix, elem_id="input-prefix")
                 output_prefix = gr.Textbox(label="Output prefix", value=PRESETS["sentiment"].output_prefix, elem_id="output-prefix")
+                delimiter = gr.Textbox(label="Delimiter between demonstrations (\\n = newline)",
+                                       value=escape(PRESETS["sentiment"].demo_delimiter), elem_id="delimiter")
                 labels = gr.Textbox(label="Labels (comma-separated; each is its own answer word)",
                                     value="negative, positive", elem_id="labels")
             demos = gr.Dataframe(headers=["input", "label"], value=EXAMPLES["sentiment"][0], column_count=(2, "fixed"),
@@ -306,15 +317,17 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
             prompt = gr.Textbox(label="Exact prompt", lines=8, elem_id="prompt")
             continuation = gr.Textbox(label="Generated continuation", elem_id="continuation")
 
-            fields = [model_box, preset, instruction, input_prefix, output_prefix, labels, demos, query]
+            fields = [model_box, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query]
 
             def on_preset(name):
                 template = PRESETS[name]
                 words = sorted(set(template.verbalizer.values())) if template.verbalizer else ["red", "blue", "gold", "pink"]
                 rows, q = EXAMPLES[name]
-                return template.input_prefix, template.output_prefix, ", ".join(words), rows, q
+                return (template.input_prefix, template.output_prefix, escape(template.demo_delimiter), ", ".join(words),
+                        rows, q)
 
-            preset.change(on_preset, preset, [input_prefix, output_prefix, labels, demos, query], api_name="preset")
+            preset.change(on_preset, preset, [input_prefix, output_prefix, delimiter, labels, demos, query],
+                          api_name="preset")
             model_box.change(_friendly(lambda name: describe(store, name)), model_box, info, api_name="describe")
 
             def on_score(*args):

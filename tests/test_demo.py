@@ -16,7 +16,7 @@ spec = importlib.util.spec_from_file_location("hfssl_demo_app", REPO / "demo" / 
 app = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(app)
 
-FIELDS = ["sentiment", "", "Review: ", "Sentiment:", "negative, positive",
+FIELDS = ["sentiment", "", "Review: ", "Sentiment:", "\\n\\n", "negative, positive",
           [["a fine film", "positive"], ["a dull film", "negative"]], "a good film"]
 
 
@@ -52,6 +52,43 @@ def test_score_labels_directly(models_root):
         assert len(probs) == 2 and probs.sum() == pytest.approx(1.0)
 
 
+def test_delimiter_field_is_unescaped(models_root):
+    store = app.ModelStore(models_root)
+    fields = list(FIELDS)
+    fields[4] = " | "
+    _, prompt, _ = app.score_labels(store, "gpt", *fields)
+    assert prompt.startswith("Review: a fine film\nSentiment: positive | Review: a dull film")
+
+
+def test_vision_neighbours_and_prediction(models_root, simclr_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    shutil.copytree(simclr_dir, models_root / "simclr")
+    store = app.ModelStore(models_root)
+    image = np.zeros((20, 20, 3), dtype=np.uint8)
+    image[5:15, 8:12] = 255  # a bar, like a digit one
+    gallery, prediction = app.neighbours(store, "simclr", image, "digits", k=3)
+    assert len(gallery) == 3 and all(isinstance(caption, str) and "cos" in caption for _, caption in gallery)
+    sims = [float(caption.split("cos ")[1].rstrip(")")) for _, caption in gallery]
+    assert sims == sorted(sims, reverse=True) and all(-1 <= v <= 1 for v in sims)
+    assert prediction == "this encoder has no classification head"
+    with pytest.raises(ValueError, match="Upload an image"):
+        app.neighbours(store, "simclr", None, "digits")
+
+    from transformers import AutoModelForImageClassification
+
+    classifier = AutoModelForImageClassification.from_pretrained(simclr_dir, num_labels=3,
+                                                                 id2label={0: "zero", 1: "one", 2: "two"})
+    classifier.save_pretrained(models_root / "classifier")
+    shutil.copy(simclr_dir / "preprocessor_config.json", models_root / "classifier")
+    _, prediction = app.neighbours(store, "classifier", image, "digits", k=2)
+    probabilities = dict(part.split(": ") for part in prediction.split(", "))
+    assert set(probabilities) == {"zero", "one", "two"}
+    assert sum(float(p) for p in probabilities.values()) == pytest.approx(1.0, abs=0.02)
+
+
 def test_generate_streams(models_root):
     store = app.ModelStore(models_root)
     pieces = list(app.generate(store, "gpt", *FIELDS, 5, 0.0))
@@ -61,11 +98,11 @@ def test_generate_streams(models_root):
 def test_bad_input_messages(models_root):
     store = app.ModelStore(models_root)
     with pytest.raises(ValueError, match="not one of the labels"):
-        app.score_labels(store, "gpt", *FIELDS[:5], [["a film", "neutral"]], "x")
+        app.score_labels(store, "gpt", *FIELDS[:6], [["a film", "neutral"]], "x")
     with pytest.raises(ValueError, match="at least two"):
-        app.score_labels(store, "gpt", *FIELDS[:4], "positive", FIELDS[5], "x")
+        app.score_labels(store, "gpt", *FIELDS[:5], "positive", FIELDS[6], "x")
     with pytest.raises(ValueError, match="Type a query"):
-        app.score_labels(store, "gpt", *FIELDS[:6], "  ")
+        app.score_labels(store, "gpt", *FIELDS[:7], "  ")
     wrapped = app._friendly(lambda: app.score_labels(store, "../secret", *FIELDS))
     with pytest.raises(gr.Error):
         wrapped()
@@ -102,8 +139,8 @@ def test_gradio_client_round_trips(running_app):
 
 
 def _client_fields():
-    rows = FIELDS[5]
-    return ["gpt", *FIELDS[:5], {"headers": ["input", "label"], "data": rows}, FIELDS[6]]
+    rows = FIELDS[6]
+    return ["gpt", *FIELDS[:6], {"headers": ["input", "label"], "data": rows}, FIELDS[7]]
 
 
 @pytest.mark.slow
