@@ -36,9 +36,7 @@ def outer_steps(learner, optimizer, data, sampler, first_episode: int, steps: in
     start = time.perf_counter()
     for s in range(steps):
         optimizer.zero_grad()
-        for t in range(meta_batch):
-            loss, _ = learner.task_loss(*data.tensors(sampler[first_episode + s * meta_batch + t]))
-            (loss / meta_batch).backward()
+        learner.meta_backward([data.tensors(sampler[first_episode + s * meta_batch + t]) for t in range(meta_batch)])
         optimizer.step()
     return time.perf_counter() - start
 
@@ -70,9 +68,9 @@ def main():
                 "learn2learn": Learn2LearnMetaLearner(models["learn2learn"], args.algorithm, 0.4, 1)}
 
     grads = {}
-    for name, learner in learners.items():  # same meta-gradients before any timing
+    for name, learner in learners.items():  # same meta-gradients (of one meta-batch) before any timing
         learner.model.zero_grad()
-        learner.task_loss(*data.tensors(sampler[0]))[0].backward()
+        learner.meta_backward([data.tensors(sampler[i]) for i in range(4)])
         grads[name] = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
     diff = (grads["hfssl (torch.func)"] - grads["learn2learn"]).abs().max().item()
     scale = grads["learn2learn"].abs().max().item()

@@ -15,6 +15,7 @@ block per stage, widths 32-32-64-64).
 - SimCLR + ANIL: ANIL meta-training starting from the SimCLR encoder.
 
     python benchmarks/exp_meta.py                 # the README table (about 40 minutes on 2 cores)
+    python benchmarks/exp_meta.py --episodes 600 --meta_steps 1000   # tighter intervals, longer training
     python benchmarks/exp_meta.py --quick         # a few minutes, to check the script
 
 Prints the table, writes benchmarks/results/exp_meta.json and exp_meta.png.
@@ -97,10 +98,10 @@ def probe_accuracy(encoder, data, episode) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--meta_steps", type=int, default=400)
+    parser.add_argument("--episodes", type=int, default=200, help="Test episodes per cell (meta_train.py: 600).")
+    parser.add_argument("--meta_steps", type=int, default=300)
     parser.add_argument("--simclr_steps", type=int, default=400)
-    parser.add_argument("--adapt_steps", type=int, default=30)
+    parser.add_argument("--adapt_steps", type=int, default=20)
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_meta")
     args = parser.parse_args()
     if not OMNIGLOT.is_file():

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..adapt.finetune import classification_head
-from .algorithms import _logits, features, use_batch_statistics
+from .algorithms import _logits, features, loop_meta_backward, use_batch_statistics
 
 
 def import_learn2learn():
@@ -49,3 +49,7 @@ class Learn2LearnMetaLearner:
             logits = _logits(learner(x_q))
         loss = F.cross_entropy(logits, y_q)
         return loss, (logits.argmax(-1) == y_q).float().mean().item()
+
+    def meta_backward(self, tasks: list[tuple], vectorize: bool = False) -> tuple[float, list[float]]:
+        """Task by task, one learner clone each (learn2learn has no vectorised path)."""
+        return loop_meta_backward(self, tasks)

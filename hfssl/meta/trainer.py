@@ -28,7 +28,7 @@ from ..data.episodes import EpisodeSampler, split_classes
 from ..data.vision import channel_stats, load_images
 from ..hub import HubArguments
 from ..models.simclr import SimCLRConfig, SimCLRForImageClassification
-from .algorithms import ALGORITHMS, FunctionalMetaLearner
+from .algorithms import ALGORITHMS, FunctionalMetaLearner, restore_batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +139,10 @@ def _save_atomic(payload, path: Path) -> None:
 @torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
     """Running BatchNorm statistics = the average over `x` (meta-train images), so eval() mode is sensible."""
+    restore_batch_norm(model)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
-        m.track_running_stats, m.momentum = True, None  # momentum None: cumulative average
+        m.momentum = None  # cumulative average
         m.reset_running_stats()
     was_training = model.training
     model.train()
@@ -198,22 +199,19 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
     progress = tqdm(total=args.meta_steps, initial=step, desc=f"meta-train ({args.algorithm})")
     while step < args.meta_steps:
         optimizer.zero_grad()
-        losses, accuracies = [], []
-        for t in range(args.meta_batch_size):
-            loss, accuracy = learner.task_loss(*data.tensors(train_sampler[step * args.meta_batch_size + t]))
-            (loss / args.meta_batch_size).backward()
-            losses.append(loss.item())
-            accuracies.append(accuracy)
+        first = step * args.meta_batch_size
+        tasks = [data.tensors(train_sampler[first + t]) for t in range(args.meta_batch_size)]
+        mean_loss, accuracies = learner.meta_backward(tasks)
         optimizer.step()
         step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{statistics.fmean(losses):.3f}", acc=f"{statistics.fmean(accuracies):.3f}")
-        if not math.isfinite(statistics.fmean(losses)):
-            raise FloatingPointError(f"Meta-loss became {statistics.fmean(losses)} at step {step}; lower --inner_lr "
+        progress.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{statistics.fmean(accuracies):.3f}")
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"Meta-loss became {mean_loss} at step {step}; lower --inner_lr "
                                      "or --outer_lr. The last checkpoint is kept.")
         if val_sampler is not None and args.eval_steps and (step % args.eval_steps == 0 or step == args.meta_steps):
             val_mean, val_ci = evaluate(learner, data, val_sampler, args.val_episodes, args.eval_inner_steps, "meta-val")
-            history.append({"step": step, "train_loss": statistics.fmean(losses), "val_accuracy": val_mean,
+            history.append({"step": step, "train_loss": mean_loss, "val_accuracy": val_mean,
                             "val_ci95": val_ci})
             logger.info("step %d: meta-val %d-way %d-shot accuracy %.4f +- %.4f", step, args.ways, args.shots,
                         val_mean, val_ci)

@@ -40,9 +40,16 @@ def _meta_grad(learner, task):
     return torch.cat([p.grad.flatten() for p in learner.model.parameters()]), loss.item()
 
 
+class TinyBatchNormClassifier(TinyClassifier):
+    def __init__(self, ways=3, seed=0):
+        super().__init__(ways, seed)
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh()).double()
+
+
+@pytest.mark.parametrize("model_class", [TinyClassifier, TinyBatchNormClassifier])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_maml_meta_gradient_matches_finite_differences(steps):
-    model, task = TinyClassifier(), _task()
+def test_maml_meta_gradient_matches_finite_differences(steps, model_class):
+    model, task = model_class(), _task()
     learner = FunctionalMetaLearner(model, "maml", inner_lr=0.5, steps=steps)
     analytic, _ = _meta_grad(learner, task)
     params = list(model.parameters())
@@ -116,6 +123,22 @@ def test_torch_func_and_learn2learn_agree(algorithm):
     theirs, loss_theirs = _meta_grad(Learn2LearnMetaLearner(TinyClassifier(), algorithm, inner_lr=0.4, steps=2), task)
     assert loss_ours == pytest.approx(loss_theirs, rel=1e-10)
     torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil", "protonet"])
+def test_vmapped_meta_batch_equals_the_loop(algorithm):
+    """Also a regression test for BatchNorm under vmap (see algorithms._normalise_with_batch_statistics)."""
+    tasks = [_task(seed) for seed in (1, 2, 3)]
+    grads = []
+    for vectorize in (False, True):
+        model = TinyBatchNormClassifier()
+        learner = FunctionalMetaLearner(model, algorithm, inner_lr=0.4, steps=2)
+        loss, accuracies = learner.meta_backward(tasks, vectorize=vectorize)
+        grads.append((loss, accuracies, torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                                                          for p in model.parameters()])))
+    (loop_loss, loop_acc, loop_grad), (vec_loss, vec_acc, vec_grad) = grads
+    assert vec_loss == pytest.approx(loop_loss, rel=1e-12) and vec_acc == pytest.approx(loop_acc)
+    torch.testing.assert_close(vec_grad, loop_grad, rtol=1e-10, atol=1e-12)
 
 
 def test_unknown_algorithm():
