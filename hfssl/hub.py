@@ -132,10 +132,11 @@ def _ensure_remote_code(out: Path) -> None:
             shutil.copy2(source, out / source.name)
 
 
-def _eval_results(metrics: dict, prompt_eval: dict, is_image: bool) -> list[EvalResult]:
-    """model-index entries from an adaptation run's metrics.json and a prompt_eval.json."""
+def _eval_results(metrics: dict, prompt_eval: dict, is_image: bool, run_args: dict) -> list[EvalResult]:
+    """model-index entries from a run's metrics.json (adaptation, pretraining or meta-learning) and a
+    prompt_eval.json."""
     results = []
-    args = metrics.get("args", {})
+    args = metrics.get("args") or run_args
     dataset = args.get("eval_dataset") or args.get("dataset")
     split = "validation" if args.get("eval_dataset") else "held-out part of the training file"
     if "accuracy" in metrics and dataset:
@@ -146,6 +147,19 @@ def _eval_results(metrics: dict, prompt_eval: dict, is_image: bool) -> list[Eval
                                           dataset_split=split, metric_type=metric.replace("macro_f1", "f1"),
                                           metric_name=f"{metric} ({metrics.get('method', 'adapted')})",
                                           metric_value=round(float(metrics[metric]), 4)))
+    for key, value in (metrics.get("final") or {}).items():  # pretraining: held-out loss, kNN accuracy
+        if isinstance(value, (int, float)) and dataset:
+            results.append(EvalResult(task_type="image-feature-extraction" if is_image else "text-generation",
+                                      dataset_type=Path(dataset).stem, dataset_name=dataset,
+                                      dataset_split=f"held-out {args.get('eval_split_fraction', '')} of the data",
+                                      metric_type=key, metric_name=f"{key} (pretraining)",
+                                      metric_value=round(float(value), 4)))
+    for setting, row in (metrics.get("meta_test") or {}).items():  # meta-learning: N-way K-shot accuracy
+        results.append(EvalResult(task_type="image-classification", dataset_type=Path(dataset or "episodes").stem,
+                                  dataset_name=dataset or "episodes", dataset_split="meta-test classes",
+                                  metric_type="accuracy", metric_name=f"{setting} accuracy (meta-test, "
+                                  f"+- {100 * row['ci95']:.1f} pts 95% CI, {row['episodes']} episodes)",
+                                  metric_value=round(float(row["accuracy"]), 4)))
     for k, row in prompt_eval.get("shots", {}).items():
         for metric in ("accuracy", "accuracy_calibrated"):
             if metric in row:
@@ -165,7 +179,7 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
     adapter = _read_json(folder / "adapter_config.json")
     architecture = (config.get("architectures") or [None])[0]
     args = metrics.get("args") or run_args
-    datasets = [d for d in {args.get("dataset"), args.get("eval_dataset")} if d and "/" in d and not Path(d).exists()]
+    datasets = [d for d in {args.get("dataset"), args.get("eval_dataset")} if _hub_id(d) and "/" in d]
     tags = ["hfssl", *filter(None, [config.get("model_type"), metrics.get("method")])]
     data = ModelCardData(
         library_name="peft" if adapter else "transformers",
@@ -175,7 +189,7 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
         pipeline_tag=_PIPELINE_TAGS.get(architecture or ""),
         license=license,
         model_name=repo_id,
-        eval_results=_eval_results(metrics, prompt_eval, is_image="image_size" in config) or None,
+        eval_results=_eval_results(metrics, prompt_eval, "image_size" in config, run_args) or None,
     )
     results = "\n".join(f"| {r.metric_name} | {r.dataset_name} ({r.dataset_split}) | {r.metric_value} |"
                         for r in (data.eval_results or []))
@@ -255,9 +269,9 @@ def prepare_upload_folder(model_dir: str | Path, out: str | Path, repo_id: str, 
         base_model = args.get("model_name_or_path")
     _ensure_remote_code(out)
     token = get_token()
-    if token:  # a token must never travel with the files
+    if token:  # a token must never travel with the files (weights are binary: only text files can hold one)
         for path in out.iterdir():
-            if token in path.read_bytes().decode("utf-8", "ignore"):
+            if path.suffix != ".safetensors" and token in path.read_bytes().decode("utf-8", "ignore"):
                 raise HubError(f"{path.name} contains your Hugging Face token; remove it before pushing.")
     build_model_card(out, repo_id, base_model=base_model, license=license).save(out / "README.md")
     return sorted(p.name for p in out.iterdir())

@@ -130,6 +130,17 @@ def test_card_metadata_round_trips(tmp_path, gpt_dir, no_token):
     assert "README.md" in files and "checkpoints" not in files
 
 
+def test_card_carries_pretraining_and_meta_learning_metrics(tmp_path, gpt_dir, no_token):
+    (gpt_dir / "metrics.json").write_text(json.dumps({
+        "final": {"eval_loss": 4.2401, "eval_perplexity": 69.4},
+        "meta_test": {"5-way 1-shot": {"accuracy": 0.9512, "ci95": 0.0123, "episodes": 600}},
+        "args": {"dataset": "someone/omniglot", "eval_split_fraction": 0.05}}))
+    hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "someone/model")
+    results = {r.metric_name: r.metric_value for r in ModelCard.load(tmp_path / "up" / "README.md").data.eval_results}
+    assert results == {"eval_loss (pretraining)": 4.2401, "eval_perplexity (pretraining)": 69.4,
+                       "5-way 1-shot accuracy (meta-test, +- 1.2 pts 95% CI, 600 episodes)": 0.9512}
+
+
 class RecordingApi:
     """Stands in for the network side of HfApi only: records calls, can fail the first `failures` ones."""
 
