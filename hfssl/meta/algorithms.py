@@ -63,6 +63,13 @@ def restore_batch_norm(model: nn.Module) -> None:
             module.track_running_stats = True
 
 
+def allow_second_order(model: nn.Module) -> None:
+    """Second-order MAML differentiates the backward pass: switch fused SDPA attention (no double backward
+    on CPU) to transformers' eager attention, the same function."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) not in (None, "eager"):
+        model.set_attn_implementation("eager")
+
+
 def _logits(output) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
@@ -98,6 +105,8 @@ class FunctionalMetaLearner:
             raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
         self.model, self.algorithm, self.inner_lr, self.steps = model, algorithm, inner_lr, steps
         use_batch_statistics(model)
+        if algorithm == "maml":
+            allow_second_order(model)
         self.head = head_name(model)
 
     def _adapt(self, loss_of: Callable, params: dict, steps: int, second_order: bool) -> dict:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..adapt.finetune import classification_head
-from .algorithms import _logits, features, loop_meta_backward, use_batch_statistics
+from .algorithms import _logits, allow_second_order, features, loop_meta_backward, use_batch_statistics
 
 
 def import_learn2learn():
@@ -30,6 +30,8 @@ class Learn2LearnMetaLearner:
             raise ValueError(f"The learn2learn engine runs maml, fomaml and anil, not {algorithm!r}.")
         l2l = import_learn2learn()
         use_batch_statistics(model)
+        if algorithm == "maml":
+            allow_second_order(model)
         self.model, self.algorithm, self.steps = model, algorithm, steps
         wrapped = classification_head(model) if algorithm == "anil" else model
         self.maml = l2l.algorithms.MAML(wrapped, lr=inner_lr, first_order=algorithm == "fomaml")

@@ -22,8 +22,17 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, ViTImageProcessor
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    ViTImageProcessor,
+)
 
+from ..adapt.data import load_text_classification
+from ..adapt.features import context_window
+from ..adapt.task import is_image_config
 from ..data.episodes import EpisodeSampler, split_classes
 from ..data.vision import channel_stats, load_images
 from ..hub import HubArguments
@@ -35,13 +44,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class MetaArguments(HubArguments):
-    dataset: str = field(metadata={"help": "Labelled images: an Omniglot-style zip, image folder, parquet or Hub name."})
+    dataset: str = field(metadata={"help": "Labelled images (Omniglot-style zip, image folder, parquet, Hub name) or, "
+                                           "with a text --model_name_or_path, labelled text (csv/jsonl/'label text' .txt/Hub)."})
     algorithm: str = field(default="maml", metadata={"help": "maml, fomaml, anil or protonet."})
     engine: str = field(default="torch.func", metadata={"help": "torch.func (default) or learn2learn."})
     eval_dataset: str | None = field(default=None, metadata={
         "help": "Meta-test classes (e.g. other alphabets); default: held-out classes of --dataset."})
     model_name_or_path: str | None = field(default=None, metadata={
-        "help": "Start from a pretrained encoder (e.g. an hfssl SimCLR model); default: a fresh small ResNet."})
+        "help": "Start from a pretrained model: an image encoder (e.g. hfssl SimCLR) for image data, or a text "
+                "model (e.g. hfssl GPT, any AutoModelForSequenceClassification) for labelled text; default: a "
+                "fresh small ResNet for images."})
     output_dir: str = field(default="outputs/meta", metadata={"help": "Where the model, metrics and checkpoints go."})
     ways: int = field(default=5, metadata={"help": "N: classes per episode."})
     shots: int = field(default=1, metadata={"help": "K: support examples per class during meta-training."})
@@ -80,23 +92,20 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def build_model(args: MetaArguments) -> SimCLRForImageClassification:
-    """An N-way classifier: a pretrained encoder with a fresh head, or a fresh small ResNet."""
+def build_model(args: MetaArguments) -> nn.Module:
+    """An N-way classifier: a pretrained image encoder or text model with a fresh head, or a fresh small ResNet."""
     if args.model_name_or_path:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
-        return SimCLRForImageClassification.from_pretrained(
-            args.model_name_or_path, num_labels=args.ways, ignore_mismatched_sizes=True,
-            id2label={i: f"way {i}" for i in range(args.ways)}, label2id={f"way {i}": i for i in range(args.ways)},
-        ) if config.model_type == "hfssl_simclr" else _refuse(config)
+        labels = dict(num_labels=args.ways, id2label={i: f"way {i}" for i in range(args.ways)},
+                      label2id={f"way {i}": i for i in range(args.ways)}, ignore_mismatched_sizes=True)
+        if is_image_config(config):
+            return AutoModelForImageClassification.from_pretrained(args.model_name_or_path, **labels)
+        return AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, **labels)
     config = SimCLRConfig(image_size=args.image_size, resnet_layers=[1] * len(args.resnet_widths),
                           resnet_widths=list(args.resnet_widths), projection_dims=[64], num_labels=args.ways,
                           id2label={i: f"way {i}" for i in range(args.ways)})
     torch.manual_seed(args.seed)
     return SimCLRForImageClassification(config)
-
-
-def _refuse(config):
-    raise ValueError(f"--model_name_or_path must be an hfssl SimCLR image encoder, got model_type {config.model_type!r}.")
 
 
 def make_learner(args: MetaArguments, model: nn.Module):
@@ -116,6 +125,31 @@ class EpisodeData:
 
     def tensors(self, episode):
         return self.x[episode.support], episode.support_labels, self.x[episode.query], episode.query_labels
+
+
+class TextEpisodeData(EpisodeData):
+    """Token ids (M, T), right-padded with the pad id (the classifier reads the last real token), + labels."""
+
+    def __init__(self, texts: list[str], labels, tokenizer, window: int | None):
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.x = tokenizer(texts, padding=True, return_tensors="pt")["input_ids"]
+        if window is not None and self.x.shape[1] > window:
+            raise ValueError(f"A text has {self.x.shape[1]} tokens, more than the model's context window ({window}); "
+                             "shorten it (nothing is truncated silently).")
+        self.labels = torch.as_tensor(labels)
+
+
+def load_episode_data(spec: str, args: MetaArguments, model: nn.Module, tokenizer=None, stats=None):
+    """(episode data, number of classes, image (mean, std) or None) for images or, with a tokenizer, text."""
+    if tokenizer is not None:
+        ds, names = load_text_classification(spec)
+        return TextEpisodeData(list(ds["text"]), list(ds["label"]), tokenizer, context_window(model)), len(names), None
+    images = load_images(spec, image_size=args.image_size)
+    if images.labels is None:
+        raise ValueError(f"{images.name} has no labels: meta-learning needs labelled classes.")
+    stats = stats or channel_stats(images.pixels)
+    return EpisodeData(images.pixels, images.labels, *stats), len(images.label_names), stats
 
 
 def evaluate(learner, data: EpisodeData, sampler: EpisodeSampler, episodes: int, steps: int, desc: str) -> tuple[float, float]:
@@ -156,19 +190,19 @@ def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 
 def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
     """Meta-train, meta-test and save; returns (model, metrics)."""
     torch.manual_seed(args.seed)
-    data_all = load_images(args.dataset, image_size=args.image_size)
-    if data_all.labels is None:
-        raise ValueError(f"{data_all.name} has no labels: meta-learning needs labelled classes.")
-    mean, std = channel_stats(data_all.pixels)
-    data = EpisodeData(data_all.pixels, data_all.labels, mean, std)
-    train_classes, val_classes, test_classes = split_classes(len(data_all.label_names), tuple(args.class_split), args.seed)
+    model = build_model(args)
+    tokenizer = None
+    if not is_image_config(model.config):
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    data, num_classes, stats = load_episode_data(args.dataset, args, model, tokenizer)
+    train_classes, val_classes, test_classes = split_classes(num_classes, tuple(args.class_split), args.seed)
     if args.eval_dataset:
-        test_all = load_images(args.eval_dataset, image_size=args.image_size)
-        if test_all.labels is None:
-            raise ValueError(f"{test_all.name} has no labels: meta-testing needs labelled classes.")
-        test_data, test_classes = EpisodeData(test_all.pixels, test_all.labels, mean, std), None
+        test_data, _, _ = load_episode_data(args.eval_dataset, args, model, tokenizer, stats)
+        test_classes = None
         # the meta-test classes come from elsewhere: every --dataset class not used to validate meta-trains
-        train_classes = [c for c in range(len(data_all.label_names)) if c not in set(val_classes)]
+        train_classes = [c for c in range(num_classes) if c not in set(val_classes)]
     else:
         test_data = data
     train_sampler = EpisodeSampler(data.labels, train_classes, args.ways, args.shots, args.queries, seed=args.seed)
@@ -177,7 +211,6 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
     test_samplers = {k: EpisodeSampler(test_data.labels, test_classes, args.ways, k, args.queries, seed=args.seed + 2)
                      for k in args.test_shots}
 
-    model = build_model(args)
     learner = make_learner(args, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.outer_lr)
     out = Path(args.output_dir)
@@ -229,10 +262,14 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
         results[f"{args.ways}-way {k}-shot"] = {"accuracy": mean_acc, "ci95": ci, "episodes": args.test_episodes}
         logger.info("meta-test %d-way %d-shot: %.4f +- %.4f (%d episodes)", args.ways, k, mean_acc, ci, args.test_episodes)
 
-    recalibrate_batch_norm(model, data.x[torch.isin(data.labels, torch.tensor(train_classes))])
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        recalibrate_batch_norm(model, data.x[torch.isin(data.labels, torch.tensor(train_classes))])
     model.save_pretrained(out)
-    ViTImageProcessor(size={"height": args.image_size, "width": args.image_size}, image_mean=mean, image_std=std,
-                      do_resize=True).save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    else:
+        ViTImageProcessor(size={"height": args.image_size, "width": args.image_size}, image_mean=stats[0],
+                          image_std=stats[1], do_resize=True).save_pretrained(out)
     metrics = {"method": f"meta-learning ({args.algorithm})", "algorithm": args.algorithm, "engine": args.engine,
                "meta_test": results, "history": history, "meta_steps": step, "train_minutes": train_minutes,
                "num_meta_train_classes": len(train_classes), "args": asdict(args)}

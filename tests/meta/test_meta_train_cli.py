@@ -98,3 +98,27 @@ def test_bad_input_is_clear(glyph_zip, tmp_path, monkeypatch, capsys):
     (tmp_path / "z" / "checkpoint.pt").write_bytes(b"truncated")
     assert main(["--dataset", str(glyph_zip), "--output_dir", str(tmp_path / "z"), *TINY, "--resume"]) == 2
     assert "checkpoint.pt is corrupt or unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_meta_train_on_text_with_a_pretrained_gpt(gpt_dir, tmp_path, algorithm, capsys):
+    """Text episodes: 9 classes of 4 sentences each, a tiny hfssl GPT as the body."""
+    subjects = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river",
+                "our king", "the ship"]
+    lines = [f"c{c} {subject} {verb} the house" for c, subject in enumerate(subjects)
+             for verb in ("sees", "likes", "finds", "calls")]
+    data = tmp_path / "topics.txt"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / f"text-{algorithm}"
+    code = import_script("meta_train").main([
+        "--algorithm", algorithm, "--model_name_or_path", str(gpt_dir), "--dataset", str(data), "--output_dir",
+        str(out), "--meta_steps", "2", "--ways", "3", "--shots", "1", "--queries", "2", "--meta_batch_size", "2",
+        "--eval_steps", "0", "--test_episodes", "3", "--test_shots", "1", "--class_split", "0.34", "0.33", "0.33",
+        "--inner_lr", "0.1"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["meta_test"]["3-way 1-shot"]["episodes"] == 3
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model(**tokenizer(["the cat sees the house"], return_tensors="pt")).logits.shape == (1, 3)
