@@ -10,10 +10,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import hfssl  # noqa: E402,F401  (registers the Auto classes)
 import torch  # noqa: E402
 from transformers import ViTImageProcessor  # noqa: E402
 
+import hfssl  # noqa: E402,F401  (registers the Auto classes)
 from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,6 @@ from hfssl import hub
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
 from tests.conftest import import_script
 
-
 TOKEN = "hf_testtokenthatmustnotleak0123456789"
 INPUT_IDS = [[5, 9, 14, 3, 22, 7], [2, 30, 11, 8, 40, 6]]
 

@@ -46,20 +46,36 @@ def _normalise_with_batch_statistics(module: nn.modules.batchnorm._BatchNorm, x:
     return y
 
 
-def use_batch_statistics(model: nn.Module) -> None:
+_BATCH_STAT_CLASSES: dict[type, type] = {}
+
+
+def _batch_stat_class(cls: type) -> type:
+    """A subclass of a BatchNorm class whose forward is `_normalise_with_batch_statistics` (a class, not a
+    bound method on the instance, so that copies made by learn2learn's clone use their own parameters)."""
+    if cls not in _BATCH_STAT_CLASSES:
+        _BATCH_STAT_CLASSES[cls] = type(f"BatchStatistics{cls.__name__}", (cls,),
+                                        {"forward": _normalise_with_batch_statistics, "_hfssl_original": cls})
+    return _BATCH_STAT_CLASSES[cls]
+
+
+def use_batch_statistics(model: nn.Module, vmap_safe: bool = False) -> None:
     """BatchNorm normalises with the current batch and stops updating running statistics (no in-place
-    buffer writes inside the functional transforms); `restore_batch_norm` undoes it."""
+    buffer writes inside the functional transforms); `restore_batch_norm` undoes it. vmap_safe: use the
+    plain-ops normalisation (needed under vmap; slower than the fused kernel on CPU)."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.track_running_stats = False
-            module.forward = _normalise_with_batch_statistics.__get__(module)
+            if vmap_safe and not hasattr(type(module), "_hfssl_original"):
+                module.__class__ = _batch_stat_class(type(module))
 
 
 def restore_batch_norm(model: nn.Module) -> None:
-    """Give BatchNorm layers back their own forward (running statistics in eval mode)."""
+    """Give BatchNorm layers back their own class (running statistics in eval mode)."""
     for module in model.modules():
+        original = getattr(type(module), "_hfssl_original", None)
+        if original is not None:
+            module.__class__ = original
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.__dict__.pop("forward", None)
             module.track_running_stats = True
 
 
@@ -95,16 +111,20 @@ def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> t
 
 
 class FunctionalMetaLearner:
-    """The torch.func engine: `task_loss` gives a task's meta-loss (and query accuracy) for backward().
+    """The torch.func engine: `task_loss` gives a task's meta-loss (and query accuracy) for backward();
+    `meta_backward` does a whole meta-batch.
 
-    algorithm: maml | fomaml | anil | protonet; inner_lr alpha; steps: inner gradient steps.
+    algorithm: maml | fomaml | anil | protonet; inner_lr alpha; steps: inner gradient steps; vectorize: run
+    a MAML / FOMAML meta-batch under vmap (exact, but slower than the task loop on CPU: see bench_meta.py).
     """
 
-    def __init__(self, model: nn.Module, algorithm: str, inner_lr: float = 0.4, steps: int = 1):
+    def __init__(self, model: nn.Module, algorithm: str, inner_lr: float = 0.4, steps: int = 1,
+                 vectorize: bool = False):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
         self.model, self.algorithm, self.inner_lr, self.steps = model, algorithm, inner_lr, steps
-        use_batch_statistics(model)
+        self.vectorize = vectorize
+        use_batch_statistics(model, vmap_safe=vectorize)
         if algorithm == "maml":
             allow_second_order(model)
         self.head = head_name(model)
@@ -149,15 +169,14 @@ class FunctionalMetaLearner:
         accuracy = (logits.argmax(-1) == y_q).float().mean().item()
         return loss, accuracy
 
-    def meta_backward(self, tasks: list[tuple], vectorize: bool = True) -> tuple[float, list[float]]:
+    def meta_backward(self, tasks: list[tuple]) -> tuple[float, list[float]]:
         """Accumulate into `.grad` the meta-gradient of the mean meta-loss over a meta-batch of equally shaped
         tasks (x_s, y_s, x_q, y_q); return (mean meta-loss, query accuracies).
 
-        MAML and FOMAML run all tasks at once with `torch.func.vmap` (one batched pass through the network
-        instead of a Python loop over tasks), the outer gradient taken by `torch.func.grad` as well; ANIL and
-        ProtoNet, whose per-task work is small, loop and backpropagate task by task.
+        With vectorize, MAML and FOMAML run all tasks at once with `torch.func.vmap`, the outer gradient taken by
+        `torch.func.grad` as well; otherwise (and for ANIL and ProtoNet) tasks are backpropagated one by one.
         """
-        if not vectorize or self.algorithm not in ("maml", "fomaml") or len(tasks) == 1:
+        if not self.vectorize or self.algorithm not in ("maml", "fomaml") or len(tasks) == 1:
             return loop_meta_backward(self, tasks)
         params = {k: p.detach() for k, p in self.model.named_parameters()}
         second_order = self.algorithm == "maml"

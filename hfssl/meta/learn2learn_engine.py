@@ -52,6 +52,6 @@ class Learn2LearnMetaLearner:
         loss = F.cross_entropy(logits, y_q)
         return loss, (logits.argmax(-1) == y_q).float().mean().item()
 
-    def meta_backward(self, tasks: list[tuple], vectorize: bool = False) -> tuple[float, list[float]]:
+    def meta_backward(self, tasks: list[tuple]) -> tuple[float, list[float]]:
         """Task by task, one learner clone each (learn2learn has no vectorised path)."""
         return loop_meta_backward(self, tasks)
