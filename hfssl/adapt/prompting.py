@@ -276,7 +276,8 @@ def run_prompt_eval(args: PromptEvalArguments) -> dict:
 
 def format_table(results: dict) -> str:
     """Markdown table: one row per k, mean +- std over seeds for every metric present."""
-    columns = ["accuracy", "accuracy_norm", "ece", "accuracy_calibrated", "ece_calibrated", "invalid_answers"]
+    columns = ["accuracy", "accuracy_norm", "ece", "accuracy_calibrated", "ece_calibrated", "invalid_answers",
+               "demonstrations_kept"]
     present = [c for c in columns if any(c in row for row in results["shots"].values())]
     lines = ["| k | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
     for k, row in results["shots"].items():
