@@ -38,9 +38,10 @@ EXAMPLES = {
                ["A new chip doubles battery life of phones.", "technology"],
                ["Leaders met to discuss the border treaty.", "world"]],
               "Shares fell after the earnings report."),
-    # the format of benchmarks/exp_icl.py; its model (outputs/exp_icl) puts 0.99 on "red" here
+    # the format of benchmarks/exp_icl.py: its model (outputs/exp_icl) puts 0.86 on "blue" here; the
+    # README's default model answers "red" to every key (a bias, not in-context learning)
     "key_value": ([["q", "red"], ["w", "blue"], ["e", "gold"], ["r", "pink"], ["w", "blue"], ["q", "red"],
-                   ["r", "pink"]], "q"),
+                   ["r", "pink"]], "w"),
 }
 
 
