@@ -234,7 +234,7 @@ def neighbours(store, encoder_name, image, reference: str, k: int = 5):
 
     query = Image.fromarray(np.asarray(image)).convert("RGB").resize((size, size))
     query = torch.from_numpy(np.array(query)).permute(2, 0, 1)[None].contiguous()
-    feats = image_features(_EncoderOnly(model) if has_head else model, torch.cat([query, bank.pixels[:2000]]), normalize)
+    feats = image_features(model, torch.cat([query, bank.pixels[:2000]]), normalize)
     feats = torch.nn.functional.normalize(feats, dim=1)
     similarity = feats[1:] @ feats[0]
     top = similarity.topk(min(int(k), len(similarity)))
@@ -248,17 +248,6 @@ def neighbours(store, encoder_name, image, reference: str, k: int = 5):
         best = probs.topk(min(3, len(probs)))
         prediction = ", ".join(f"{model.config.id2label[int(i)]}: {p:.2f}" for p, i in zip(best.values.tolist(), best.indices.tolist()))
     return gallery, prediction
-
-
-class _EncoderOnly(torch.nn.Module):
-    """Features of a classifier's encoder, in the form image_features expects (`embeddings`)."""
-
-    def __init__(self, classifier):
-        super().__init__()
-        self.encoder = classifier.encoder
-
-    def forward(self, pixel_values):
-        return type("Out", (), {"embeddings": self.encoder(pixel_values)})()
 
 
 def _friendly(fn):

@@ -121,7 +121,8 @@ def text_features(
 def image_features(model: nn.Module, pixels: torch.Tensor, normalize: nn.Module, batch_size: int = 256) -> torch.Tensor:
     """Features of a vision encoder for uint8 images (N, C, S, S): (N, F).
 
-    Uses `embeddings` (hfssl SimCLR), else `pooler_output`, else the mean of `last_hidden_state`.
+    Uses `embeddings` (hfssl SimCLR), else `pooler_output`, else `last_hidden_state` or, for a classifier,
+    the last of `hidden_states` (the head's input), averaged over positions when it has any.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -134,8 +135,17 @@ def image_features(model: nn.Module, pixels: torch.Tensor, normalize: nn.Module,
             if features is not None:
                 break
         else:
-            hidden = outputs.last_hidden_state
-            features = hidden.mean(dim=(2, 3)) if hidden.dim() == 4 else hidden.mean(dim=1)
+            hidden = getattr(outputs, "last_hidden_state", None)
+            if hidden is None and getattr(outputs, "hidden_states", None):
+                hidden = outputs.hidden_states[-1]
+            if hidden is None:
+                raise ValueError(f"{type(model).__name__} returns no features (embeddings, pooler_output or hidden states).")
+            if hidden.dim() == 4:  # (B, C, H, W) feature maps
+                features = hidden.mean(dim=(2, 3))
+            elif hidden.dim() == 3:  # (B, T, d) tokens
+                features = hidden.mean(dim=1)
+            else:  # (B, F) already pooled
+                features = hidden
         out.append(features.reshape(features.shape[0], -1).float().cpu())
     model.train(was_training)
     return torch.cat(out)
