@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,8 +315,6 @@ def push_to_hub(model_dir: str | Path, repo_id: str, *, private: bool = False, a
         folder = Path(dry_run_dir or Path(model_dir).with_name(Path(model_dir).name + "-hub-upload"))
         files = prepare_upload_folder(model_dir, folder, repo_id, adapter_only=adapter_only)
         return {"dry_run": True, "folder": str(folder), "files": files}
-    import tempfile
-
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
         files = prepare_upload_folder(model_dir, tmp, repo_id, adapter_only=adapter_only)

@@ -75,14 +75,18 @@ class PromptClassifier:
                          f"demonstrations: {query_texts[lengths.index(max(lengths))][:80]!r}")
 
     def _grouped_contexts(self, queries: list[str], demos_per_query: list[list[str]], calibrate: bool):
-        """Group queries by demonstration list: one shared prefix each. -> {demo tuple: (query ids, demos)}."""
+        """Group queries by demonstration list (one shared prefix each) and fit each group to the window.
+
+        -> list of (query ids, kept demonstrations, texts to prompt: the queries, then the content-free
+        inputs when calibrating).
+        """
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, demos in enumerate(demos_per_query):
             groups.setdefault(tuple(demos), []).append(i)
-        fitted = {}
+        fitted = []
         for demos, members in groups.items():
             texts = [queries[i] for i in members] + (list(CONTENT_FREE_INPUTS) if calibrate else [])
-            fitted[demos] = (members, self.fit_context(list(demos), texts))
+            fitted.append((members, self.fit_context(list(demos), texts), texts))
         return fitted
 
     def score(self, queries: list[str], demos_per_query: list[list[str]], *, calibrate: bool = False) -> PromptScores:
@@ -90,16 +94,14 @@ class PromptClassifier:
         n, c = len(queries), len(self.options)
         fitted = self._grouped_contexts(queries, demos_per_query, calibrate)
         continuations = [self.template.continuation(w) for w in self.options]
-        requests = []
-        for members, kept in fitted.values():
-            texts = [queries[i] for i in members] + (list(CONTENT_FREE_INPUTS) if calibrate else [])
-            requests.append([(self.template.context(kept, t), cont) for t in texts for cont in continuations])
+        requests = [[(self.template.context(kept, t), cont) for t in texts for cont in continuations]
+                    for _, kept, texts in fitted]
         scored = loglikelihoods(self.model, self.tokenizer, requests, batch_size=self.batch_size,
                                 use_prefix_cache=self.use_prefix_cache)
         loglik = torch.empty(n, c, dtype=torch.float64)
         content_free = torch.empty(n, len(CONTENT_FREE_INPUTS), c, dtype=torch.float64) if calibrate else None
         kept_counts = [0] * n
-        for (members, kept), group in zip(fitted.values(), scored):
+        for (members, kept, _), group in zip(fitted, scored):
             values = torch.tensor([ll for ll, _ in group], dtype=torch.float64).view(-1, c)
             loglik[members] = values[: len(members)]
             if content_free is not None:
@@ -115,7 +117,7 @@ class PromptClassifier:
         """Greedy continuations and parsed predictions (label id, or -1 when no label word starts the answer)."""
         fitted = self._grouped_contexts(queries, demos_per_query, calibrate=False)
         contexts = [""] * len(queries)
-        for members, kept in fitted.values():
+        for members, kept, _ in fitted:
             for i in members:
                 contexts[i] = self.template.context(kept, queries[i])
         tokenizer, model = self.tokenizer, self.model
