@@ -2,11 +2,12 @@
 
 Model: the meta_train.py default (ResNet with one basic block per stage, widths 32-32-64-64, 28x28 inputs,
 5-way head, batch statistics); episodes: 5-way 1-shot, 15 queries, meta-batch 4, one inner SGD step
-(alpha 0.4), Adam outer step, from Omniglot (../shared/data) or else the built-in digits. hfssl runs the
-meta-batch task by task (default) and, as a second row, with the tasks together under vmap; learn2learn
-clones the model per task. Both engines start from
-identical weights and must produce the same meta-gradients (checked in float64 on one meta-batch) before
-anything is timed; then they alternate rounds of outer steps in one process.
+(alpha 0.4), Adam outer step, from Omniglot (../shared/data) or else the built-in digits. Both engines get
+the same torch thread count (torch's default: the machine's cores). hfssl runs its default (on CPU: the
+meta-batch's tasks in parallel threads, one intra-op thread each), and, as extra rows, task by task and with
+the tasks together under vmap; learn2learn clones the model per task and runs them one by one. All start
+from identical weights and must produce the same meta-gradients (checked in float64 on one meta-batch)
+before anything is timed; then they alternate rounds of outer steps in one process.
 
 Writes benchmarks/results/bench_meta.json rows {"name", "ratio", "target"}; ratio = hfssl tasks/s /
 learn2learn tasks/s, target >= 1.0. Skips with a message when learn2learn is not installed.
@@ -65,11 +66,13 @@ def main():
     sampler = EpisodeSampler(images.labels, None, ways=5, shots=1, queries=15, seed=0)
     meta_args = MetaArguments(dataset="bench", algorithm=args.algorithm)
     base = build_model(meta_args)
-    models = {name: copy.deepcopy(base) for name in ("hfssl (torch.func)", "hfssl (torch.func, vmap)", "learn2learn")}
-    learners = {"hfssl (torch.func)": FunctionalMetaLearner(models["hfssl (torch.func)"], args.algorithm, 0.4, 1),
-                "hfssl (torch.func, vmap)": FunctionalMetaLearner(models["hfssl (torch.func, vmap)"], args.algorithm,
-                                                                  0.4, 1, vectorize=True),
-                "learn2learn": Learn2LearnMetaLearner(models["learn2learn"], args.algorithm, 0.4, 1)}
+    variants = {"hfssl (torch.func)": {}, "hfssl (task by task)": dict(task_threads=1),
+                "hfssl (vmap)": dict(vectorize=True)}
+    models = {name: copy.deepcopy(base) for name in [*variants, "learn2learn"]}
+    learners = {name: FunctionalMetaLearner(models[name], args.algorithm, 0.4, 1, **options)
+                for name, options in variants.items()}
+    learners["learn2learn"] = Learn2LearnMetaLearner(models["learn2learn"], args.algorithm, 0.4, 1)
+    threads = learners["hfssl (torch.func)"].threads_for(4)
 
     # same meta-gradients first, in float64 (in float32 the second-order terms amplify the different summation
     # orders of a vmapped and a looped pass to ~0.4% of the largest entry)
@@ -92,19 +95,20 @@ def main():
         for name, learner in (list(learners.items()) if r % 2 == 0 else list(reversed(learners.items()))):
             times[name].append(outer_steps(learner, optimizers[name], data, sampler, 100 + r * steps * 4, steps, 4))
     tasks_per_s = {name: steps * 4 / statistics.median(t) for name, t in times.items()}
-    ratio = tasks_per_s["hfssl (torch.func)"] / tasks_per_s["learn2learn"]
-    vmap_ratio = tasks_per_s["hfssl (torch.func, vmap)"] / tasks_per_s["learn2learn"]
-    print(f"{args.algorithm}, 5-way 1-shot, meta-batch 4, {torch.get_num_threads()} threads; "
-          f"float64 meta-gradients of one meta-batch agree to {diff:.1e} (max |g| {scale:.1e})")
+    ratios = {name: value / tasks_per_s["learn2learn"] for name, value in tasks_per_s.items() if name in variants}
+    print(f"{args.algorithm}, 5-way 1-shot, meta-batch 4, {torch.get_num_threads()} torch threads (hfssl default: "
+          f"{threads} task threads); float64 meta-gradients of one meta-batch agree to {diff:.1e} (max |g| {scale:.1e})")
     for name, value in tasks_per_s.items():
-        print(f"  {name:<20} {value:8.2f} tasks/s")
-    print(f"ratio {ratio:.2f} (target 1.0); with vmap over the meta-batch {vmap_ratio:.2f}")
+        print(f"  {name:<22} {value:8.2f} tasks/s" + (f"   ratio {ratios[name]:.2f}" if name in ratios else ""))
+    print(f"ratio {ratios['hfssl (torch.func)']:.2f} (target 1.0)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "rows": [{"name": f"{args.algorithm} meta-training tasks/s vs learn2learn", "ratio": ratio, "target": 1.0},
-                 {"name": f"{args.algorithm} meta-training tasks/s vs learn2learn, vmapped meta-batch",
-                  "ratio": vmap_ratio, "target": None}],
-        "tasks_per_s": tasks_per_s, "times_s": times, "max_grad_diff": diff}, indent=2) + "\n")
+    rows = [{"name": f"{args.algorithm} meta-training tasks/s vs learn2learn", "ratio": ratios["hfssl (torch.func)"],
+             "target": 1.0, "task_threads": threads}]
+    rows += [{"name": f"{args.algorithm} meta-training tasks/s vs learn2learn, {name[7:-1]}", "ratio": ratios[name],
+              "target": None} for name in variants if name != "hfssl (torch.func)"]
+    args.output.write_text(json.dumps({"rows": rows, "torch_threads": torch.get_num_threads(),
+                                       "tasks_per_s": tasks_per_s, "times_s": times, "max_grad_diff": diff},
+                                      indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

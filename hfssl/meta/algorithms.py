@@ -15,9 +15,17 @@ The model maps x -> logits (a tensor, or an output with `.logits`); phi(x) is th
 classification head (found by `hfssl.adapt.finetune.classification_head`), so ANIL and ProtoNet work with
 any classifier, including a pretrained hfssl SimCLR encoder with a fresh N-way head.
 BatchNorm uses the statistics of the batch at hand (`use_batch_statistics`), as in the MAML paper.
+
+A MAML / FOMAML meta-batch runs its tasks in one of three ways (same meta-gradient up to float rounding):
+task by task; on CPU, in `task_threads` threads with one intra-op thread each (the default when torch has
+more than one thread: small per-task convolutions use two cores poorly, two tasks at once use them well;
+see benchmarks/bench_meta.py); or all at once under `vmap` (`vectorize`).
 """
 
+import copy
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -115,27 +123,53 @@ class FunctionalMetaLearner:
     `meta_backward` does a whole meta-batch.
 
     algorithm: maml | fomaml | anil | protonet; inner_lr alpha; steps: inner gradient steps; vectorize: run
-    a MAML / FOMAML meta-batch under vmap (exact, but slower than the task loop on CPU: see bench_meta.py).
+    a MAML / FOMAML meta-batch under vmap (exact, but slower than the task loop on CPU: see bench_meta.py);
+    task_threads: MAML / FOMAML tasks run at once in worker threads (None: torch.get_num_threads() on CPU,
+    1 on an accelerator; 1: one task at a time).
     """
 
     def __init__(self, model: nn.Module, algorithm: str, inner_lr: float = 0.4, steps: int = 1,
-                 vectorize: bool = False):
+                 vectorize: bool = False, task_threads: int | None = None):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
+        if task_threads is not None and task_threads < 1:
+            raise ValueError(f"task_threads must be at least 1, got {task_threads}.")
         self.model, self.algorithm, self.inner_lr, self.steps = model, algorithm, inner_lr, steps
         self.vectorize = vectorize
         use_batch_statistics(model, vmap_safe=vectorize)
         if algorithm == "maml":
             allow_second_order(model)
         self.head = head_name(model)
+        self.task_threads = task_threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._replicas = threading.local()
+
+    def threads_for(self, num_tasks: int) -> int:
+        """How many tasks of this meta-batch run at once (1: the plain task loop)."""
+        if self.vectorize or self.algorithm not in ("maml", "fomaml") or num_tasks < 2:
+            return 1
+        on_cpu = all(p.device.type == "cpu" for p in self.model.parameters())
+        wanted = self.task_threads if self.task_threads is not None else (torch.get_num_threads() if on_cpu else 1)
+        return max(1, min(wanted, num_tasks))
 
     def _adapt(self, loss_of: Callable, params: dict, steps: int, second_order: bool) -> dict:
-        """`steps` gradient steps of loss_of(params) from params; differentiable through them if second_order."""
+        """`steps` gradient steps of loss_of(params) from params; differentiable through them if second_order.
+
+        The inner gradient is `torch.func.grad` under vmap and `torch.autograd.grad` otherwise (the same numbers;
+        functorch's transforms are not thread-safe, and the task threads need the latter)."""
         for _ in range(steps):
-            grads = grad(loss_of)(params)
-            if not second_order:
-                grads = {k: g.detach() for k, g in grads.items()}
-            params = {k: p - self.inner_lr * grads[k] for k, p in params.items()}
+            if self.vectorize:
+                grads = grad(loss_of)(params)
+                if not second_order:
+                    grads = {k: g.detach() for k, g in grads.items()}
+            else:
+                names = [k for k, p in params.items() if p.requires_grad]
+                with torch.enable_grad():
+                    values = torch.autograd.grad(loss_of(params), [params[k] for k in names],
+                                                 create_graph=second_order, allow_unused=True, materialize_grads=True)
+                grads = dict(zip(names, values))
+            params = {k: p - self.inner_lr * grads[k] if k in grads else p for k, p in params.items()}
         return params
 
     def task_loss(self, x_s, y_s, x_q, y_q, steps: int | None = None, create_graph: bool = True) -> tuple[torch.Tensor, float]:
@@ -174,8 +208,12 @@ class FunctionalMetaLearner:
         tasks (x_s, y_s, x_q, y_q); return (mean meta-loss, query accuracies).
 
         With vectorize, MAML and FOMAML run all tasks at once with `torch.func.vmap`, the outer gradient taken by
-        `torch.func.grad` as well; otherwise (and for ANIL and ProtoNet) tasks are backpropagated one by one.
+        `torch.func.grad` as well; on CPU they run in task threads (see `task_threads`); otherwise (and for ANIL
+        and ProtoNet) tasks are backpropagated one by one.
         """
+        threads = self.threads_for(len(tasks))
+        if threads > 1:
+            return self._threaded_meta_backward(tasks, threads)
         if not self.vectorize or self.algorithm not in ("maml", "fomaml") or len(tasks) == 1:
             return loop_meta_backward(self, tasks)
         params = {k: p.detach() for k, p in self.model.named_parameters()}
@@ -200,6 +238,54 @@ class FunctionalMetaLearner:
         for name, p in self.model.named_parameters():
             p.grad = meta_grads[name] if p.grad is None else p.grad + meta_grads[name]
         return losses.mean().item(), accuracies.tolist()
+
+    def _threaded_meta_backward(self, tasks: list[tuple], threads: int) -> tuple[float, list[float]]:
+        """MAML / FOMAML tasks in `threads` worker threads, one intra-op thread each.
+
+        Each worker owns a structural copy of the model (functional_call swaps a module's tensors while it
+        runs, so two threads must not share one) and is handed the model's own parameters, so the graph of
+        every task ends at the same leaves. Workers return d loss_t / d theta with torch.autograd.grad; the
+        main thread adds them up in task order (deterministic) into `.grad`."""
+        if self._pool is None or self._pool_size != threads:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._replicas, self._pool_size = threading.local(), threads
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hfssl-task",
+                                            initializer=torch.set_num_threads, initargs=(1,))
+        theta = dict(self.model.named_parameters())
+        trainable = [k for k, p in theta.items() if p.requires_grad]
+        intra_op = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            results = list(self._pool.map(lambda task: self._task_gradients(task, theta, trainable), tasks))
+        finally:
+            torch.set_num_threads(intra_op)
+        for i, name in enumerate(trainable):
+            g = sum(r[0][i] for r in results) / len(tasks)
+            p = theta[name]
+            p.grad = g if p.grad is None else p.grad + g
+        losses = [r[1] for r in results]
+        return sum(losses) / len(losses), [r[2] for r in results]
+
+    def _task_gradients(self, task: tuple, theta: dict, trainable: list[str]) -> tuple[tuple, float, float]:
+        """(d meta-loss / d theta for the trainable names, meta-loss, query accuracy) of one task, in a worker."""
+        replica = getattr(self._replicas, "model", None)
+        if replica is None:
+            replica = self._replicas.model = copy.deepcopy(self.model)
+        replica.train(self.model.training)
+        buffers = dict(self.model.named_buffers())
+        x_s, y_s, x_q, y_q = task
+
+        def support_loss(p):
+            return F.cross_entropy(_logits(functional_call(replica, {**buffers, **p}, (x_s,))), y_s)
+
+        with torch.enable_grad():
+            adapted = self._adapt(support_loss, theta, self.steps, second_order=self.algorithm == "maml")
+            logits = _logits(functional_call(replica, {**buffers, **adapted}, (x_q,)))
+            loss = F.cross_entropy(logits, y_q)
+            grads = torch.autograd.grad(loss, [theta[k] for k in trainable], allow_unused=True,
+                                        materialize_grads=True)
+        return grads, loss.item(), (logits.argmax(-1) == y_q).float().mean().item()
 
 
 def loop_meta_backward(learner, tasks: list[tuple]) -> tuple[float, list[float]]:

@@ -48,6 +48,9 @@ class MetaArguments(HubArguments):
                                            "with a text --model_name_or_path, labelled text (csv/jsonl/'label text' .txt/Hub)."})
     algorithm: str = field(default="maml", metadata={"help": "maml, fomaml, anil or protonet."})
     engine: str = field(default="torch.func", metadata={"help": "torch.func (default) or learn2learn."})
+    task_threads: int | None = field(default=None, metadata={
+        "help": "torch.func MAML/FOMAML on CPU: tasks of a meta-batch run at once in this many threads, one "
+                "intra-op thread each (default: torch's thread count; 1: one task at a time)."})
     eval_dataset: str | None = field(default=None, metadata={
         "help": "Meta-test classes (e.g. other alphabets); default: held-out classes of --dataset."})
     model_name_or_path: str | None = field(default=None, metadata={
@@ -113,7 +116,8 @@ def make_learner(args: MetaArguments, model: nn.Module):
         from .learn2learn_engine import Learn2LearnMetaLearner
 
         return Learn2LearnMetaLearner(model, args.algorithm, args.inner_lr, args.inner_steps)
-    return FunctionalMetaLearner(model, args.algorithm, args.inner_lr, args.inner_steps)
+    return FunctionalMetaLearner(model, args.algorithm, args.inner_lr, args.inner_steps,
+                                 task_threads=args.task_threads)
 
 
 class EpisodeData:

@@ -46,13 +46,16 @@ class TinyBatchNormClassifier(TinyClassifier):
         self.body = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh()).double()
 
 
-@pytest.mark.parametrize("vectorize", [False, True])
+MODES = {"loop": dict(task_threads=1), "threads": dict(task_threads=2), "vmap": dict(vectorize=True)}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("model_class", [TinyClassifier, TinyBatchNormClassifier])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_maml_meta_gradient_matches_finite_differences(steps, model_class, vectorize):
-    """The meta-batch gradient (vmapped or looped) against central differences of the mean meta-loss."""
+def test_maml_meta_gradient_matches_finite_differences(steps, model_class, mode):
+    """The meta-batch gradient (task loop, task threads or vmap) against central differences of the mean meta-loss."""
     model, tasks = model_class(), [_task(1), _task(2)]
-    learner = FunctionalMetaLearner(model, "maml", inner_lr=0.5, steps=steps, vectorize=vectorize)
+    learner = FunctionalMetaLearner(model, "maml", inner_lr=0.5, steps=steps, **MODES[mode])
     model.zero_grad()
     learner.meta_backward(tasks)
     analytic = torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -149,3 +152,26 @@ def test_vmapped_meta_batch_equals_the_loop(algorithm):
 def test_unknown_algorithm():
     with pytest.raises(ValueError, match="--algorithm must be one of"):
         FunctionalMetaLearner(TinyClassifier(), "reptile")
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_task_threads_equal_the_loop_and_restore_the_thread_count(algorithm):
+    tasks = [_task(seed) for seed in (1, 2, 3)]
+    results = {}
+    for threads in (1, 2, 3):
+        model = TinyBatchNormClassifier()
+        learner = FunctionalMetaLearner(model, algorithm, inner_lr=0.4, steps=2, task_threads=threads)
+        assert learner.threads_for(len(tasks)) == threads
+        before = torch.get_num_threads()
+        loss, accuracies = learner.meta_backward(tasks)
+        assert torch.get_num_threads() == before
+        results[threads] = (torch.cat([p.grad.flatten() for p in model.parameters()]), loss, accuracies)
+    for threads in (2, 3):
+        torch.testing.assert_close(results[threads][0], results[1][0], rtol=1e-12, atol=1e-14)
+        assert results[threads][1] == pytest.approx(results[1][1], rel=1e-12)
+        assert results[threads][2] == results[1][2]
+
+
+def test_task_threads_must_be_positive():
+    with pytest.raises(ValueError, match="task_threads"):
+        FunctionalMetaLearner(TinyClassifier(), "maml", task_threads=0)
