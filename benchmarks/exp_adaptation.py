@@ -113,7 +113,8 @@ def adapt(method: str, model: Path, train: Path, held_out: Path, k: int | None, 
     return metrics["accuracy"]
 
 
-def run_modality(name, models, train, held_out, ks, seeds, work, epochs) -> list[dict]:
+def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=lambda rows: None) -> list[dict]:
+    """Every (init, method, K) cell over the seeds; `on_row(rows)` after each cell (to save partial results)."""
     rows = []
     for init, model in models.items():
         for method in METHODS:
@@ -128,6 +129,7 @@ def run_modality(name, models, train, held_out, ks, seeds, work, epochs) -> list
                              "mean": statistics.mean(accuracies),
                              "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
                              "accuracies": accuracies})
+                on_row(rows)
     return rows
 
 
@@ -183,24 +185,27 @@ def main():
     epochs = 3 if args.quick else 10
     tag = "_quick" if args.quick else ""
     results = {}
+    out = RESULTS / f"exp_adaptation{tag}.json"
+
+    def save(modality: str, rows: list[dict], complete: bool) -> None:
+        results[modality] = rows
+        out.write_text(json.dumps({"seeds": seeds, "epochs": epochs, "complete": complete, "results": results},
+                                  indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if "text" in args.modalities:
-            ks = [8, 32] if args.quick else [8, 32, 128, None]
-            models, train, held_out = text_setup(work, 1.0 if args.quick else 8.0, args.quick)
-            rows = run_modality("SST-2 (text)", models, train, held_out, ks, seeds, work, epochs)
+        for modality in args.modalities:  # in the order given
+            if modality == "text":
+                name, ks = "SST-2 (text)", [8, 32] if args.quick else [8, 32, 128, None]
+                models, train, held_out = text_setup(work, 1.0 if args.quick else 8.0, args.quick)
+            else:
+                name, ks = "CIFAR-10 (images)", [1, 10] if args.quick else [1, 10, 100]
+                models, train, held_out = image_setup(work, 1.0 if args.quick else 10.0)
+            rows = run_modality(name, models, train, held_out, ks, seeds, work, epochs,
+                                on_row=lambda rows, modality=modality: save(modality, rows, complete=False))
+            save(modality, rows, complete=modality == args.modalities[-1])
             print_table(rows, ks)
-            plot(rows, ks, RESULTS / f"exp_adaptation_text{tag}.png")
-            results["text"] = rows
-        if "images" in args.modalities:
-            ks = [1, 10] if args.quick else [1, 10, 100]
-            models, train, held_out = image_setup(work, 1.0 if args.quick else 10.0)
-            rows = run_modality("CIFAR-10 (images)", models, train, held_out, ks, seeds, work, epochs)
-            print_table(rows, ks)
-            plot(rows, ks, RESULTS / f"exp_adaptation_images{tag}.png")
-            results["images"] = rows
-    out = RESULTS / f"exp_adaptation{tag}.json"
-    out.write_text(json.dumps({"seeds": seeds, "epochs": epochs, "results": results}, indent=2) + "\n")
+            plot(rows, ks, RESULTS / f"exp_adaptation_{modality}{tag}.png")
     print(f"wrote {out}")
 
 
