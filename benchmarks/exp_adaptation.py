@@ -11,8 +11,13 @@ Each (modality, init, method, K) runs with several seeds (few-shot subset and tr
 prints a table per modality (accuracy mean +- std), saves it as JSON and plots accuracy vs K, a line per
 method and init.
 
+Fine-tuning methods train `--epochs` epochs on a K-per-class subset and `--epochs_all` on the whole training
+set (21x more SST-2 examples than K=128: the same epochs would take hours on a CPU). `--work_dir` keeps the
+pretrained and random-init models and the splits, and a later run with the same folder reuses them; results
+of each modality are merged into the JSON file, so modalities can run separately.
+
     python benchmarks/exp_adaptation.py --quick      # a few minutes: K in {8, 32} / {1, 10}, 1 seed, short runs
-    python benchmarks/exp_adaptation.py              # the README table (hours on 2 CPU cores)
+    python benchmarks/exp_adaptation.py              # the README table (about 2 hours on 2 CPU cores)
 """
 
 import argparse
@@ -25,6 +30,7 @@ import time
 from pathlib import Path
 
 import datasets
+import torch
 from accelerate.state import AcceleratorState, GradientState
 
 import hfssl  # noqa: F401
@@ -52,11 +58,22 @@ def pretrain(flags: list[str]) -> Path:
     return Path(summary["output_dir"])
 
 
+def pretrained_once(target: Path, flags: list[str]) -> Path:
+    """`pretrain(flags)` into target, or the model already saved there by an earlier run with this --work_dir."""
+    if (target / "config.json").is_file():
+        logging.getLogger(__name__).info("reusing the model in %s", target)
+        return target
+    return pretrain([*flags, "--output_dir", str(target)])
+
+
 def random_init_copy(pretrained: Path, model_cls, target: Path) -> Path:
-    """The same architecture (config) and companions (tokenizer / image processor) with fresh weights."""
+    """The same architecture (config) and companions (tokenizer / image processor) with fresh weights (seed 0)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
+    if (target / "config.json").is_file():
+        return target
     config = AutoConfig.from_pretrained(pretrained)
+    torch.manual_seed(0)
     model_cls(config).save_pretrained(target)
     companion = AutoTokenizer if (pretrained / "tokenizer.json").is_file() else AutoImageProcessor
     companion.from_pretrained(pretrained).save_pretrained(target)
@@ -65,12 +82,12 @@ def random_init_copy(pretrained: Path, model_cls, target: Path) -> Path:
 
 def text_setup(work: Path, minutes: float, quick: bool) -> tuple[dict, Path, Path]:
     corpus = work / "corpus"
-    corpus.mkdir()
+    corpus.mkdir(exist_ok=True)
     for name in ("tinyshakespeare/input.txt", "wikitext2/valid.txt"):
         (corpus / name.replace("/", "_")).write_text((DATA / name).read_text(encoding="utf-8"), encoding="utf-8")
     steps = max(20, int(minutes * 60 / 0.3))  # ~0.3 s per step of this model on 2 CPU cores
-    pretrained = pretrain([
-        "--dataset", str(corpus), "--output_dir", str(work / "gpt"), "--vocab_size", "2048",
+    pretrained = pretrained_once(work / "gpt", [
+        "--dataset", str(corpus), "--vocab_size", "2048",
         "--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "4",
         "--max_position_embeddings", "256", "--block_size", "128", "--max_steps", str(steps),
         "--eval_steps", "0", "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
@@ -91,8 +108,8 @@ def image_setup(work: Path, minutes: float) -> tuple[dict, Path, Path]:
     split["train"].to_parquet(train)
     split["test"].select(range(2000)).to_parquet(held_out)
     steps = max(8, int(minutes * 60 / 0.8))  # ~0.8 s per step of this model on 2 CPU cores
-    pretrained = pretrain([
-        "--objective", "contrastive", "--dataset", str(train), "--output_dir", str(work / "simclr"),
+    pretrained = pretrained_once(work / "simclr", [
+        "--objective", "contrastive", "--dataset", str(train),
         "--resnet_layers", "1", "1", "1", "1", "--resnet_widths", "32", "64", "128", "256",
         "--per_device_train_batch_size", "128", "--max_steps", str(steps), "--eval_steps", "0",
         "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
@@ -102,6 +119,7 @@ def image_setup(work: Path, minutes: float) -> tuple[dict, Path, Path]:
 
 def adapt(method: str, model: Path, train: Path, held_out: Path, k: int | None, seed: int, work: Path,
           epochs: int) -> float:
+    """Held-out accuracy of `method` on `model` with K labels per class (None: all); epochs of fine-tuning."""
     common = dict(model_name_or_path=str(model), dataset=str(train), eval_dataset=str(held_out),
                   num_labels_per_class=k, seed=seed, output_dir=str(work / "adapted"))
     if method == "probe":
@@ -114,7 +132,8 @@ def adapt(method: str, model: Path, train: Path, held_out: Path, k: int | None, 
 
 
 def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=lambda rows: None) -> list[dict]:
-    """Every (init, method, K) cell over the seeds; `on_row(rows)` after each cell (to save partial results)."""
+    """Every (init, method, K) cell over the seeds; `on_row(rows)` after each cell (to save partial results).
+    epochs: (for a K subset, for all the labels)."""
     rows = []
     for init, model in models.items():
         for method in METHODS:
@@ -122,7 +141,8 @@ def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=
                 accuracies = []
                 for seed in seeds:
                     start = time.perf_counter()
-                    accuracies.append(adapt(method, model, train, held_out, k, seed, work, epochs))
+                    accuracies.append(adapt(method, model, train, held_out, k, seed, work,
+                                            epochs[0] if k else epochs[1]))
                     logging.getLogger(__name__).info("%s %s %s K=%s seed %d: %.4f (%.0f s)", name, init, method, k,
                                                      seed, accuracies[-1], time.perf_counter() - start)
                 rows.append({"modality": name, "init": init, "method": method, "k": k or "all",
@@ -142,6 +162,22 @@ def print_table(rows: list[dict], ks) -> None:
             cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
             print(f"{init:<13}{method:<10}" + "".join(
                 f"{100 * cells[k]['mean']:>10.1f} +- {100 * cells[k]['std']:<3.1f}" for k in labels))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README form of a modality's table: mean +- std (%) per init x method x K, best mean per K in bold."""
+    labels = list(dict.fromkeys(str(r["k"]) for r in rows))
+    best = {k: max(r["mean"] for r in rows if str(r["k"]) == k) for k in labels}
+    lines = ["| init | method | " + " | ".join(f"K={k}" for k in labels) + " |",
+             "|---|---|" + "---:|" * len(labels)]
+    for init in ("pretrained", "random init"):
+        for method in METHODS:
+            cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
+            text = [f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}" if k in cells else "not run"
+                    for k in labels]
+            text = [f"**{t}**" if k in cells and cells[k]["mean"] == best[k] else t for t, k in zip(text, labels)]
+            lines.append(f"| {init} | {method} | " + " | ".join(text) + " |")
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict], ks, path: Path) -> None:
@@ -176,24 +212,41 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--modalities", nargs="+", default=["text", "images"], choices=["text", "images"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="Fine-tuning epochs on a K subset (default 10).")
+    parser.add_argument("--epochs_all", type=int, default=None,
+                        help="Fine-tuning epochs on all the labels (default 2).")
+    parser.add_argument("--work_dir", type=Path, default=None,
+                        help="Keep (and reuse) the pretrained models and splits here (default: a temporary folder).")
+    parser.add_argument("--report", action="store_true", help="Print the saved results as markdown tables and exit.")
     args = parser.parse_args()
+    if args.report:
+        record = json.loads((RESULTS / f"exp_adaptation{'_quick' if args.quick else ''}.json").read_text())
+        for modality, rows in record["results"].items():
+            print(f"\n{rows[0]['modality']} ({record['settings'][modality]}; complete: {record['complete'][modality]})")
+            print(markdown_table(rows))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("hfssl.training", "accelerate", "datasets", "hfssl.adapt", "hfssl.data"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     datasets.disable_progress_bars()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    epochs = 3 if args.quick else 10
+    epochs = (args.epochs or (3 if args.quick else 10), args.epochs_all or (3 if args.quick else 2))
     tag = "_quick" if args.quick else ""
-    results = {}
     out = RESULTS / f"exp_adaptation{tag}.json"
+    record = json.loads(out.read_text()) if out.is_file() else {}
+    results, complete = record.get("results", {}), record.get("complete", {})
+    settings = record.get("settings", {})
+    if not isinstance(complete, dict):
+        complete = {}
 
-    def save(modality: str, rows: list[dict], complete: bool) -> None:
-        results[modality] = rows
-        out.write_text(json.dumps({"seeds": seeds, "epochs": epochs, "complete": complete, "results": results},
-                                  indent=2) + "\n")
+    def save(modality: str, rows: list[dict], done: bool) -> None:
+        results[modality], complete[modality] = rows, done
+        settings[modality] = {"seeds": seeds, "epochs_k_subset": epochs[0], "epochs_all_labels": epochs[1]}
+        out.write_text(json.dumps({"complete": complete, "settings": settings, "results": results}, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for modality in args.modalities:  # in the order given
             if modality == "text":
                 name, ks = "SST-2 (text)", [8, 32] if args.quick else [8, 32, 128, None]
@@ -202,8 +255,8 @@ def main():
                 name, ks = "CIFAR-10 (images)", [1, 10] if args.quick else [1, 10, 100]
                 models, train, held_out = image_setup(work, 1.0 if args.quick else 10.0)
             rows = run_modality(name, models, train, held_out, ks, seeds, work, epochs,
-                                on_row=lambda rows, modality=modality: save(modality, rows, complete=False))
-            save(modality, rows, complete=modality == args.modalities[-1])
+                                on_row=lambda rows, modality=modality: save(modality, rows, done=False))
+            save(modality, rows, done=True)
             print_table(rows, ks)
             plot(rows, ks, RESULTS / f"exp_adaptation_{modality}{tag}.png")
     print(f"wrote {out}")
