@@ -253,11 +253,12 @@ class FunctionalMetaLearner:
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hfssl-task",
                                             initializer=torch.set_num_threads, initargs=(1,))
         theta = dict(self.model.named_parameters())
+        buffers = dict(self.model.named_buffers())
         trainable = [k for k, p in theta.items() if p.requires_grad]
         intra_op = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            results = list(self._pool.map(lambda task: self._task_gradients(task, theta, trainable), tasks))
+            results = list(self._pool.map(lambda task: self._task_gradients(task, theta, buffers, trainable), tasks))
         finally:
             torch.set_num_threads(intra_op)
         for i, name in enumerate(trainable):
@@ -267,13 +268,12 @@ class FunctionalMetaLearner:
         losses = [r[1] for r in results]
         return sum(losses) / len(losses), [r[2] for r in results]
 
-    def _task_gradients(self, task: tuple, theta: dict, trainable: list[str]) -> tuple[tuple, float, float]:
+    def _task_gradients(self, task: tuple, theta: dict, buffers: dict, trainable: list[str]) -> tuple[tuple, float, float]:
         """(d meta-loss / d theta for the trainable names, meta-loss, query accuracy) of one task, in a worker."""
         replica = getattr(self._replicas, "model", None)
         if replica is None:
             replica = self._replicas.model = copy.deepcopy(self.model)
         replica.train(self.model.training)
-        buffers = dict(self.model.named_buffers())
         x_s, y_s, x_q, y_q = task
 
         def support_loss(p):
