@@ -153,17 +153,6 @@ def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=
     return rows
 
 
-def print_table(rows: list[dict], ks) -> None:
-    labels = [str(k or "all") for k in ks]
-    print(f"\n{rows[0]['modality']}: accuracy (%), mean +- std over seeds")
-    print(f"{'init':<13}{'method':<10}" + "".join(f"{'K=' + k:>16}" for k in labels))
-    for init in ("pretrained", "random init"):
-        for method in METHODS:
-            cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
-            print(f"{init:<13}{method:<10}" + "".join(
-                f"{100 * cells[k]['mean']:>10.1f} +- {100 * cells[k]['std']:<3.1f}" for k in labels))
-
-
 def markdown_table(rows: list[dict]) -> str:
     """The README form of a modality's table: mean +- std (%) per init x method x K, best mean per K in bold."""
     labels = list(dict.fromkeys(str(r["k"]) for r in rows))
@@ -222,7 +211,8 @@ def main():
     if args.report:
         record = json.loads((RESULTS / f"exp_adaptation{'_quick' if args.quick else ''}.json").read_text())
         for modality, rows in record["results"].items():
-            print(f"\n{rows[0]['modality']} ({record['settings'][modality]}; complete: {record['complete'][modality]})")
+            print(f"\n{rows[0]['modality']} ({record.get('settings', {}).get(modality, 'settings not recorded')}; "
+                  f"complete: {record.get('complete', {}).get(modality, 'not recorded')})")
             print(markdown_table(rows))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -236,8 +226,6 @@ def main():
     record = json.loads(out.read_text()) if out.is_file() else {}
     results, complete = record.get("results", {}), record.get("complete", {})
     settings = record.get("settings", {})
-    if not isinstance(complete, dict):
-        complete = {}
 
     def save(modality: str, rows: list[dict], done: bool) -> None:
         results[modality], complete[modality] = rows, done
@@ -257,7 +245,7 @@ def main():
             rows = run_modality(name, models, train, held_out, ks, seeds, work, epochs,
                                 on_row=lambda rows, modality=modality: save(modality, rows, done=False))
             save(modality, rows, done=True)
-            print_table(rows, ks)
+            print(f"\n{name}: accuracy (%), mean ± std over seeds\n{markdown_table(rows)}")
             plot(rows, ks, RESULTS / f"exp_adaptation_{modality}{tag}.png")
     print(f"wrote {out}")
 
