@@ -52,6 +52,22 @@ def test_score_labels_directly(models_root):
         assert len(probs) == 2 and probs.sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("name", list(app.EXAMPLES))
+def test_every_preset_fills_fields_that_score(models_root, name):
+    """A preset's demonstrations use only its label words, and its prompt builds and scores as it stands."""
+    input_prefix, output_prefix, delimiter, labels, rows, query, note = app.preset_fields(name)
+    words = [w.strip() for w in labels.split(",")]
+    assert {label for _, label in rows} <= set(words) and len(words) >= 2
+    assert note == app.PRESET_NOTES[name] and note
+    store = app.ModelStore(models_root)
+    table, prompt, _ = app.score_labels(store, "gpt", name, "", input_prefix, output_prefix, delimiter, labels, rows, query)
+    assert prompt.startswith(input_prefix) and any(prompt.startswith(f"{input_prefix}{text}") for text, _ in rows)
+    assert prompt.split(app.unescape(delimiter))[-1].startswith(f"{input_prefix}{query}")  # the query comes last
+    assert sorted(table[table.kind == "raw"].label) == sorted(words)
+    with pytest.raises(ValueError, match="Unknown preset"):
+        app.preset_fields("nope")
+
+
 def test_delimiter_field_is_unescaped(models_root):
     store = app.ModelStore(models_root)
     fields = list(FIELDS)
@@ -136,6 +152,8 @@ def test_gradio_client_round_trips(running_app):
     assert isinstance(text, str)
     with pytest.raises(Exception, match="not a model under the models root"):
         client.predict("../secret", *_client_fields()[1:], api_name="/score")
+    *_, query, note = client.predict("key_value", api_name="/preset")
+    assert query == "w" and note == app.PRESET_NOTES["key_value"]
 
 
 def _client_fields():
@@ -164,6 +182,7 @@ def test_browser_scores_a_prompt(running_app, tmp_path):
         driver.get(running_app)
         wait = WebDriverWait(driver, 60)
         query = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#query textarea")))
+        assert "Models pretrained here for minutes" in driver.find_element(By.ID, "preset-note").text
         query.clear()
         query.send_keys("a wonderful film")
         driver.find_element(By.ID, "score").click()
