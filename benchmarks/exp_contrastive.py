@@ -87,16 +87,23 @@ def main():
     parser.add_argument("--budget_minutes", type=float, default=5.0, help="Training budget per seed (<= 15).")
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_contrastive")
     parser.add_argument("--results_name", default="exp_contrastive", help="Name of the .json / .png in results/.")
+    parser.add_argument("--max_steps", type=int, default=None,
+                        help="Train exactly this many steps instead of the number the budget allows on this machine "
+                             "(to repeat a recorded run: its JSON has max_steps).")
     args = parser.parse_args()
     results = RESULTS.with_name(f"{args.results_name}.json")
     plot = PLOT.with_name(f"{args.results_name}.png")
     if not CIFAR.is_file():
         raise SystemExit(f"CIFAR-10 not found at {CIFAR} (the shared data folder is needed for this experiment).")
 
-    step_s = seconds_per_step()
-    max_steps = max(8, int(args.budget_minutes * 60 * 0.85 / step_s))  # ~15% for the kNN evaluations
-    print(f"estimated {step_s:.2f} s/step -> {max_steps} steps of {FLAGS['per_device_train_batch_size']} images "
-          f"per {args.budget_minutes:g}-minute run")
+    if args.max_steps:
+        max_steps = args.max_steps
+        print(f"{max_steps} steps of {FLAGS['per_device_train_batch_size']} images per run (--max_steps)")
+    else:
+        step_s = seconds_per_step()
+        max_steps = max(8, int(args.budget_minutes * 60 * 0.85 / step_s))  # ~15% for the kNN evaluations
+        print(f"estimated {step_s:.2f} s/step -> {max_steps} steps of {FLAGS['per_device_train_batch_size']} images "
+              f"per {args.budget_minutes:g}-minute run")
     runs = []
     for seed in args.seeds:
         baseline = random_init_knn(seed, args.output_dir)
