@@ -46,7 +46,7 @@ EXAMPLES = {
 # What each preset needs from a model, with what was measured (README: "In-context learning", "Demo").
 _NEEDS_LANGUAGE = ("needs a model that already knows English {what} (a Hub model such as `gpt2`). Models "
                    "pretrained here for minutes answer such tasks at chance (SST-2 k-shot: 0.48-0.49): expect "
-                   "the raw bar to show the model's label bias and the calibrated bars to sit near uniform.")
+                   "the raw bars to show the model's label bias (one label near 1) and calibration to flatten them.")
 PRESET_NOTES = {
     "sentiment": "**Sentiment** " + _NEEDS_LANGUAGE.format(what="and how reviews express opinions"),
     "question_type": "**Question type** " + _NEEDS_LANGUAGE.format(what="questions"),
