@@ -43,7 +43,8 @@ EXAMPLES = {
                    ["r", "pink"]], "w"),
 }
 
-# What each preset needs from a model, with what was measured (README: "In-context learning", "Demo").
+# What each preset needs from a model, with what was measured (README: "Learning check: does in-context
+# learning emerge here?" and "Demo").
 _NEEDS_LANGUAGE = ("needs a model that already knows English {what} (a Hub model such as `gpt2`). Models "
                    "pretrained here for minutes answer such tasks at chance (SST-2 k-shot: 0.48-0.49): expect "
                    "the raw bars to show the model's label bias (one label near 1) and calibration to flatten them.")
@@ -65,7 +66,10 @@ def preset_fields(name: str) -> tuple[str, str, str, str, list, str, str]:
         raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(EXAMPLES)}.")
     template = PRESETS[name]
     rows, query = EXAMPLES[name]
-    words = sorted(set(template.verbalizer.values())) if template.verbalizer else list(dict.fromkeys(r[1] for r in rows))
+    if template.verbalizer:
+        words = sorted(set(template.verbalizer.values()))
+    else:  # key -> value: the values of the demonstrations, in order of appearance
+        words = list(dict.fromkeys(label for _, label in rows))
     return (template.input_prefix, template.output_prefix, escape(template.demo_delimiter), ", ".join(words), rows,
             query, PRESET_NOTES[name])
 
@@ -336,7 +340,8 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
             fields = [model_box, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query]
 
             preset.change(_friendly(preset_fields), preset,
-                          [input_prefix, output_prefix, delimiter, labels, demos, query, preset_note], api_name="preset")
+                          [input_prefix, output_prefix, delimiter, labels, demos, query, preset_note],
+                          api_name="preset")
             model_box.change(_friendly(lambda name: describe(store, name)), model_box, info, api_name="describe")
 
             def on_score(*args):
