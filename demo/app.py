@@ -9,6 +9,7 @@ Errors are shown in the page (gr.Error), never as tracebacks.
 """
 
 import argparse
+import json
 import threading
 from pathlib import Path
 
@@ -74,6 +75,14 @@ def preset_fields(name: str) -> tuple[str, str, str, str, list, str, str]:
             query, PRESET_NOTES[name])
 
 
+def _is_causal_lm(config_file: Path) -> bool:
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return False  # unreadable: not offered (loading it by name still reports the error)
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+
+
 class ModelStore:
     """Resolves model names to folders under `root` (or Hub ids) and caches what it loaded."""
 
@@ -82,12 +91,25 @@ class ModelStore:
         self._cache: dict[tuple[str, str], tuple] = {}
         self._lock = threading.Lock()
 
-    def local_models(self) -> list[str]:
-        """Folders below the root holding a saved model (config.json), as paths relative to the root."""
+    def local_models(self, kind: str | None = None) -> list[str]:
+        """Folders below the root holding a saved model (config.json), as paths relative to the root.
+
+        kind "causal_lm": only models whose config names a causal-LM architecture (`...ForCausalLM`,
+        `...LMHeadModel`); kind "vision": only folders saved with an image processor
+        (preprocessor_config.json), which is what the vision tab loads. None: every model.
+        """
         if not self.root.is_dir():
             return []
-        return sorted(str(p.parent.relative_to(self.root)) for p in self.root.rglob("config.json")
-                      if "checkpoints" not in p.parts)
+        found = []
+        for config in self.root.rglob("config.json"):
+            if "checkpoints" in config.parts:
+                continue
+            if kind == "vision" and not (config.parent / "preprocessor_config.json").is_file():
+                continue
+            if kind == "causal_lm" and not _is_causal_lm(config):
+                continue
+            found.append(str(config.parent.relative_to(self.root)))
+        return sorted(found)
 
     def resolve(self, name: str) -> str:
         """A folder inside the root, or a Hub id; anything else (../, absolute paths elsewhere) is refused."""
@@ -303,8 +325,9 @@ def _friendly(fn):
 
 def build_app(models_root: str | Path = "outputs", default_model: str | None = None) -> gr.Blocks:
     store = ModelStore(models_root)
-    choices = store.local_models()
-    default_model = default_model or (choices[0] if choices else None)
+    choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
+    if default_model is None and choices:  # the README's main command saves outputs/gpt-stdlib
+        default_model = "gpt-stdlib" if "gpt-stdlib" in choices else choices[0]
     with gr.Blocks(title="hfssl playground") as app:
         gr.Markdown("# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder.")
         with gr.Tab("Few-shot prompts"):
@@ -353,7 +376,7 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
             generate_button.click(_friendly(lambda *a: (yield from generate(store, *a))), fields + [max_new, temperature],
                                   continuation, api_name="generate", concurrency_limit=CONCURRENCY)
         with gr.Tab("Vision encoder"):
-            encoder_box = gr.Dropdown(choices, value=None, allow_custom_value=True, label="SimCLR encoder")
+            encoder_box = gr.Dropdown(encoders, value=None, allow_custom_value=True, label="SimCLR encoder")
             reference = gr.Textbox(value="digits", label="Reference images (digits, or a data set under the models root)")
             image = gr.Image(label="Image", type="numpy")
             topk = gr.Slider(1, 16, value=5, step=1, label="Neighbours")

@@ -32,7 +32,7 @@ def models_root(tmp_path, tiny_tokenizer):
 
 def test_store_lists_resolves_caches_and_refuses_outside_paths(models_root):
     store = app.ModelStore(models_root)
-    assert store.local_models() == ["gpt"]
+    assert store.local_models() == store.local_models("causal_lm") == ["gpt"]
     assert store.resolve("gpt") == str(models_root / "gpt")
     assert store.causal_lm("gpt") is store.causal_lm("gpt")  # cached
     for bad in ["../secret", "/etc", "gpt/../../secret", "~/x"]:
@@ -84,6 +84,7 @@ def test_vision_neighbours_and_prediction(models_root, simclr_dir, tmp_path):
 
     shutil.copytree(simclr_dir, models_root / "simclr")
     store = app.ModelStore(models_root)
+    assert store.local_models("vision") == ["simclr"] and store.local_models("causal_lm") == ["gpt"]
     image = np.zeros((20, 20, 3), dtype=np.uint8)
     image[5:15, 8:12] = 255  # a bar, like a digit one
     gallery, prediction = app.neighbours(store, "simclr", image, "digits", k=3)
@@ -104,6 +105,19 @@ def test_vision_neighbours_and_prediction(models_root, simclr_dir, tmp_path):
     probabilities = dict(part.split(": ") for part in prediction.split(", "))
     assert set(probabilities) == {"zero", "one", "two"}
     assert sum(float(p) for p in probabilities.values()) == pytest.approx(1.0, abs=0.02)
+
+
+def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision_tab(models_root, simclr_dir):
+    import shutil
+
+    shutil.copytree(simclr_dir, models_root / "a_simclr")  # sorts before "gpt": must not become the LM default
+    (models_root / "broken").mkdir()
+    (models_root / "broken" / "config.json").write_text("{not json")
+    demo = app.build_app(models_root)
+    dropdowns = {block.elem_id or block.label: block for block in demo.blocks.values() if isinstance(block, gr.Dropdown)}
+    model, encoder = dropdowns["model"], dropdowns["SimCLR encoder"]
+    assert model.value == "gpt" and [value for _, value in model.choices] == ["gpt"]
+    assert [value for _, value in encoder.choices] == ["a_simclr"]
 
 
 def test_generate_streams(models_root):
