@@ -335,19 +335,22 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                 model_box = gr.Dropdown(choices, value=default_model, allow_custom_value=True,
                                         label=f"Model (a folder under {store.root} or a Hub id)", elem_id="model")
                 info = gr.Markdown(elem_id="model-info")
-            preset = gr.Dropdown(list(EXAMPLES), value="sentiment", label="Preset", elem_id="preset")
-            preset_note = gr.Markdown(PRESET_NOTES["sentiment"], elem_id="preset-note")
+            first = "sentiment"
+            first_prefix, first_output, first_delimiter, first_labels, first_rows, first_query, first_note = \
+                preset_fields(first)
+            preset = gr.Dropdown(list(EXAMPLES), value=first, label="Preset", elem_id="preset")
+            preset_note = gr.Markdown(first_note, elem_id="preset-note")
             with gr.Row():
                 instruction = gr.Textbox(label="Instruction", value="", elem_id="instruction")
-                input_prefix = gr.Textbox(label="Input prefix", value=PRESETS["sentiment"].input_prefix, elem_id="input-prefix")
-                output_prefix = gr.Textbox(label="Output prefix", value=PRESETS["sentiment"].output_prefix, elem_id="output-prefix")
+                input_prefix = gr.Textbox(label="Input prefix", value=first_prefix, elem_id="input-prefix")
+                output_prefix = gr.Textbox(label="Output prefix", value=first_output, elem_id="output-prefix")
                 delimiter = gr.Textbox(label="Delimiter between demonstrations (\\n = newline)",
-                                       value=escape(PRESETS["sentiment"].demo_delimiter), elem_id="delimiter")
+                                       value=first_delimiter, elem_id="delimiter")
                 labels = gr.Textbox(label="Labels (comma-separated; each is its own answer word)",
-                                    value="negative, positive", elem_id="labels")
-            demos = gr.Dataframe(headers=["input", "label"], value=EXAMPLES["sentiment"][0], column_count=(2, "fixed"),
+                                    value=first_labels, elem_id="labels")
+            demos = gr.Dataframe(headers=["input", "label"], value=first_rows, column_count=(2, "fixed"),
                                  row_count=(4, "dynamic"), interactive=True, label="Demonstrations", elem_id="demos")
-            query = gr.Textbox(label="Query", value=EXAMPLES["sentiment"][1], elem_id="query")
+            query = gr.Textbox(label="Query", value=first_query, elem_id="query")
             with gr.Row():
                 score_button = gr.Button("Score labels", variant="primary", elem_id="score")
                 generate_button = gr.Button("Generate", elem_id="generate")
