@@ -20,6 +20,7 @@ import hfssl  # noqa: F401  (registers the hfssl models)
 from hfssl.adapt.features import context_window
 from hfssl.adapt.prompting import PromptClassifier, load_causal_lm
 from hfssl.adapt.prompts import PRESETS, PromptTemplate
+from hfssl.training.arguments import DEFAULT_OUTPUT_DIRS
 
 MAX_PROMPT_TOKENS = 2048
 MAX_NEW_TOKENS = 128
@@ -326,8 +327,9 @@ def _friendly(fn):
 def build_app(models_root: str | Path = "outputs", default_model: str | None = None) -> gr.Blocks:
     store = ModelStore(models_root)
     choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
-    if default_model is None and choices:  # the README's main command saves outputs/gpt-stdlib
-        default_model = "gpt-stdlib" if "gpt-stdlib" in choices else choices[0]
+    if default_model is None and choices:  # prefer the model the README's main command saves
+        main_model = Path(DEFAULT_OUTPUT_DIRS["causal_lm"]).name
+        default_model = main_model if main_model in choices else choices[0]
     with gr.Blocks(title="hfssl playground") as app:
         gr.Markdown("# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder.")
         with gr.Tab("Few-shot prompts"):

@@ -15,6 +15,11 @@ from transformers import HfArgumentParser
 from ..hub import HubArguments
 
 
+# where `scripts/pretrain.py` saves when --output_dir is not given (the README's main command: causal_lm);
+# an objective registered elsewhere saves under outputs/<its name>
+DEFAULT_OUTPUT_DIRS = {"causal_lm": "outputs/gpt-stdlib", "contrastive": "outputs/simclr-digits"}
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
@@ -181,7 +186,7 @@ def parse_args(
         raise ValueError(f"Unrecognised arguments: {_remaining}")
     model_args, data_args, train_args, vision_args = parsed[:4]  # then a namespace holding --config
     if train_args.output_dir is None:
-        train_args.output_dir = "outputs/gpt-stdlib" if train_args.objective == "causal_lm" else "outputs/simclr-digits"
+        train_args.output_dir = DEFAULT_OUTPUT_DIRS.get(train_args.objective, f"outputs/{train_args.objective}")
     validate(model_args, data_args, train_args)
     return model_args, data_args, train_args, vision_args
 
