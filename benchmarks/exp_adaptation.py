@@ -90,6 +90,7 @@ def text_setup(work: Path, minutes: float, quick: bool) -> tuple[dict, Path, Pat
         "--dataset", str(corpus), "--vocab_size", "2048",
         "--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "4",
         "--max_position_embeddings", "256", "--block_size", "128", "--max_steps", str(steps),
+        "--learning_rate", "2e-3", "--icl_warmup_steps", "0",  # the settings this experiment was recorded with
         "--eval_steps", "0", "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
     untrained = random_init_copy(pretrained, GPTForCausalLM, work / "gpt-random")
     lines = [line for line in (DATA / "sst2" / "train.txt").read_text().splitlines() if line.strip()]

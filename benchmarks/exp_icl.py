@@ -16,6 +16,8 @@ Part 2 (honest k-shot SST-2): the Tiny Shakespeare GPT of benchmarks/exp_lm.py (
 
     python benchmarks/exp_icl.py                       # both parts, 3 seeds
     python benchmarks/exp_icl.py --quick               # a short run of part 1 only
+    python benchmarks/exp_icl.py --evaluate outputs/gpt-stdlib   # part 1's evaluation of a saved model
+                                                       # (the README's default model, in-context warm-up included)
 
 Prints the tables, writes benchmarks/results/exp_icl.json and benchmarks/results/exp_icl.png.
 """
@@ -24,7 +26,6 @@ import argparse
 import json
 import random
 import statistics
-import string
 import tempfile
 import time
 from pathlib import Path
@@ -35,38 +36,24 @@ from accelerate.state import AcceleratorState, GradientState
 import hfssl  # noqa: F401
 from hfssl.adapt.prompting import PromptClassifier, PromptEvalArguments, format_table, load_causal_lm, run_prompt_eval
 from hfssl.adapt.prompts import get_template, select_demonstrations
+from hfssl.data.synthetic import KEYS_PER_MAPPING, VALUES, draw_lines, draw_mapping, key_value_documents
 from hfssl.training.arguments import parse_args
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-KEYS = list(string.ascii_lowercase)
-VALUES = ["red", "blue", "green", "gold", "pink", "gray", "black", "white"]
-KEYS_PER_MAPPING, LINES_PER_DOC, POOL_LINES = 4, 32, 32
+POOL_LINES = 32
 
+# the model learns from the key -> value corpus itself: no in-context warm-up on top
 MODEL_FLAGS = dict(vocab_size=320, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                    max_position_embeddings=256, block_size=128, per_device_train_batch_size=32,
-                   learning_rate=1e-3, warmup_ratio=0.02, weight_decay=0.0)
-
-
-def draw_mapping(rng: random.Random) -> dict[str, str]:
-    """KEYS_PER_MAPPING distinct keys, each mapped to a value drawn independently (a random function)."""
-    return {k: rng.choice(VALUES) for k in rng.sample(KEYS, KEYS_PER_MAPPING)}
-
-
-def draw_lines(mapping: dict[str, str], n: int, rng: random.Random) -> list[tuple[str, str]]:
-    keys = list(mapping)
-    return [(k, mapping[k]) for k in (rng.choice(keys) for _ in range(n))]
+                   learning_rate=1e-3, warmup_ratio=0.02, weight_decay=0.0, icl_warmup_steps=0)
 
 
 def write_corpus(path: Path, num_docs: int, seed: int) -> None:
     """jsonl documents of `key value` lines, one fresh mapping per document."""
-    rng = random.Random(seed)
-    with path.open("w") as f:
-        for _ in range(num_docs):
-            lines = draw_lines(draw_mapping(rng), LINES_PER_DOC, rng)
-            f.write(json.dumps({"text": "\n".join(f"{k} {v}" for k, v in lines)}) + "\n")
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in key_value_documents(num_docs, seed)["text"]))
 
 
 def evaluate_key_value(model_dir: Path, shots: list[int], seeds: list[int], num_mappings: int) -> dict:
@@ -124,6 +111,24 @@ def plot(table: dict, sst2: dict | None, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def print_key_value_table(table: dict) -> None:
+    print("| k | accuracy | P(query key among the k lines) |\n|---|---|---|")
+    for k, row in table.items():
+        print(f"| {k} | {row['mean']:.3f} ± {row['std']:.3f} | {row['query_in_context_bound']:.3f} |")
+
+
+def evaluate_saved_model(model_dir: Path, shots: list[int], seeds: list[int], num_mappings: int) -> None:
+    table = evaluate_key_value(model_dir, shots, seeds, num_mappings)
+    print(f"Key -> value in context, {model_dir}: {num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries, "
+          f"{len(seeds)} demonstration seeds; chance {1 / len(VALUES):.3f}")
+    print_key_value_table(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"exp_icl_{model_dir.resolve().name}.json"
+    out.write_text(json.dumps({"model_dir": str(model_dir), "key_value": {str(k): v for k, v in table.items()}},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Short training, fewer mappings, part 1 only.")
@@ -135,9 +140,14 @@ def main():
                         help="The Tiny Shakespeare GPT of benchmarks/exp_lm.py.")
     parser.add_argument("--sst2_queries", type=int, default=300)
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_icl")
+    parser.add_argument("--evaluate", type=Path, default=None,
+                        help="Skip training: evaluate part 1 on this saved model; writes results/exp_icl_<name>.json.")
     args = parser.parse_args()
     if args.quick:
         args.max_steps, args.num_mappings = min(args.max_steps, 300), min(args.num_mappings, 20)
+    if args.evaluate is not None:
+        evaluate_saved_model(args.evaluate, args.shots, args.seeds, args.num_mappings)
+        return
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,9 +168,7 @@ def main():
     print(f"\nPart 1: key -> value in context. GPT {MODEL_FLAGS['num_hidden_layers']} layers x {MODEL_FLAGS['hidden_size']}, "
           f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {summary['eval_loss']:.3f}; "
           f"{args.num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries; chance {1 / len(VALUES):.3f}")
-    print("| k | accuracy | P(query key among the k lines) |\n|---|---|---|")
-    for k, row in table.items():
-        print(f"| {k} | {row['mean']:.3f} ± {row['std']:.3f} | {row['query_in_context_bound']:.3f} |")
+    print_key_value_table(table)
 
     sst2 = None
     sst2_file = SHARED / "sst2" / "train.txt"

@@ -41,7 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "exp_lm.json"
 
 MODEL_FLAGS = dict(vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                    max_position_embeddings=256, block_size=128, per_device_train_batch_size=16,
-                   learning_rate=2e-3)
+                   learning_rate=2e-3, icl_warmup_steps=0)
 
 
 def split_corpus(corpus: Path, workdir: Path) -> tuple[Path, Path]:

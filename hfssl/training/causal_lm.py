@@ -7,17 +7,21 @@ import logging
 import math
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import Accelerator
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from ..data import synthetic
 from ..data.text import iter_texts, load_text_dataset, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
 from ..models.gpt import GPTConfig, GPTForCausalLM
 from .arguments import DataArguments, ModelArguments, PretrainArguments, VisionArguments
-from .objectives import PretrainingSetup, register_objective
+from .objectives import PretrainingSetup, WarmupPhase, register_objective
 
 logger = logging.getLogger(__name__)
+
+SAMPLE_OPENING_WORDS = 3
 
 
 def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -32,7 +36,7 @@ class CausalLMObjective:
     def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments,
                  vision_args: VisionArguments | None = None):
         self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
-        self.tokenizer = None
+        self.tokenizer, self.sample_prompt = None, ""
 
     # ---- setup -------------------------------------------------------------------------------------
     def _load_corpus(self, spec):
@@ -63,6 +67,38 @@ class CausalLMObjective:
         if not accelerator.is_main_process:
             tokenizer = load_tokenizer(str(out))
         return tokenizer
+
+    def _icl_warmup(self, tokenizer, num_processes: int) -> WarmupPhase:
+        """Blocks of synthetic key -> value documents for exactly `icl_warmup_steps` optimizer steps.
+
+        A warm-up batch holds as many tokens as a corpus batch: per-device batch x block_size / warm-up block.
+        The documents depend only on the seed, so every process (and a resumed run) builds the same blocks.
+        """
+        d, t = self.data_args, self.train_args
+        block = d.icl_warmup_block_size
+        per_device = max(1, t.per_device_train_batch_size * d.block_size // block)
+        needed = d.icl_warmup_steps * t.gradient_accumulation_steps * per_device * num_processes
+        sample = list(synthetic.key_value_documents(64, seed=t.seed)["text"])
+        tokens_per_doc = sum(len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]) / 64
+        num_docs = math.ceil(needed * block / tokens_per_doc * 1.02) + 64
+        while True:
+            blocks = pack_into_blocks(synthetic.key_value_documents(num_docs, seed=t.seed), tokenizer, block)
+            if len(blocks) >= needed:
+                break
+            num_docs = math.ceil(num_docs * 1.1)
+        logger.info("In-context warm-up: %d steps on %d blocks of %d tokens of key -> value documents",
+                    d.icl_warmup_steps, needed, block)
+        return WarmupPhase(blocks.select(range(needed)), d.icl_warmup_steps, per_device, name="in-context warm-up")
+
+    def _mix_in_key_value(self, train_docs: datasets.Dataset) -> datasets.Dataset:
+        """The corpus plus synthetic documents making up `icl_mix_fraction` of the characters."""
+        fraction = self.data_args.icl_mix_fraction
+        corpus_chars = sum(len(text) for text in train_docs["text"])
+        mixed_in = synthetic.documents_for_chars(int(corpus_chars * fraction / (1 - fraction)),
+                                                 seed=self.train_args.seed + 1_000_003)  # not the warm-up's docs
+        logger.info("Mixing %d key -> value documents into the corpus (%.0f%% of its characters)",
+                    len(mixed_in), 100 * fraction)
+        return datasets.concatenate_datasets([train_docs.select_columns(["text"]), mixed_in])
 
     def _model(self, tokenizer) -> nn.Module:
         m = self.model_args
@@ -109,6 +145,15 @@ class CausalLMObjective:
                 eval_docs = None
         tokenizer = self._tokenizer(train_docs, accelerator, resuming)
         self.tokenizer = tokenizer
+        # without --sample_prompt the closing sample continues a corpus document's opening words: from the
+        # end-of-text token alone, a run with mixed-in key -> value documents often samples one of those
+        opening_doc = (eval_docs if eval_docs is not None and len(eval_docs) else train_docs)[0]["text"]
+        self.sample_prompt = t.sample_prompt or " ".join(opening_doc.split()[:SAMPLE_OPENING_WORDS])
+        warmup = None
+        if d.icl_warmup_steps:
+            warmup = self._icl_warmup(tokenizer, accelerator.num_processes)
+            if d.icl_mix_fraction > 0:
+                train_docs = self._mix_in_key_value(train_docs)
         with accelerator.main_process_first():
             train_blocks = pack_into_blocks(train_docs, tokenizer, d.block_size, d.preprocessing_num_workers)
             eval_blocks = None
@@ -121,7 +166,8 @@ class CausalLMObjective:
             len(train_blocks) * d.block_size,
         )
         model = self._model(tokenizer)
-        return PretrainingSetup(model, train_blocks, eval_blocks, _collate_blocks, companions=[tokenizer])
+        return PretrainingSetup(model, train_blocks, eval_blocks, _collate_blocks, companions=[tokenizer],
+                                warmup=warmup)
 
     # ---- steps -------------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -153,7 +199,7 @@ class CausalLMObjective:
         """'Sample:' and a sample from the trained model (top-k sampling, seeded)."""
         t, tokenizer = self.train_args, self.tokenizer
         model.eval()
-        prompt_ids = tokenizer(t.sample_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        prompt_ids = tokenizer(self.sample_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
         start = torch.tensor([[tokenizer.eos_token_id]])  # documents follow an end-of-text token in training
         input_ids = torch.cat([start, prompt_ids], dim=1).to(accelerator.device)
         generator_state = torch.random.get_rng_state()

@@ -3,7 +3,9 @@
 Per optimizer step: `gradient_accumulation_steps` micro-batches under `accelerator.accumulate`, the mean
 micro-batch loss reduced across processes (and checked to be finite), gradient clipping, AdamW, and a
 linear-warmup + cosine learning-rate schedule. Data order is a pure function of (seed, epoch), so a
-resumed run skips exactly the batches it had consumed and continues bit-for-bit.
+resumed run skips exactly the batches it had consumed and continues bit-for-bit. An objective may ask for a
+warm-up phase (`PretrainingSetup.warmup`, e.g. the causal LM's in-context warm-up): its steps come first, on
+its own dataset, and the corpus's schedule restarts after it.
 """
 
 import logging
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -31,7 +34,7 @@ from .checkpointing import (
     save_pretrained_atomic,
     write_json_atomic,
 )
-from .objectives import PretrainingSetup, build_objective
+from .objectives import build_objective
 
 logger = logging.getLogger(__name__)
 
@@ -120,13 +123,14 @@ def _make_accelerator(args: PretrainArguments) -> Accelerator:
     return accelerator
 
 
-def _train_loader(setup: PretrainingSetup, args: PretrainArguments) -> tuple[DataLoader, EpochShuffleSampler]:
-    sampler = EpochShuffleSampler(len(setup.train_dataset), args.seed)
+def _train_loader(dataset, collate_fn, batch_size: int,
+                  args: PretrainArguments) -> tuple[DataLoader, EpochShuffleSampler]:
+    sampler = EpochShuffleSampler(len(dataset), args.seed)
     loader = DataLoader(
-        setup.train_dataset,
-        batch_size=args.per_device_train_batch_size,
+        dataset,
+        batch_size=batch_size,
         sampler=sampler,
-        collate_fn=setup.collate_fn,
+        collate_fn=collate_fn,
         drop_last=True,  # every optimizer step sees the same number of sequences
         num_workers=args.dataloader_num_workers,
         # a private generator: creating an iterator would otherwise draw from the global RNG and shift
@@ -134,6 +138,28 @@ def _train_loader(setup: PretrainingSetup, args: PretrainArguments) -> tuple[Dat
         generator=torch.Generator().manual_seed(args.seed),
     )
     return loader, sampler
+
+
+def _lr_schedule(optimizer: torch.optim.Optimizer, warmup_phase_steps: int, steps: int, warmup_ratio: float):
+    """Linear warmup over warmup_ratio x steps, then cosine decay to 0 at `steps` (transformers' schedule).
+
+    With a warm-up phase (its W steps come first): linear warmup over warmup_ratio x W, the peak rate for the
+    rest of the phase, then the schedule above, restarted, for the `steps` corpus steps.
+    """
+    if warmup_phase_steps == 0:
+        return get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * steps), steps)
+    phase_ramp, ramp = max(1, int(warmup_ratio * warmup_phase_steps)), int(warmup_ratio * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_phase_steps:
+            return min(1.0, (step + 1) / phase_ramp)
+        step -= warmup_phase_steps
+        if step < ramp:
+            return step / max(1, ramp)
+        progress = (step - ramp) / max(1, steps - ramp)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return LambdaLR(optimizer, factor)
 
 
 class PretrainingLoop:
@@ -158,7 +184,14 @@ class PretrainingLoop:
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
             enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
             enable()
-        train_loader, self.sampler = _train_loader(setup, args)
+        train_loader, self.sampler = _train_loader(setup.train_dataset, setup.collate_fn,
+                                                   args.per_device_train_batch_size, args)
+        self.warmup_steps = setup.warmup.steps if setup.warmup else 0
+        self.warmup_name = setup.warmup.name if setup.warmup else ""
+        if setup.warmup:
+            warmup_loader, _ = _train_loader(setup.warmup.dataset, setup.collate_fn,
+                                             setup.warmup.per_device_batch_size, args)  # one pass: epoch 0
+            self.warmup_loader = accelerator.prepare(warmup_loader)
         self.eval_loader = None
         if setup.eval_dataset is not None and len(setup.eval_dataset) > 0:
             eval_loader = DataLoader(setup.eval_dataset, batch_size=args.per_device_eval_batch_size,
@@ -175,10 +208,10 @@ class PretrainingLoop:
                 f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes): lower the batch size."
             )
         steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
-        self.max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
+        corpus_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
+        self.max_steps = self.warmup_steps + corpus_steps
         # not prepared: Accelerate's wrapper would step it once per process; registered so it is checkpointed
-        self.scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * self.max_steps),
-                                                         self.max_steps)
+        self.scheduler = _lr_schedule(optimizer, self.warmup_steps, corpus_steps, args.warmup_ratio)
         accelerator.register_for_checkpointing(self.scheduler)
 
         self.state = TrainerState()
@@ -215,12 +248,19 @@ class PretrainingLoop:
             + " Lower --learning_rate or raise --warmup_ratio, then resume or restart."
         )
 
+    def _in_warmup(self) -> bool:
+        return self.state.global_step < self.warmup_steps
+
     def _epoch_batches(self):
-        """This epoch's batches, skipping those a resumed run had already consumed."""
-        self.sampler.set_epoch(self.state.epoch)
+        """This epoch's batches (or the warm-up phase's), skipping those a resumed run had already consumed."""
+        if self._in_warmup():
+            loader = self.warmup_loader  # one pass: state.epoch stays 0 until the corpus starts
+        else:
+            self.sampler.set_epoch(self.state.epoch)
+            loader = self.train_loader
         if self.state.batches_in_epoch:
-            return self.accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
-        return self.train_loader
+            return self.accelerator.skip_first_batches(loader, self.state.batches_in_epoch)
+        return loader
 
     # ---- training ----------------------------------------------------------------------------------
     def _micro_step(self, batch, micro_losses: list) -> float | None:
@@ -248,14 +288,19 @@ class PretrainingLoop:
     def _after_step(self, step_loss: float, items: int, seconds: float) -> bool:
         """Log, evaluate and checkpoint on schedule. Returns True when the run is done."""
         args, state = self.args, self.state
+        was_warmup = self._in_warmup()
         state.global_step += 1
         final = state.global_step >= self.max_steps
         if state.global_step % args.logging_steps == 0 or final:
             self.log({"loss": step_loss, "learning_rate": self.scheduler.get_last_lr()[0],
                       "items_per_second": items * self.accelerator.num_processes / max(seconds, 1e-9)})
-        if args.eval_steps > 0 and state.global_step % args.eval_steps == 0 and not final:
+        if args.eval_steps > 0 and state.global_step % args.eval_steps == 0 and not final and not was_warmup:
             self.evaluate()
-        if state.batches_in_epoch >= self.batches_per_epoch:
+        if was_warmup:
+            if not self._in_warmup():  # the phase is over: the corpus starts at its epoch 0
+                state.epoch, state.batches_in_epoch = 0, 0
+                logger.info("%s done after %d steps; training on the corpus", self.warmup_name, state.global_step)
+        elif state.batches_in_epoch >= self.batches_per_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         if args.save_steps > 0 and state.global_step % args.save_steps == 0 and not final:
             save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit)
@@ -270,6 +315,9 @@ class PretrainingLoop:
         micro_losses, items, window_start = [], 0, time.perf_counter()
         done = state.global_step >= self.max_steps
         while not done:
+            warmup_pass = self._in_warmup()
+            phase = f", {self.warmup_name}" if warmup_pass else ""
+            progress.set_description(f"pretrain ({self.args.objective}{phase})")
             for batch in self._epoch_batches():
                 if crash_at and state.global_step + 1 == crash_at:
                     os._exit(17)
@@ -283,10 +331,10 @@ class PretrainingLoop:
                 done = self._after_step(step_loss, items, time.perf_counter() - window_start)
                 if (state.global_step % self.args.logging_steps) == 0:
                     items, window_start = 0, time.perf_counter()
-                if done:
+                if done or (warmup_pass and not self._in_warmup()):
                     break
             else:  # loader exhausted (Accelerate syncs on the last batch, so the epoch has normally rolled over)
-                if state.batches_in_epoch:
+                if state.batches_in_epoch and not warmup_pass:
                     state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         progress.close()
 

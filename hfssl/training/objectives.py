@@ -20,6 +20,20 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class WarmupPhase:
+    """Optimizer steps on another dataset before the training set, with their own learning-rate warmup.
+
+    `dataset` holds exactly steps x gradient_accumulation_steps x per_device_batch_size x processes items
+    (one pass, in order), so every process sees whole batches and the phase ends with the data.
+    """
+
+    dataset: Dataset
+    steps: int
+    per_device_batch_size: int
+    name: str = "warm-up"  # shown in the progress bar and the log
+
+
+@dataclass
 class PretrainingSetup:
     """What an objective hands the loop."""
 
@@ -29,6 +43,7 @@ class PretrainingSetup:
     collate_fn: Any
     # objects with `save_pretrained(dir)` saved beside the model (tokenizer, image processor)
     companions: list[Any] = field(default_factory=list)
+    warmup: WarmupPhase | None = None
 
 
 class Objective(Protocol):

@@ -23,8 +23,9 @@ TINY = [
     "--vocab_size", "300", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
     "--max_position_embeddings", "64", "--block_size", "16", "--per_device_train_batch_size", "4",
     "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--report_to", "none", "--logging_steps", "1",
-    "--sample_max_new_tokens", "8", "--eval_split_fraction", "0.1",
+    "--sample_max_new_tokens", "8", "--eval_split_fraction", "0.1", "--icl_warmup_steps", "0",
 ]
+WARMUP = ["--icl_warmup_block_size", "8", "--icl_warmup_steps"]  # + the number of warm-up steps
 
 
 def _args(corpus, out, *extra):
@@ -133,8 +134,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus_f
 
 @pytest.mark.slow
 def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file):
-    """Run A goes straight through; run B is killed (os._exit, no cleanup) at step 6 and resumed."""
-    common = ["--max_steps", "9", "--save_steps", "4", "--dropout", "0.1", "--gradient_accumulation_steps", "2"]
+    """Run A goes straight through; run B is killed (os._exit, no cleanup) at step 6 and resumed.
+
+    5 in-context warm-up steps come first: B resumes inside the warm-up (step 4) and crosses into the corpus.
+    """
+    common = ["--max_steps", "9", "--save_steps", "4", "--dropout", "0.1", "--gradient_accumulation_steps", "2",
+              *WARMUP, "5"]
 
     def run(out, *extra, env=None):
         args = _args(corpus_file, out, *common, *extra)
@@ -161,10 +166,11 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, corpus_file):
-    """2 gloo processes x batch 2 give the same losses and weights as 1 process x batch 4."""
+    """2 gloo processes x batch 2 give the same losses and weights as 1 process x batch 4 (warm-up included)."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     def launch(out, launcher, batch):
-        args = _args(corpus_file, out, "--max_steps", "6", "--eval_steps", "3", "--per_device_train_batch_size", str(batch))
+        args = _args(corpus_file, out, "--max_steps", "6", "--eval_steps", "3", "--per_device_train_batch_size", str(batch),
+                     *WARMUP, "2")
         result = subprocess.run([*launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True,
                                 cwd=REPO, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -174,7 +180,7 @@ def test_two_processes_match_one_process(tmp_path, corpus_file):
     two, two_args = launch(tmp_path / "two", [accelerate, "launch", "--multi_gpu", "--num_processes", "2"], 2)
     assert (one_args["num_processes"], two_args["num_processes"]) == (1, 2)
     loss = lambda m: [e["loss"] for e in m["log_history"] if "loss" in e]  # noqa: E731
-    assert len(loss(one)) == 6
+    assert len(loss(one)) == 2 + 6
     torch.testing.assert_close(torch.tensor(loss(two)), torch.tensor(loss(one)), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.tensor(two["final"]["eval_loss"]), torch.tensor(one["final"]["eval_loss"]),
                                rtol=1e-5, atol=1e-5)
@@ -226,3 +232,64 @@ def test_shipped_recipe_parses():
 
     model, data, train, _ = parse_args(["--config", str(REPO / "recipes" / "gpt_small.yaml"), "--max_steps", "10"])
     assert (model.hidden_size, data.block_size, train.gradient_accumulation_steps, train.max_steps) == (384, 256, 2, 10)
+
+
+def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_path, corpus_file, monkeypatch):
+    """3 warm-up steps of key -> value blocks (8 tokens, batch 4 x 16 / 8 = 8), then 5 corpus steps of 16 x 4."""
+    from hfssl.training.arguments import parse_args
+    from hfssl.training.loop import run_pretraining
+
+    seen = []
+    original = causal_lm.CausalLMObjective.training_loss
+
+    def recording_loss(self, model, batch):
+        seen.append((tuple(batch["input_ids"].shape), self.tokenizer.decode(batch["input_ids"][0])))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(causal_lm.CausalLMObjective, "training_loss", recording_loss)
+    out = tmp_path / "run"
+    summary = run_pretraining(*parse_args(_args(corpus_file, out, "--max_steps", "5", "--save_steps", "0",
+                                                "--warmup_ratio", "0.4", *WARMUP, "3")))
+    assert summary["global_step"] == 3 + 5
+    assert [shape for shape, _ in seen] == [(8, 8)] * 3 + [(4, 16)] * 5
+    from hfssl.data.synthetic import VALUES
+    assert all(any(v in text for v in VALUES) for _, text in seen[:3])  # `key value` lines
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    rates = [e["learning_rate"] for e in history if "learning_rate" in e]
+    peak = 3e-3
+    # warm-up phase: ramp over int(0.4 * 3) = 1 step, then the peak; corpus: ramp over int(0.4 * 5) = 2 steps
+    # (rates are logged after the step, i.e. the next step's rate)
+    assert rates[:3] == pytest.approx([peak, peak, 0.0])
+    assert rates[3] == pytest.approx(peak / 2) and rates[4] == pytest.approx(peak)
+    assert rates[-1] == pytest.approx(0.0) and rates[5] < peak
+
+
+def test_in_context_defaults_and_bad_settings():
+    from hfssl.training.arguments import DEFAULT_ICL_WARMUP_STEPS, parse_args
+
+    _, data, train, _ = parse_args([])
+    assert (data.icl_warmup_steps, train.max_steps, train.learning_rate) == (DEFAULT_ICL_WARMUP_STEPS, 2000, 1e-3)
+    _, data, _, _ = parse_args(["--model_name_or_path", "gpt2"])  # continuing a trained model: no warm-up
+    assert data.icl_warmup_steps == 0
+    _, data, train, _ = parse_args(["--objective", "contrastive"])
+    assert (data.icl_warmup_steps, train.max_steps, train.learning_rate) == (0, 500, 2e-3)
+    for flags, message in [(["--objective", "contrastive", "--icl_warmup_steps", "5"], "causal_lm only"),
+                           (["--icl_mix_fraction", "1"], "icl_mix_fraction"),
+                           (["--icl_warmup_block_size", "512"], "icl_warmup_block_size"),
+                           (["--icl_warmup_steps", "-1"], ">= 0")]:
+        with pytest.raises(ValueError, match=message):
+            parse_args(flags)
+
+
+def test_mixed_in_documents_make_up_the_requested_share(corpus_docs):
+    import datasets
+
+    from hfssl.training.arguments import parse_args
+
+    objective = causal_lm.CausalLMObjective(*parse_args(["--icl_mix_fraction", "0.25"])[:3])
+    corpus = datasets.Dataset.from_dict({"text": corpus_docs})
+    mixed = objective._mix_in_key_value(corpus)
+    synthetic_chars = sum(len(t) for t in list(mixed["text"])[len(corpus):])
+    corpus_chars = sum(len(t) for t in corpus_docs)
+    assert list(mixed["text"])[: len(corpus)] == list(corpus_docs)
+    assert synthetic_chars / (synthetic_chars + corpus_chars) == pytest.approx(0.25, abs=0.02)
