@@ -197,15 +197,16 @@ def test_browser_scores_a_prompt(running_app, tmp_path):
         driver.get(running_app)
         wait = WebDriverWait(driver, 60)
         query = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#query textarea")))
-        assert "Models pretrained here for minutes" in driver.find_element(By.ID, "preset-note").text
+        # the page opens on the preset the default model answers from its context
+        assert "copy from its context" in driver.find_element(By.ID, "preset-note").text
         query.clear()
-        query.send_keys("a wonderful film")
+        query.send_keys("e")
         driver.find_element(By.ID, "score").click()
         prompt = driver.find_element(By.CSS_SELECTOR, "#prompt textarea")
-        wait.until(lambda d: prompt.get_attribute("value").endswith("Review: a wonderful film\nSentiment:"))
+        wait.until(lambda d: prompt.get_attribute("value").endswith("q red\nr pink\ne"))
         wait.until(lambda d: "calibrated" in d.find_element(By.ID, "probabilities").text)
         text = driver.find_element(By.ID, "probabilities").text
-        assert "positive" in text and "negative" in text and "raw" in text
+        assert all(word in text for word in ("red", "blue", "gold", "pink")) and "raw" in text
         driver.save_screenshot(str(tmp_path / "demo.png"))
     finally:
         driver.quit()
