@@ -1,6 +1,10 @@
 """The causal language-modelling objective: next-token prediction on packed blocks of text.
 
 loss = -1/N sum_{b,t} log p_theta(x_{b,t+1} | x_{b,<=t}), N = B (T - 1) predicted tokens per batch.
+
+With `--icl_warmup_steps` > 0 (the default for a fresh model) the run first trains on synthetic key -> value
+documents (`hfssl.data.synthetic`), whose values only copying from the context predicts, and then keeps
+`--icl_mix_fraction` of them in the corpus: the in-context warm-up.
 """
 
 import logging
