@@ -6,8 +6,8 @@ optionally with flags changed (`--variant NAME=FLAGS`), and measures on every mo
 
 - key -> value accuracy with k demonstrations on 100 held-out mappings (`exp_icl.evaluate_key_value`, 3
   demonstration seeds; chance 1/8): does the model learn from its prompt?
-- bits per character on the run's held-out docstrings (the seed-42 5% split, first 250 tokens of each
-  document, scored after an end-of-text token): comparable across tokenizers, so across vocabulary sizes.
+- bits per character on the docstrings the model's own run held out (its seed's 5% split, first 250 tokens of
+  each document, scored after an end-of-text token): comparable across tokenizers, so across vocabulary sizes.
 
     python benchmarks/exp_icl_warmup.py                                   # the default, seeds 42 and 1
     python benchmarks/exp_icl_warmup.py --variant "no mix=--icl_mix_fraction 0" --seeds 42
@@ -34,6 +34,7 @@ import exp_icl
 from hfssl.adapt.prompting import load_causal_lm
 from hfssl.data.text import load_text_dataset
 from hfssl.training.arguments import parse_args
+from hfssl.training.causal_lm import split_held_out
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,11 @@ SHOTS = [0, 4, 8]
 
 @torch.no_grad()
 def heldout_bits_per_char(model_dir: Path, max_tokens: int = 250) -> float:
-    """sum of -log2 p(token) over the held-out docstrings / their characters (after decoding the kept tokens)."""
-    docs = load_text_dataset("stdlib_docstrings").train_test_split(test_size=0.05, seed=42)["test"]["text"]
+    """sum of -log2 p(token) over the docstrings the run held out / their characters (after decoding the kept
+    tokens). The split is the run's own (`split_held_out` with its seed and fraction from run_args.json)."""
+    run = json.loads((model_dir / "run_args.json").read_text())
+    _, held_out = split_held_out(load_text_dataset("stdlib_docstrings"), run["eval_split_fraction"], run["seed"])
+    docs = held_out["text"]
     model, tokenizer = load_causal_lm(str(model_dir))
     model.eval()
     nats = chars = 0.0

@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 SAMPLE_OPENING_WORDS = 3
 
 
+def split_held_out(docs: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(training documents, held-out documents) as a run without --eval_dataset splits its corpus."""
+    split = docs.train_test_split(test_size=fraction, seed=seed)
+    return split["train"], split["test"]
+
+
 def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
     input_ids = torch.tensor([ex["input_ids"] for ex in examples], dtype=torch.long)  # (B, T)
     return {"input_ids": input_ids}
@@ -143,8 +149,7 @@ class CausalLMObjective:
             if d.eval_dataset:
                 eval_docs = self._load_corpus(d.eval_dataset)
             elif d.eval_split_fraction > 0 and len(train_docs) >= 2:
-                split = train_docs.train_test_split(test_size=d.eval_split_fraction, seed=t.seed)
-                train_docs, eval_docs = split["train"], split["test"]
+                train_docs, eval_docs = split_held_out(train_docs, d.eval_split_fraction, t.seed)
             else:
                 eval_docs = None
         tokenizer = self._tokenizer(train_docs, accelerator, resuming)
