@@ -341,10 +341,9 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                 model_box = gr.Dropdown(choices, value=default_model, allow_custom_value=True,
                                         label=f"Model (a folder under {store.root} or a Hub id)", elem_id="model")
                 info = gr.Markdown(elem_id="model-info")
-            first = FIRST_PRESET
             first_prefix, first_output, first_delimiter, first_labels, first_rows, first_query, first_note = \
-                preset_fields(first)
-            preset = gr.Dropdown(list(EXAMPLES), value=first, label="Preset", elem_id="preset")
+                preset_fields(FIRST_PRESET)
+            preset = gr.Dropdown(list(EXAMPLES), value=FIRST_PRESET, label="Preset", elem_id="preset")
             preset_note = gr.Markdown(first_note, elem_id="preset-note")
             with gr.Row():
                 instruction = gr.Textbox(label="Instruction", value="", elem_id="instruction")
