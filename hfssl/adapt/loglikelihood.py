@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
+from ..models.helpers import cache_kwargs, output_cache
 from .features import context_window
 
 
@@ -85,7 +86,7 @@ def _score_group(
         prefix_len = min(_common_prefix_length(inputs), min(len(ctx) for ctx, _ in pairs) - 1)
     if prefix_len > 0:
         prefix = torch.tensor([inputs[0][:prefix_len]], device=device)
-        prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values
+        prefix_cache = output_cache(model(input_ids=prefix, use_cache=True))
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: -len(inputs[i]))  # similar lengths share a batch
     for start in range(0, len(order), batch_size):
@@ -101,7 +102,7 @@ def _score_group(
         positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(chunk), -1)
         kwargs = {}
         if prefix_cache is not None:
-            kwargs = {"past_key_values": _expand_cache(prefix_cache, len(chunk), model.config), "use_cache": True}
+            kwargs = {**cache_kwargs(_expand_cache(prefix_cache, len(chunk), model.config)), "use_cache": True}
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, width, V)
         for row, i in enumerate(chunk):

@@ -32,7 +32,6 @@ class GPTConfig(PretrainedConfig):
     """
 
     model_type = "hfssl_gpt"
-    keys_to_ignore_at_inference = ["past_key_values"]
 
     def __init__(
         self,

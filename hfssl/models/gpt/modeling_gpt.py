@@ -5,8 +5,14 @@ nh = number of heads, hs = head size (d / nh), V = vocabulary size.
 
 This file imports only torch, transformers and its sibling configuration file, so that
 `save_pretrained` can copy it next to the weights and `trust_remote_code=True` loads it anywhere.
+
+The KV cache: transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`
+(the old name warns, and goes in 5.40); 5.4-5.23 know only `past_key_values`. A folder saved with this file is
+loaded by whatever transformers its user has, so the file speaks the installed version's name (`CACHE_NAME`) and
+accepts either from its caller.
 """
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -26,6 +32,17 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_gpt import GPTConfig
+
+# "cache" (transformers >= 5.24) or "past_key_values" (earlier): the output field, and the argument generation passes
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+_MASK_CACHE_ARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed under either name (the current `cache`, or `past_key_values` of transformers < 5.24)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the KV cache once, as `cache` (`past_key_values` is its name before transformers 5.24).")
+    return cache if cache is not None else past_key_values
 
 
 def eager_attention_forward(
@@ -70,15 +87,15 @@ class GPTAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
         B, T, _ = hidden_states.shape
         # (B, T, 3d) -> 3 x (B, nh, T, hs)
         qkv = self.qkv_proj(hidden_states).view(B, T, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)
-        if past_key_values is not None:  # append to the cache; key/value become (B, nh, S, hs)
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:  # append to the cache; key/value become (B, nh, S, hs)
+            key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -125,11 +142,11 @@ class GPTBlock(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
         hidden_states = hidden_states + self.attn(
-            self.ln_1(hidden_states), attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
+            self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs
         )
         return hidden_states + self.mlp(self.ln_2(hidden_states))
 
@@ -140,7 +157,7 @@ class GPTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPTBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -203,13 +220,16 @@ class GPTModel(GPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """input_ids (B, T) or inputs_embeds (B, T, d); cache: the KV cache of the earlier tokens (alias: past_key_values)."""
+        cache = _one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         use_cache = use_cache if use_cache is not None else self.config.use_cache
@@ -222,9 +242,9 @@ class GPTModel(GPTPreTrainedModel):
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, d)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length() if cache is not None else 0
         seq_length = inputs_embeds.shape[1]
         if past_length + seq_length > self.config.max_position_embeddings:
             raise ValueError(
@@ -238,13 +258,13 @@ class GPTModel(GPTPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{_MASK_CACHE_ARG: cache},
         )
         hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=causal_mask, past_key_values=past_key_values, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask=causal_mask, cache=cache, **kwargs)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm(hidden_states)
@@ -252,8 +272,8 @@ class GPTModel(GPTPreTrainedModel):
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
+            **{CACHE_NAME: cache if use_cache else None},
         )
 
 
@@ -279,18 +299,19 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -306,8 +327,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
+            **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
 
 
@@ -339,17 +360,18 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -366,8 +388,8 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
+            **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
 
 
