@@ -354,7 +354,7 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                 labels = gr.Textbox(label="Labels (comma-separated; each is its own answer word)",
                                     value=first_labels, elem_id="labels")
             demos = gr.Dataframe(headers=["input", "label"], value=first_rows, column_count=(2, "fixed"),
-                                 row_count=(4, "dynamic"), interactive=True, label="Demonstrations", elem_id="demos")
+                                 row_count=4, interactive=True, label="Demonstrations", elem_id="demos")
             query = gr.Textbox(label="Query", value=first_query, elem_id="query")
             with gr.Row():
                 score_button = gr.Button("Score labels", variant="primary", elem_id="score")

@@ -15,6 +15,7 @@ from transformers import ViTImageProcessor  # noqa: E402
 
 import hfssl  # noqa: E402,F401  (registers the Auto classes)
 from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel  # noqa: E402
+from tests import deprecation_policy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -83,6 +84,15 @@ def tiny_gpt_config(**overrides):
     )
     kwargs.update(overrides)
     return GPTConfig(**kwargs)
+
+
+def pytest_configure(config):
+    deprecation_policy.install()
+
+
+@pytest.fixture(autouse=True)
+def _every_deprecation_is_seen():
+    deprecation_policy.forget_logged_once()
 
 
 @pytest.fixture(autouse=True)
