@@ -78,8 +78,9 @@ def hfssl_step_fn(pixels, mean, std, batch, config):
 def lightly_transform(mean, std, size):
     from lightly.transforms import SimCLRTransform
 
-    return SimCLRTransform(input_size=size, gaussian_blur=0.0, cj_strength=0.5, min_scale=0.08,
-                           normalize={"mean": mean, "std": std})
+    return SimCLRTransform(
+        input_size=size, gaussian_blur=0.0, cj_strength=0.5, min_scale=0.08, normalize={"mean": mean, "std": std}
+    )
 
 
 def lightly_step_fn(pixels, mean, std, batch, config, workers):
@@ -89,9 +90,14 @@ def lightly_step_fn(pixels, mean, std, batch, config, workers):
     model = SimCLRModel(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = LightlyNTXent(temperature=0.5)
-    loader = torch.utils.data.DataLoader(PILImages(pixels, lightly_transform(mean, std, config.image_size)),
-                                         batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        PILImages(pixels, lightly_transform(mean, std, config.image_size)),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     batches = _cycle(loader)
 
     def step():
@@ -133,15 +139,18 @@ def main():
     pixels = data.pixels[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: args.images]]
     mean, std = channel_stats(pixels)
     config = SimCLRConfig(resnet_widths=args.resnet_widths, projection_dims=[512, 128])
-    print(f"{data.name}: {len(pixels)} images; ResNet widths {args.resnet_widths}; batch {args.batch_size} images;"
-          f" {torch.get_num_threads()} threads")
+    print(
+        f"{data.name}: {len(pixels)} images; ResNet widths {args.resnet_widths}; batch {args.batch_size} images;"
+        f" {torch.get_num_threads()} threads"
+    )
 
     # augmentation alone: views per second
     augment = SimCLRAugmentation(32, mean, std)
     transform = lightly_transform(mean, std, 32)
     images = [Image.fromarray(a) for a in pixels[:256].permute(0, 2, 3, 1).numpy()]
-    aug = time_rounds({"hfssl": lambda: augment(pixels[:256]), "lightly": lambda: [transform(i) for i in images]},
-                      rounds=3, calls=2)
+    aug = time_rounds(
+        {"hfssl": lambda: augment(pixels[:256]), "lightly": lambda: [transform(i) for i in images]}, rounds=3, calls=2
+    )
     aug_hfssl, aug_lightly = 256 / aug["hfssl"], 2 * 256 / aug["lightly"]  # lightly makes two views per call
 
     steps = {"hfssl": hfssl_step_fn(pixels, mean, std, args.batch_size, config)}
@@ -152,11 +161,23 @@ def main():
     best_peer = max((k for k in per_s if k.startswith("lightly")), key=per_s.get)
 
     rows = [
-        {"name": "pretrain_images_per_s", "ratio": per_s["hfssl"] / per_s[best_peer], "target": 1.5,
-         "ours": per_s["hfssl"], "peer": per_s[best_peer], "peer_setting": best_peer,
-         "unit": "images/s (2 views each), augment + forward + backward + AdamW"},
-        {"name": "augmentation_views_per_s", "ratio": aug_hfssl / aug_lightly, "target": None,
-         "ours": aug_hfssl, "peer": aug_lightly, "unit": "augmented views/s, no model"},
+        {
+            "name": "pretrain_images_per_s",
+            "ratio": per_s["hfssl"] / per_s[best_peer],
+            "target": 1.5,
+            "ours": per_s["hfssl"],
+            "peer": per_s[best_peer],
+            "peer_setting": best_peer,
+            "unit": "images/s (2 views each), augment + forward + backward + AdamW",
+        },
+        {
+            "name": "augmentation_views_per_s",
+            "ratio": aug_hfssl / aug_lightly,
+            "target": None,
+            "ours": aug_hfssl,
+            "peer": aug_lightly,
+            "unit": "augmented views/s, no model",
+        },
     ]
     print(f"{'metric':<28}{'hfssl':>10}{'lightly':>10}{'ratio':>8}{'target':>8}")
     for r in rows:

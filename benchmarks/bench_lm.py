@@ -34,14 +34,27 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_lm.json"
 
 def build_models(args):
     ours_config = GPTConfig(
-        vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, max_position_embeddings=args.block_size + args.new_tokens,
-        bos_token_id=0, eos_token_id=0, pad_token_id=1,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        max_position_embeddings=args.block_size + args.new_tokens,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
     )
     peer_config = GPT2Config(
-        vocab_size=args.vocab_size, n_embd=args.hidden_size, n_layer=args.layers, n_head=args.heads,
-        n_positions=args.block_size + args.new_tokens, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=0, eos_token_id=0, pad_token_id=1,
+        vocab_size=args.vocab_size,
+        n_embd=args.hidden_size,
+        n_layer=args.layers,
+        n_head=args.heads,
+        n_positions=args.block_size + args.new_tokens,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
     )
     torch.manual_seed(0)
     ours = GPTForCausalLM(ours_config)
@@ -84,8 +97,15 @@ def make_generate(model, prompt, new_tokens):
 
     def generate():
         with torch.no_grad():
-            out = model.generate(prompt, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                 do_sample=False, pad_token_id=1, use_cache=True)
+            out = model.generate(
+                prompt,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=1,
+                use_cache=True,
+            )
         assert out.shape[1] == prompt.shape[1] + new_tokens
 
     return generate
@@ -120,7 +140,9 @@ def main():
     train_calls = 2 if args.quick else 4
 
     ours, peer, n_params = build_models(args)
-    print(f"models: {n_params / 1e6:.1f}M parameters each; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"models: {n_params / 1e6:.1f}M parameters each; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     g = torch.Generator().manual_seed(0)
     batch = torch.randint(2, args.vocab_size, (args.batch_size, args.block_size), generator=g)
     prompt = torch.randint(2, args.vocab_size, (1, 8), generator=g)
@@ -134,25 +156,48 @@ def main():
     peak = max(peak_before, matmul_flops_per_s())
     mfu_ours, mfu_peer = train_ours * flops_per_token / peak, train_peer * flops_per_token / peak
 
-    g_ours, g_peer = alternate(make_generate(ours, prompt, args.new_tokens),
-                               make_generate(peer, prompt, args.new_tokens), gen_rounds, 1)
+    g_ours, g_peer = alternate(
+        make_generate(ours, prompt, args.new_tokens), make_generate(peer, prompt, args.new_tokens), gen_rounds, 1
+    )
     gen_ours, gen_peer = args.new_tokens / g_ours, args.new_tokens / g_peer
 
     rows = [
-        {"name": "train_tokens_per_s", "ratio": train_ours / train_peer, "target": 1.2,
-         "ours": train_ours, "peer": train_peer, "unit": "tokens/s"},
-        {"name": "generate_tokens_per_s", "ratio": gen_ours / gen_peer, "target": 1.0,
-         "ours": gen_ours, "peer": gen_peer, "unit": "new tokens/s (greedy, KV cache, batch 1)"},
-        {"name": "train_mfu", "ratio": mfu_ours / mfu_peer, "target": None,
-         "ours": mfu_ours, "peer": mfu_peer, "unit": f"fraction of fp32 matmul peak {peak / 1e9:.0f} GFLOP/s"},
+        {
+            "name": "train_tokens_per_s",
+            "ratio": train_ours / train_peer,
+            "target": 1.2,
+            "ours": train_ours,
+            "peer": train_peer,
+            "unit": "tokens/s",
+        },
+        {
+            "name": "generate_tokens_per_s",
+            "ratio": gen_ours / gen_peer,
+            "target": 1.0,
+            "ours": gen_ours,
+            "peer": gen_peer,
+            "unit": "new tokens/s (greedy, KV cache, batch 1)",
+        },
+        {
+            "name": "train_mfu",
+            "ratio": mfu_ours / mfu_peer,
+            "target": None,
+            "ours": mfu_ours,
+            "peer": mfu_peer,
+            "unit": f"fraction of fp32 matmul peak {peak / 1e9:.0f} GFLOP/s",
+        },
     ]
     print(f"fp32 1024x1024 matmul: {peak_before / 1e9:.0f} GFLOP/s before training, best {peak / 1e9:.0f} GFLOP/s")
     print(f"{'metric':<24}{'hfssl':>12}{'GPT2LMHead':>12}{'ratio':>8}{'target':>8}  unit")
     for r in rows:
         target = f"{r['target']:.1f}" if r["target"] is not None else "-"
         fmt = "{:>12.3f}" if r["name"] == "train_mfu" else "{:>12.0f}"
-        print(f"{r['name']:<24}" + fmt.format(r["ours"]) + fmt.format(r["peer"])
-              + f"{r['ratio']:>8.2f}{target:>8}  {r['unit']}")
+        print(
+            f"{r['name']:<24}"
+            + fmt.format(r["ours"])
+            + fmt.format(r["peer"])
+            + f"{r['ratio']:>8.2f}{target:>8}  {r['unit']}"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -53,11 +53,11 @@ def main():
     try:
         from hfssl.meta.learn2learn_engine import Learn2LearnMetaLearner
     except ImportError as err:
-        raise SystemExit(f"skipped: {err}")
+        raise SystemExit(f"skipped: {err}") from None
     try:
         import learn2learn  # noqa: F401
     except ImportError:
-        raise SystemExit("skipped: learn2learn is not installed (bash scripts/install_learn2learn.sh)")
+        raise SystemExit("skipped: learn2learn is not installed (bash scripts/install_learn2learn.sh)") from None
     rounds, steps = (2, 5) if args.quick else (4, 10)
 
     images = load_images(str(OMNIGLOT) if OMNIGLOT.is_file() else "digits", image_size=28)
@@ -66,11 +66,16 @@ def main():
     sampler = EpisodeSampler(images.labels, None, ways=5, shots=1, queries=15, seed=0)
     meta_args = MetaArguments(dataset="bench", algorithm=args.algorithm)
     base = build_model(meta_args)
-    variants = {"hfssl (torch.func)": {}, "hfssl (task by task)": dict(task_threads=1),
-                "hfssl (vmap)": dict(vectorize=True)}
+    variants = {
+        "hfssl (torch.func)": {},
+        "hfssl (task by task)": dict(task_threads=1),
+        "hfssl (vmap)": dict(vectorize=True),
+    }
     models = {name: copy.deepcopy(base) for name in [*variants, "learn2learn"]}
-    learners = {name: FunctionalMetaLearner(models[name], args.algorithm, 0.4, 1, **options)
-                for name, options in variants.items()}
+    learners = {
+        name: FunctionalMetaLearner(models[name], args.algorithm, 0.4, 1, **options)
+        for name, options in variants.items()
+    }
     learners["learn2learn"] = Learn2LearnMetaLearner(models["learn2learn"], args.algorithm, 0.4, 1)
     threads = learners["hfssl (torch.func)"].threads_for(4)
 
@@ -92,23 +97,48 @@ def main():
     for name, learner in learners.items():  # warm-up
         outer_steps(learner, optimizers[name], data, sampler, 1, 1, 4)
     for r in range(rounds):
-        for name, learner in (list(learners.items()) if r % 2 == 0 else list(reversed(learners.items()))):
+        for name, learner in list(learners.items()) if r % 2 == 0 else list(reversed(learners.items())):
             times[name].append(outer_steps(learner, optimizers[name], data, sampler, 100 + r * steps * 4, steps, 4))
     tasks_per_s = {name: steps * 4 / statistics.median(t) for name, t in times.items()}
     ratios = {name: value / tasks_per_s["learn2learn"] for name, value in tasks_per_s.items() if name in variants}
-    print(f"{args.algorithm}, 5-way 1-shot, meta-batch 4, {torch.get_num_threads()} torch threads (hfssl default: "
-          f"{threads} task threads); float64 meta-gradients of one meta-batch agree to {diff:.1e} (max |g| {scale:.1e})")
+    print(
+        f"{args.algorithm}, 5-way 1-shot, meta-batch 4, {torch.get_num_threads()} torch threads (hfssl default: "
+        f"{threads} task threads); float64 meta-gradients of one meta-batch agree to {diff:.1e} (max |g| {scale:.1e})"
+    )
     for name, value in tasks_per_s.items():
         print(f"  {name:<22} {value:8.2f} tasks/s" + (f"   ratio {ratios[name]:.2f}" if name in ratios else ""))
     print(f"ratio {ratios['hfssl (torch.func)']:.2f} (target 1.0)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"name": f"{args.algorithm} meta-training tasks/s vs learn2learn", "ratio": ratios["hfssl (torch.func)"],
-             "target": 1.0, "task_threads": threads}]
-    rows += [{"name": f"{args.algorithm} meta-training tasks/s vs learn2learn, {name[7:-1]}", "ratio": ratios[name],
-              "target": None} for name in variants if name != "hfssl (torch.func)"]
-    args.output.write_text(json.dumps({"rows": rows, "torch_threads": torch.get_num_threads(),
-                                       "tasks_per_s": tasks_per_s, "times_s": times, "max_grad_diff": diff},
-                                      indent=2) + "\n")
+    rows = [
+        {
+            "name": f"{args.algorithm} meta-training tasks/s vs learn2learn",
+            "ratio": ratios["hfssl (torch.func)"],
+            "target": 1.0,
+            "task_threads": threads,
+        }
+    ]
+    rows += [
+        {
+            "name": f"{args.algorithm} meta-training tasks/s vs learn2learn, {name[7:-1]}",
+            "ratio": ratios[name],
+            "target": None,
+        }
+        for name in variants
+        if name != "hfssl (torch.func)"
+    ]
+    args.output.write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "torch_threads": torch.get_num_threads(),
+                "tasks_per_s": tasks_per_s,
+                "times_s": times,
+                "max_grad_diff": diff,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.output}")
 
 

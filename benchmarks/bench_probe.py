@@ -82,9 +82,17 @@ def main():
     with torch.no_grad():
         acc_cached = (cached_head(test_features).argmax(1) == test.labels).float().mean().item()
         acc_naive = (naive_head(test_features).argmax(1) == test.labels).float().mean().item()
-    rows = [{"name": "probe_training_time", "ratio": naive_s / cached_s, "target": 10.0,
-             "cached_seconds": cached_s, "naive_seconds": naive_s,
-             "accuracy_cached": acc_cached, "accuracy_naive": acc_naive}]
+    rows = [
+        {
+            "name": "probe_training_time",
+            "ratio": naive_s / cached_s,
+            "target": 10.0,
+            "cached_seconds": cached_s,
+            "naive_seconds": naive_s,
+            "accuracy_cached": acc_cached,
+            "accuracy_naive": acc_naive,
+        }
+    ]
     print(f"{'variant':<10}{'seconds':>10}{'test accuracy':>16}")
     print(f"{'cached':<10}{cached_s:>10.1f}{acc_cached:>16.4f}")
     print(f"{'naive':<10}{naive_s:>10.1f}{acc_naive:>16.4f}")

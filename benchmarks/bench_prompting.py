@@ -42,8 +42,10 @@ def load_sentences() -> tuple[list[str], list[int], str]:
     rng = random.Random(0)
     words = {1: ["good", "fine", "moving", "warm", "clever"], 0: ["dull", "bad", "flat", "tired", "empty"]}
     labels = [rng.randint(0, 1) for _ in range(2000)]
-    texts = [f"a {rng.choice(words[y])} film with a {rng.choice(words[y])} story and {rng.choice(words[y])} acting"
-             for y in labels]
+    texts = [
+        f"a {rng.choice(words[y])} film with a {rng.choice(words[y])} story and {rng.choice(words[y])} acting"
+        for y in labels
+    ]
     return texts, labels, "built-in sentences"
 
 
@@ -65,10 +67,18 @@ def main():
     texts, labels, source = load_sentences()
     tokenizer = train_bpe_tokenizer(texts, vocab_size=4096)
     torch.manual_seed(0)
-    model = GPTForCausalLM(GPTConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4,
-                                     num_attention_heads=4, max_position_embeddings=1024,
-                                     bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                     pad_token_id=tokenizer.pad_token_id)).eval()
+    model = GPTForCausalLM(
+        GPTConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=1024,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
     classifier = PromptClassifier(model, tokenizer, get_template("sentiment"), ["0", "1"], batch_size=args.batch_size)
     harness = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=args.batch_size, device="cpu")
 
@@ -79,8 +89,10 @@ def main():
     continuations = [classifier.template.continuation(w) for w in classifier.options]
 
     rows, details = [], []
-    print(f"{source}: {len(queries)} queries x {len(continuations)} options, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{source}: {len(queries)} queries x {len(continuations)} options, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"{'k':>3}{'seed':>6}{'hfssl s':>10}{'lm-eval s':>11}{'ratio':>8}{'max |dll|':>11}{'same preds':>12}")
     for k in args.shots:
         ratios = []
@@ -88,8 +100,10 @@ def main():
             chosen = select_demonstrations(pool_labels, k, strategy="random", seed=seed)[0]
             demos = classifier.demonstrations([pool_texts[i] for i in chosen], [pool_labels[i] for i in chosen])
             contexts = [classifier.template.context(demos, q) for q in queries]
-            requests = [Instance("loglikelihood", {}, (c, cont), i) for i, (c, cont) in
-                        enumerate((c, cont) for c in contexts for cont in continuations)]
+            requests = [
+                Instance("loglikelihood", {}, (c, cont), i)
+                for i, (c, cont) in enumerate((c, cont) for c in contexts for cont in continuations)
+            ]
             ours_s, theirs_s = [], []
             for _ in range(2):  # alternate, keep each side's faster run
                 t = time.perf_counter()
@@ -106,14 +120,33 @@ def main():
             ratio = min(theirs_s) / min(ours_s)
             ratios.append(ratio)
             accuracy = (ours.argmax(-1) == torch.tensor(query_labels)).double().mean().item()
-            details.append({"k": k, "seed": seed, "hfssl_s": min(ours_s), "lm_eval_s": min(theirs_s), "ratio": ratio,
-                            "max_abs_diff": diff, "accuracy": accuracy})
-            print(f"{k:>3}{seed:>6}{min(ours_s):>10.2f}{min(theirs_s):>11.2f}{ratio:>8.2f}{diff:>11.1e}{str(same):>12}")
-        rows.append({"name": f"scored examples/s vs lm-eval hf backend, {k} shots", "ratio": statistics.fmean(ratios),
-                     "target": 3.0 if k == 8 else None})
+            details.append(
+                {
+                    "k": k,
+                    "seed": seed,
+                    "hfssl_s": min(ours_s),
+                    "lm_eval_s": min(theirs_s),
+                    "ratio": ratio,
+                    "max_abs_diff": diff,
+                    "accuracy": accuracy,
+                }
+            )
+            print(f"{k:>3}{seed:>6}{min(ours_s):>10.2f}{min(theirs_s):>11.2f}{ratio:>8.2f}{diff:>11.1e}{same!s:>12}")
+        rows.append(
+            {
+                "name": f"scored examples/s vs lm-eval hf backend, {k} shots",
+                "ratio": statistics.fmean(ratios),
+                "target": 3.0 if k == 8 else None,
+            }
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"rows": rows, "runs": details, "source": source, "queries": len(queries),
-                                       "batch_size": args.batch_size}, indent=2) + "\n")
+    args.output.write_text(
+        json.dumps(
+            {"rows": rows, "runs": details, "source": source, "queries": len(queries), "batch_size": args.batch_size},
+            indent=2,
+        )
+        + "\n"
+    )
     for row in rows:
         target = f" (target {row['target']:g})" if row["target"] else ""
         print(f"{row['name']}: {row['ratio']:.2f}x{target}")

@@ -86,19 +86,46 @@ def text_setup(work: Path, minutes: float, quick: bool) -> tuple[dict, Path, Pat
     for name in ("tinyshakespeare/input.txt", "wikitext2/valid.txt"):
         (corpus / name.replace("/", "_")).write_text((DATA / name).read_text(encoding="utf-8"), encoding="utf-8")
     steps = max(20, int(minutes * 60 / 0.3))  # ~0.3 s per step of this model on 2 CPU cores
-    pretrained = pretrained_once(work / "gpt", [
-        "--dataset", str(corpus), "--vocab_size", "2048",
-        "--hidden_size", "256", "--num_hidden_layers", "4", "--num_attention_heads", "4",
-        "--max_position_embeddings", "256", "--block_size", "128", "--max_steps", str(steps),
-        "--learning_rate", "2e-3", "--icl_warmup_steps", "0",  # the settings this experiment was recorded with
-        "--eval_steps", "0", "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
+    pretrained = pretrained_once(
+        work / "gpt",
+        [
+            "--dataset",
+            str(corpus),
+            "--vocab_size",
+            "2048",
+            "--hidden_size",
+            "256",
+            "--num_hidden_layers",
+            "4",
+            "--num_attention_heads",
+            "4",
+            "--max_position_embeddings",
+            "256",
+            "--block_size",
+            "128",
+            "--max_steps",
+            str(steps),
+            "--learning_rate",
+            "2e-3",
+            "--icl_warmup_steps",
+            "0",  # the settings this experiment was recorded with
+            "--eval_steps",
+            "0",
+            "--save_steps",
+            "0",
+            "--report_to",
+            "none",
+            "--overwrite_output_dir",
+            "true",
+        ],
+    )
     untrained = random_init_copy(pretrained, GPTForCausalLM, work / "gpt-random")
     lines = [line for line in (DATA / "sst2" / "train.txt").read_text().splitlines() if line.strip()]
     order = random.Random(0).sample(range(len(lines)), len(lines))
     cut = int(0.8 * len(lines))
     train, held_out = work / "sst2_train.txt", work / "sst2_eval.txt"
     train.write_text("\n".join(lines[i] for i in order[:cut]) + "\n")
-    held_out.write_text("\n".join(lines[i] for i in (order[cut:cut + 400] if quick else order[cut:])) + "\n")
+    held_out.write_text("\n".join(lines[i] for i in (order[cut : cut + 400] if quick else order[cut:])) + "\n")
     return {"pretrained": pretrained, "random init": untrained}, train, held_out
 
 
@@ -109,26 +136,60 @@ def image_setup(work: Path, minutes: float) -> tuple[dict, Path, Path]:
     split["train"].to_parquet(train)
     split["test"].select(range(2000)).to_parquet(held_out)
     steps = max(8, int(minutes * 60 / 0.8))  # ~0.8 s per step of this model on 2 CPU cores
-    pretrained = pretrained_once(work / "simclr", [
-        "--objective", "contrastive", "--dataset", str(train),
-        "--resnet_layers", "1", "1", "1", "1", "--resnet_widths", "32", "64", "128", "256",
-        "--per_device_train_batch_size", "128", "--max_steps", str(steps), "--eval_steps", "0",
-        "--save_steps", "0", "--report_to", "none", "--overwrite_output_dir", "true"])
+    pretrained = pretrained_once(
+        work / "simclr",
+        [
+            "--objective",
+            "contrastive",
+            "--dataset",
+            str(train),
+            "--resnet_layers",
+            "1",
+            "1",
+            "1",
+            "1",
+            "--resnet_widths",
+            "32",
+            "64",
+            "128",
+            "256",
+            "--per_device_train_batch_size",
+            "128",
+            "--max_steps",
+            str(steps),
+            "--eval_steps",
+            "0",
+            "--save_steps",
+            "0",
+            "--report_to",
+            "none",
+            "--overwrite_output_dir",
+            "true",
+        ],
+    )
     untrained = random_init_copy(pretrained, SimCLRModel, work / "simclr-random")
     return {"pretrained": pretrained, "random init": untrained}, train, held_out
 
 
-def adapt(method: str, model: Path, train: Path, held_out: Path, k: int | None, seed: int, work: Path,
-          epochs: int) -> float:
+def adapt(
+    method: str, model: Path, train: Path, held_out: Path, k: int | None, seed: int, work: Path, epochs: int
+) -> float:
     """Held-out accuracy of `method` on `model` with K labels per class (None: all); epochs of fine-tuning."""
-    common = dict(model_name_or_path=str(model), dataset=str(train), eval_dataset=str(held_out),
-                  num_labels_per_class=k, seed=seed, output_dir=str(work / "adapted"))
+    common = dict(
+        model_name_or_path=str(model),
+        dataset=str(train),
+        eval_dataset=str(held_out),
+        num_labels_per_class=k,
+        seed=seed,
+        output_dir=str(work / "adapted"),
+    )
     if method == "probe":
         _, metrics = run_linear_probe(ProbeArguments(**common))
     else:
         lr = 1e-3 if method == "lora" else 1e-4
-        _, metrics = run_finetune(FinetuneArguments(**common, method=method, epochs=epochs, learning_rate=lr,
-                                                    batch_size=32))
+        _, metrics = run_finetune(
+            FinetuneArguments(**common, method=method, epochs=epochs, learning_rate=lr, batch_size=32)
+        )
     return metrics["accuracy"]
 
 
@@ -142,14 +203,30 @@ def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=
                 accuracies = []
                 for seed in seeds:
                     start = time.perf_counter()
-                    accuracies.append(adapt(method, model, train, held_out, k, seed, work,
-                                            epochs[0] if k else epochs[1]))
-                    logging.getLogger(__name__).info("%s %s %s K=%s seed %d: %.4f (%.0f s)", name, init, method, k,
-                                                     seed, accuracies[-1], time.perf_counter() - start)
-                rows.append({"modality": name, "init": init, "method": method, "k": k or "all",
-                             "mean": statistics.mean(accuracies),
-                             "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                             "accuracies": accuracies})
+                    accuracies.append(
+                        adapt(method, model, train, held_out, k, seed, work, epochs[0] if k else epochs[1])
+                    )
+                    logging.getLogger(__name__).info(
+                        "%s %s %s K=%s seed %d: %.4f (%.0f s)",
+                        name,
+                        init,
+                        method,
+                        k,
+                        seed,
+                        accuracies[-1],
+                        time.perf_counter() - start,
+                    )
+                rows.append(
+                    {
+                        "modality": name,
+                        "init": init,
+                        "method": method,
+                        "k": k or "all",
+                        "mean": statistics.mean(accuracies),
+                        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                        "accuracies": accuracies,
+                    }
+                )
                 on_row(rows)
     return rows
 
@@ -158,13 +235,14 @@ def markdown_table(rows: list[dict]) -> str:
     """The README form of a modality's table: mean +- std (%) per init x method x K, best mean per K in bold."""
     labels = list(dict.fromkeys(str(r["k"]) for r in rows))
     best = {k: max(r["mean"] for r in rows if str(r["k"]) == k) for k in labels}
-    lines = ["| init | method | " + " | ".join(f"K={k}" for k in labels) + " |",
-             "|---|---|" + "---:|" * len(labels)]
+    lines = ["| init | method | " + " | ".join(f"K={k}" for k in labels) + " |", "|---|---|" + "---:|" * len(labels)]
     for init in ("pretrained", "random init"):
         for method in METHODS:
             cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
-            text = [f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}" if k in cells else "not run"
-                    for k in labels]
+            text = [
+                f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}" if k in cells else "not run"
+                for k in labels
+            ]
             text = [f"**{t}**" if k in cells and cells[k]["mean"] == best[k] else t for t, k in zip(text, labels)]
             lines.append(f"| {init} | {method} | " + " | ".join(text) + " |")
     return "\n".join(lines)
@@ -186,8 +264,16 @@ def plot(rows: list[dict], ks, path: Path) -> None:
             cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
             means = [100 * cells[k]["mean"] for k in labels]
             stds = [100 * cells[k]["std"] for k in labels]
-            ax.errorbar(range(len(labels)), means, yerr=stds, linestyle=style, marker="o", color=f"C{i}",
-                        label=f"{method} ({init})", capsize=3)
+            ax.errorbar(
+                range(len(labels)),
+                means,
+                yerr=stds,
+                linestyle=style,
+                marker="o",
+                color=f"C{i}",
+                label=f"{method} ({init})",
+                capsize=3,
+            )
     ax.set_xticks(range(len(labels)), [f"K={k}" for k in labels])
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{rows[0]['modality']}: pretrained (solid) vs random init (dotted)")
@@ -203,17 +289,24 @@ def main():
     parser.add_argument("--modalities", nargs="+", default=["text", "images"], choices=["text", "images"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None, help="Fine-tuning epochs on a K subset (default 10).")
-    parser.add_argument("--epochs_all", type=int, default=None,
-                        help="Fine-tuning epochs on all the labels (default 2).")
-    parser.add_argument("--work_dir", type=Path, default=None,
-                        help="Keep (and reuse) the pretrained models and splits here (default: a temporary folder).")
+    parser.add_argument(
+        "--epochs_all", type=int, default=None, help="Fine-tuning epochs on all the labels (default 2)."
+    )
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        default=None,
+        help="Keep (and reuse) the pretrained models and splits here (default: a temporary folder).",
+    )
     parser.add_argument("--report", action="store_true", help="Print the saved results as markdown tables and exit.")
     args = parser.parse_args()
     if args.report:
         record = json.loads((RESULTS / f"exp_adaptation{'_quick' if args.quick else ''}.json").read_text())
         for modality, rows in record["results"].items():
-            print(f"\n{rows[0]['modality']} ({record.get('settings', {}).get(modality, 'settings not recorded')}; "
-                  f"complete: {record.get('complete', {}).get(modality, 'not recorded')})")
+            print(
+                f"\n{rows[0]['modality']} ({record.get('settings', {}).get(modality, 'settings not recorded')}; "
+                f"complete: {record.get('complete', {}).get(modality, 'not recorded')})"
+            )
             print(markdown_table(rows))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -243,8 +336,17 @@ def main():
             else:
                 name, ks = "CIFAR-10 (images)", [1, 10] if args.quick else [1, 10, 100]
                 models, train, held_out = image_setup(work, 1.0 if args.quick else 10.0)
-            rows = run_modality(name, models, train, held_out, ks, seeds, work, epochs,
-                                on_row=lambda rows, modality=modality: save(modality, rows, done=False))
+            rows = run_modality(
+                name,
+                models,
+                train,
+                held_out,
+                ks,
+                seeds,
+                work,
+                epochs,
+                on_row=lambda rows, modality=modality: save(modality, rows, done=False),
+            )
             save(modality, rows, done=True)
             print(f"\n{name}: accuracy (%), mean ± std over seeds\n{markdown_table(rows)}")
             plot(rows, ks, RESULTS / f"exp_adaptation_{modality}{tag}.png")

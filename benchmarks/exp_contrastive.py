@@ -36,9 +36,18 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.parquet"
 RESULTS = ROOT / "benchmarks" / "results" / "exp_contrastive.json"
 PLOT = ROOT / "benchmarks" / "results" / "exp_contrastive.png"
 
-FLAGS = {"objective": "contrastive", "resnet_layers": "1 1 1 1", "resnet_widths": "32 64 128 256",
-         "projection_dims": "512 128", "per_device_train_batch_size": 128, "learning_rate": 2e-3,
-         "image_size": 32, "knn_k": "20 200", "knn_bank_size": 5000, "eval_split_fraction": 0.05}
+FLAGS = {
+    "objective": "contrastive",
+    "resnet_layers": "1 1 1 1",
+    "resnet_widths": "32 64 128 256",
+    "projection_dims": "512 128",
+    "per_device_train_batch_size": 128,
+    "learning_rate": 2e-3,
+    "image_size": 32,
+    "knn_k": "20 200",
+    "knn_bank_size": 5000,
+    "eval_split_fraction": 0.05,
+}
 
 
 def _flags(**extra) -> list[str]:
@@ -72,7 +81,8 @@ def random_init_knn(seed: int, workdir: Path) -> dict[str, float]:
     """kNN accuracy of the untrained encoder on exactly the bank and queries the pretraining run uses."""
     _reset_accelerate()
     model_args, data_args, train_args, vision_args = parse_args(
-        _flags(dataset=CIFAR, seed=seed, output_dir=workdir / "random_init"))
+        _flags(dataset=CIFAR, seed=seed, output_dir=workdir / "random_init")
+    )
     objective = ContrastiveObjective(model_args, data_args, train_args, vision_args)
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(seed)
@@ -87,9 +97,13 @@ def main():
     parser.add_argument("--budget_minutes", type=float, default=5.0, help="Training budget per seed (<= 15).")
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_contrastive")
     parser.add_argument("--results_name", default="exp_contrastive", help="Name of the .json / .png in results/.")
-    parser.add_argument("--max_steps", type=int, default=None,
-                        help="Train exactly this many steps instead of the number the budget allows on this machine "
-                             "(to repeat a recorded run: its JSON has max_steps).")
+    parser.add_argument(
+        "--max_steps",
+        type=int,
+        default=None,
+        help="Train exactly this many steps instead of the number the budget allows on this machine "
+        "(to repeat a recorded run: its JSON has max_steps).",
+    )
     args = parser.parse_args()
     results = RESULTS.with_name(f"{args.results_name}.json")
     plot = PLOT.with_name(f"{args.results_name}.png")
@@ -102,31 +116,55 @@ def main():
     else:
         step_s = seconds_per_step()
         max_steps = max(8, int(args.budget_minutes * 60 * 0.85 / step_s))  # ~15% for the kNN evaluations
-        print(f"estimated {step_s:.2f} s/step -> {max_steps} steps of {FLAGS['per_device_train_batch_size']} images "
-              f"per {args.budget_minutes:g}-minute run")
+        print(
+            f"estimated {step_s:.2f} s/step -> {max_steps} steps of {FLAGS['per_device_train_batch_size']} images "
+            f"per {args.budget_minutes:g}-minute run"
+        )
     runs = []
     for seed in args.seeds:
         baseline = random_init_knn(seed, args.output_dir)
         _reset_accelerate()
         start = time.perf_counter()
-        summary = run_pretraining(*parse_args(_flags(
-            dataset=CIFAR, seed=seed, output_dir=args.output_dir / f"seed{seed}", max_steps=max_steps,
-            eval_steps=max(max_steps // 4, 1), save_steps=0, logging_steps=10, report_to="none",
-            overwrite_output_dir="true")))
+        summary = run_pretraining(
+            *parse_args(
+                _flags(
+                    dataset=CIFAR,
+                    seed=seed,
+                    output_dir=args.output_dir / f"seed{seed}",
+                    max_steps=max_steps,
+                    eval_steps=max(max_steps // 4, 1),
+                    save_steps=0,
+                    logging_steps=10,
+                    report_to="none",
+                    overwrite_output_dir="true",
+                )
+            )
+        )
         minutes = (time.perf_counter() - start) / 60
         history = json.loads((args.output_dir / f"seed{seed}" / "metrics.json").read_text())["log_history"]
-        curve = [(0, baseline["knn_top1_k20"])] + [(e["step"], e["knn_top1_k20"]) for e in history if "knn_top1_k20" in e]
-        runs.append({"seed": seed, "random_init": baseline,
-                     "pretrained": {k: v for k, v in summary.items() if k.startswith("knn")},
-                     "minutes": minutes, "curve_k20": curve})
+        curve = [(0, baseline["knn_top1_k20"])] + [
+            (e["step"], e["knn_top1_k20"]) for e in history if "knn_top1_k20" in e
+        ]
+        runs.append(
+            {
+                "seed": seed,
+                "random_init": baseline,
+                "pretrained": {k: v for k, v in summary.items() if k.startswith("knn")},
+                "minutes": minutes,
+                "curve_k20": curve,
+            }
+        )
         print(f"seed {seed}: random init {baseline}, pretrained {runs[-1]['pretrained']} ({minutes:.1f} min)")
 
     def stat(kind, k):
         values = [100 * r[kind][f"knn_top1_k{k}"] for r in runs]
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-    print(f"\nCIFAR-10 kNN top-1 (%) on 2,500 held-out images, bank of 5,000; {len(runs)} seed(s); "
-          f"{max_steps} steps = {max_steps * FLAGS['per_device_train_batch_size'] / 47500:.2f} epochs of the 47,500 training images")
+    print(
+        f"\nCIFAR-10 kNN top-1 (%) on 2,500 held-out images, bank of 5,000; {len(runs)} seed(s); "
+        f"{max_steps} steps = {max_steps * FLAGS['per_device_train_batch_size'] / 47500:.2f} epochs "
+        "of the 47,500 training images"
+    )
     print(f"{'encoder':<28}{'k=20':>16}{'k=200':>16}")
     table = {}
     for kind, label in (("random_init", "random init"), ("pretrained", "SimCLR pretrained")):
@@ -137,8 +175,10 @@ def main():
     print(f"gain at k=20: {gain:+.1f} points (target >= +10)")
 
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"runs": runs, "table": table, "max_steps": max_steps, "flags": FLAGS,
-                                   "gain_k20": gain}, indent=2) + "\n")
+    results.write_text(
+        json.dumps({"runs": runs, "table": table, "max_steps": max_steps, "flags": FLAGS, "gain_k20": gain}, indent=2)
+        + "\n"
+    )
     try:
         import matplotlib
 

@@ -46,9 +46,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 POOL_LINES = 32
 
 # the model learns from the key -> value corpus itself: no in-context warm-up on top
-MODEL_FLAGS = dict(vocab_size=320, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   max_position_embeddings=256, block_size=128, per_device_train_batch_size=32,
-                   learning_rate=1e-3, warmup_ratio=0.02, weight_decay=0.0, icl_warmup_steps=0)
+MODEL_FLAGS = dict(
+    vocab_size=320,
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+    block_size=128,
+    per_device_train_batch_size=32,
+    learning_rate=1e-3,
+    warmup_ratio=0.02,
+    weight_decay=0.0,
+    icl_warmup_steps=0,
+)
 
 
 def write_corpus(path: Path, num_docs: int, seed: int) -> None:
@@ -67,20 +77,31 @@ def evaluate_key_value(model_dir: Path, shots: list[int], seeds: list[int], num_
     table = {}
     for k in shots:
         per_seed = []
-        for seed in (seeds if k else seeds[:1]):
+        for seed in seeds if k else seeds[:1]:
             correct = total = 0
             for mapping, pool in zip(mappings, pools):
                 queries, labels = list(mapping), [VALUES.index(v) for v in mapping.values()]
-                chosen = select_demonstrations([VALUES.index(v) for _, v in pool], k, strategy="random",
-                                               seed=seed * 7919 + k, num_queries=len(queries))
-                demos = [classifier.demonstrations([pool[i][0] for i in idx], [VALUES.index(pool[i][1]) for i in idx])
-                         for idx in chosen]
+                chosen = select_demonstrations(
+                    [VALUES.index(v) for _, v in pool],
+                    k,
+                    strategy="random",
+                    seed=seed * 7919 + k,
+                    num_queries=len(queries),
+                )
+                demos = [
+                    classifier.demonstrations([pool[i][0] for i in idx], [VALUES.index(pool[i][1]) for i in idx])
+                    for idx in chosen
+                ]
                 predicted = classifier.score(queries, demos).loglik.argmax(-1)
                 correct += (predicted == torch.tensor(labels)).sum().item()
                 total += len(queries)
             per_seed.append(correct / total)
-        table[k] = {"mean": statistics.fmean(per_seed), "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0,
-                    "runs": per_seed, "query_in_context_bound": 1 - (1 - 1 / KEYS_PER_MAPPING) ** k}
+        table[k] = {
+            "mean": statistics.fmean(per_seed),
+            "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0,
+            "runs": per_seed,
+            "query_in_context_bound": 1 - (1 - 1 / KEYS_PER_MAPPING) ** k,
+        }
     return table
 
 
@@ -93,7 +114,9 @@ def plot(table: dict, sst2: dict | None, path: Path) -> None:
     fig, axes = plt.subplots(1, 2 if sst2 else 1, figsize=(10 if sst2 else 5, 4), squeeze=False)
     ks = sorted(table)
     ax = axes[0][0]
-    ax.errorbar(ks, [table[k]["mean"] for k in ks], yerr=[table[k]["std"] for k in ks], marker="o", label="GPT (key -> value)")
+    ax.errorbar(
+        ks, [table[k]["mean"] for k in ks], yerr=[table[k]["std"] for k in ks], marker="o", label="GPT (key -> value)"
+    )
     ax.axhline(1 / len(VALUES), color="gray", linestyle="--", label="chance")
     ax.set(xlabel="demonstrations k", ylabel="accuracy", title="held-out key -> value mappings", ylim=(0, 1))
     ax.legend()
@@ -102,8 +125,13 @@ def plot(table: dict, sst2: dict | None, path: Path) -> None:
         ks2 = [int(k) for k in sst2["shots"]]
         for metric in ("accuracy", "accuracy_calibrated"):
             if metric in sst2["shots"][str(ks2[0])]:
-                ax.errorbar(ks2, [sst2["shots"][str(k)][metric]["mean"] for k in ks2],
-                            yerr=[sst2["shots"][str(k)][metric]["std"] for k in ks2], marker="o", label=metric)
+                ax.errorbar(
+                    ks2,
+                    [sst2["shots"][str(k)][metric]["mean"] for k in ks2],
+                    yerr=[sst2["shots"][str(k)][metric]["std"] for k in ks2],
+                    marker="o",
+                    label=metric,
+                )
         ax.axhline(0.5, color="gray", linestyle="--", label="chance")
         ax.set(xlabel="demonstrations k", ylabel="accuracy", title="SST-2, Tiny Shakespeare GPT", ylim=(0, 1))
         ax.legend()
@@ -119,13 +147,16 @@ def print_key_value_table(table: dict) -> None:
 
 def evaluate_saved_model(model_dir: Path, shots: list[int], seeds: list[int], num_mappings: int) -> None:
     table = evaluate_key_value(model_dir, shots, seeds, num_mappings)
-    print(f"Key -> value in context, {model_dir}: {num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries, "
-          f"{len(seeds)} demonstration seeds; chance {1 / len(VALUES):.3f}")
+    print(
+        f"Key -> value in context, {model_dir}: {num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries, "
+        f"{len(seeds)} demonstration seeds; chance {1 / len(VALUES):.3f}"
+    )
     print_key_value_table(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"exp_icl_{model_dir.resolve().name}.json"
-    out.write_text(json.dumps({"model_dir": str(model_dir), "key_value": {str(k): v for k, v in table.items()}},
-                              indent=2) + "\n")
+    out.write_text(
+        json.dumps({"model_dir": str(model_dir), "key_value": {str(k): v for k, v in table.items()}}, indent=2) + "\n"
+    )
     print(f"wrote {out}")
 
 
@@ -136,12 +167,20 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
     parser.add_argument("--num_mappings", type=int, default=100)
-    parser.add_argument("--sst2_model", type=Path, default=ROOT / "outputs" / "exp_lm" / "seed0",
-                        help="The Tiny Shakespeare GPT of benchmarks/exp_lm.py.")
+    parser.add_argument(
+        "--sst2_model",
+        type=Path,
+        default=ROOT / "outputs" / "exp_lm" / "seed0",
+        help="The Tiny Shakespeare GPT of benchmarks/exp_lm.py.",
+    )
     parser.add_argument("--sst2_queries", type=int, default=300)
     parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_icl")
-    parser.add_argument("--evaluate", type=Path, default=None,
-                        help="Skip training: evaluate part 1 on this saved model; writes results/exp_icl_<name>.json.")
+    parser.add_argument(
+        "--evaluate",
+        type=Path,
+        default=None,
+        help="Skip training: evaluate part 1 on this saved model; writes results/exp_icl_<name>.json.",
+    )
     args = parser.parse_args()
     if args.quick:
         args.max_steps, args.num_mappings = min(args.max_steps, 300), min(args.num_mappings, 20)
@@ -157,26 +196,44 @@ def main():
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         flags = [f"--{k}={v}" for k, v in MODEL_FLAGS.items()] + [
-            f"--dataset={corpus}", f"--output_dir={args.output_dir}", f"--max_steps={args.max_steps}",
-            f"--eval_steps={max(args.max_steps // 4, 1)}", "--save_steps=0", "--overwrite_output_dir",
-            "--seed=0", "--report_to=none", "--logging_steps=100", "--sample_prompt=a red\nb blue\na",
+            f"--dataset={corpus}",
+            f"--output_dir={args.output_dir}",
+            f"--max_steps={args.max_steps}",
+            f"--eval_steps={max(args.max_steps // 4, 1)}",
+            "--save_steps=0",
+            "--overwrite_output_dir",
+            "--seed=0",
+            "--report_to=none",
+            "--logging_steps=100",
+            "--sample_prompt=a red\nb blue\na",
             "--sample_max_new_tokens=12",
         ]
         summary = run_pretraining(*parse_args(flags))
     train_minutes = (time.perf_counter() - start) / 60
     table = evaluate_key_value(args.output_dir, args.shots, args.seeds, args.num_mappings)
-    print(f"\nPart 1: key -> value in context. GPT {MODEL_FLAGS['num_hidden_layers']} layers x {MODEL_FLAGS['hidden_size']}, "
-          f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {summary['eval_loss']:.3f}; "
-          f"{args.num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries; chance {1 / len(VALUES):.3f}")
+    print(
+        f"\nPart 1: key -> value in context. "
+        f"GPT {MODEL_FLAGS['num_hidden_layers']} layers x {MODEL_FLAGS['hidden_size']}, "
+        f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {summary['eval_loss']:.3f}; "
+        f"{args.num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries; chance {1 / len(VALUES):.3f}"
+    )
     print_key_value_table(table)
 
     sst2 = None
     sst2_file = SHARED / "sst2" / "train.txt"
     if not args.quick and args.sst2_model.is_dir() and sst2_file.is_file():
         AcceleratorState._reset_state(reset_partial_state=True)
-        sst2 = run_prompt_eval(PromptEvalArguments(
-            model_name_or_path=str(args.sst2_model), dataset=str(sst2_file), shots="0,1,4,8",
-            seeds=len(args.seeds), calibrate=True, max_eval_examples=args.sst2_queries, strategy="balanced"))
+        sst2 = run_prompt_eval(
+            PromptEvalArguments(
+                model_name_or_path=str(args.sst2_model),
+                dataset=str(sst2_file),
+                shots="0,1,4,8",
+                seeds=len(args.seeds),
+                calibrate=True,
+                max_eval_examples=args.sst2_queries,
+                strategy="balanced",
+            )
+        )
         print(f"\nPart 2: SST-2 k-shot with the Tiny Shakespeare GPT ({args.sst2_model}), balanced demonstrations")
         print(format_table(sst2))
     elif not args.quick:
@@ -184,10 +241,20 @@ def main():
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "exp_icl_quick" if args.quick else "exp_icl"
-    (RESULTS / f"{name}.json").write_text(json.dumps({
-        "key_value": {str(k): v for k, v in table.items()}, "train_steps": args.max_steps,
-        "train_minutes": train_minutes, "eval_loss": summary["eval_loss"], "model": MODEL_FLAGS,
-        "sst2": sst2}, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "key_value": {str(k): v for k, v in table.items()},
+                "train_steps": args.max_steps,
+                "train_minutes": train_minutes,
+                "eval_loss": summary["eval_loss"],
+                "model": MODEL_FLAGS,
+                "sst2": sst2,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     plot(table, sst2, RESULTS / f"{name}.png")
     print(f"wrote {RESULTS / (name + '.json')} and {name}.png")
 

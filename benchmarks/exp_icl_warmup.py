@@ -61,16 +61,30 @@ def heldout_bits_per_char(model_dir: Path, max_tokens: int = 250) -> float:
 
 def measure(model_dir: Path, num_mappings: int) -> dict:
     table = exp_icl.evaluate_key_value(model_dir, SHOTS, [0, 1, 2], num_mappings)
-    return {"key_value": {str(k): row["mean"] for k, row in table.items()},
-            "bits_per_char": heldout_bits_per_char(model_dir)}
+    return {
+        "key_value": {str(k): row["mean"] for k, row in table.items()},
+        "bits_per_char": heldout_bits_per_char(model_dir),
+    }
 
 
 def train(flags: list[str], output_dir: Path) -> float:
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     start = time.perf_counter()
-    run_pretraining(*parse_args([*flags, "--output_dir", str(output_dir), "--overwrite_output_dir",
-                                 "--report_to", "none", "--save_steps", "0"]))
+    run_pretraining(
+        *parse_args(
+            [
+                *flags,
+                "--output_dir",
+                str(output_dir),
+                "--overwrite_output_dir",
+                "--report_to",
+                "none",
+                "--save_steps",
+                "0",
+            ]
+        )
+    )
     return (time.perf_counter() - start) / 60
 
 
@@ -81,8 +95,12 @@ def mean_std(values: list[float]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1])
-    parser.add_argument("--variant", action="append", default=[],
-                        help="NAME=FLAGS: also train with these pretrain.py flags (repeatable).")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=FLAGS: also train with these pretrain.py flags (repeatable).",
+    )
     parser.add_argument("--baseline", type=Path, action="append", default=[], help="Also measure this saved model.")
     parser.add_argument("--num_mappings", type=int, default=100)
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "exp_icl_warmup")
@@ -101,16 +119,20 @@ def main():
     for path in args.baseline:
         rows.append({"model": str(path), "flags": None, "runs": [measure(path, args.num_mappings)]})
 
-    print(f"\nKey -> value accuracy on {args.num_mappings} held-out mappings (chance 0.125) and held-out docstring "
-          f"bits/char; mean ± std over seeds {args.seeds}")
+    print(
+        f"\nKey -> value accuracy on {args.num_mappings} held-out mappings (chance 0.125) and held-out docstring "
+        f"bits/char; mean ± std over seeds {args.seeds}"
+    )
     print("| model | " + " | ".join(f"k={k}" for k in SHOTS) + " | bits/char | minutes |")
     print("|---|" + "---:|" * (len(SHOTS) + 2))
     for row in rows:
         runs = row["runs"]
         cells = [mean_std([r["key_value"][str(k)] for r in runs]) for k in SHOTS]
         minutes = mean_std([r["minutes"] for r in runs]) if "minutes" in runs[0] else "—"
-        print(f"| {row['model']} | " + " | ".join(cells) + f" | {mean_std([r['bits_per_char'] for r in runs])} "
-              f"| {minutes} |")
+        print(
+            f"| {row['model']} | " + " | ".join(cells) + f" | {mean_std([r['bits_per_char'] for r in runs])} "
+            f"| {minutes} |"
+        )
     out = ROOT / "benchmarks" / "results" / "exp_icl_warmup.json"
     out.write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")

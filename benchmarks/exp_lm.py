@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -39,9 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "exp_lm.json"
 
-MODEL_FLAGS = dict(vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                   max_position_embeddings=256, block_size=128, per_device_train_batch_size=16,
-                   learning_rate=2e-3, icl_warmup_steps=0)
+MODEL_FLAGS = dict(
+    vocab_size=2048,
+    hidden_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+    block_size=128,
+    per_device_train_batch_size=16,
+    learning_rate=2e-3,
+    icl_warmup_steps=0,
+)
 
 
 def split_corpus(corpus: Path, workdir: Path) -> tuple[Path, Path]:
@@ -56,8 +65,13 @@ def split_corpus(corpus: Path, workdir: Path) -> tuple[Path, Path]:
 def seconds_per_step(batch_size: int, block_size: int) -> float:
     """Time a few forward+backward+AdamW steps of the experiment's model on random tokens."""
     f = MODEL_FLAGS
-    config = GPTConfig(vocab_size=f["vocab_size"], hidden_size=f["hidden_size"], num_hidden_layers=f["num_hidden_layers"],
-                       num_attention_heads=f["num_attention_heads"], max_position_embeddings=f["max_position_embeddings"])
+    config = GPTConfig(
+        vocab_size=f["vocab_size"],
+        hidden_size=f["hidden_size"],
+        num_hidden_layers=f["num_hidden_layers"],
+        num_attention_heads=f["num_attention_heads"],
+        max_position_embeddings=f["max_position_embeddings"],
+    )
     model = GPTForCausalLM(config).train()
     optimizer = torch.optim.AdamW(model.parameters())
     x = torch.randint(2, f["vocab_size"], (batch_size, block_size))
@@ -76,14 +90,14 @@ def ngram_losses(train_blocks, eval_blocks, vocab_size: int, k: float = 0.01) ->
     unigram, bigram, context = Counter(), Counter(), Counter()
     for block in train_blocks:
         unigram.update(block)
-        bigram.update(zip(block[:-1], block[1:]))
+        bigram.update(pairwise(block))
         context.update(block[:-1])
     total = sum(unigram.values())
     p_uni = {t: (unigram[t] + 1) / (total + vocab_size) for t in range(vocab_size)}
     nll_uni = nll_bi = 0.0
     count = 0
     for block in eval_blocks:
-        for prev, cur in zip(block[:-1], block[1:]):
+        for prev, cur in pairwise(block):
             nll_uni -= math.log(p_uni[cur])
             # add-k on the counts, with the k mass spread like the unigram (a proper distribution over the vocab)
             p = (bigram[(prev, cur)] + k * vocab_size * p_uni[cur]) / (context[prev] + k * vocab_size)
@@ -115,15 +129,30 @@ def main():
             GradientState._reset_state()
             out = args.output_dir / f"seed{seed}"
             flags = [f"--{k}={v}" for k, v in MODEL_FLAGS.items()] + [
-                f"--dataset={train_file}", f"--eval_dataset={held_out_file}", f"--output_dir={out}",
-                f"--max_steps={max_steps}", f"--eval_steps={max(max_steps // 4, 1)}", "--save_steps=0",
-                "--max_eval_samples=100000", f"--seed={seed}", "--overwrite_output_dir",
-                "--sample_prompt=ROMEO:", "--sample_max_new_tokens=120", "--report_to=none", "--logging_steps=50",
+                f"--dataset={train_file}",
+                f"--eval_dataset={held_out_file}",
+                f"--output_dir={out}",
+                f"--max_steps={max_steps}",
+                f"--eval_steps={max(max_steps // 4, 1)}",
+                "--save_steps=0",
+                "--max_eval_samples=100000",
+                f"--seed={seed}",
+                "--overwrite_output_dir",
+                "--sample_prompt=ROMEO:",
+                "--sample_max_new_tokens=120",
+                "--report_to=none",
+                "--logging_steps=50",
             ]
             start = time.perf_counter()
             summary = run_pretraining(*parse_args(flags))
-            runs.append({"seed": seed, "loss": summary["eval_loss"], "minutes": (time.perf_counter() - start) / 60,
-                         "sample": summary["report"].removeprefix("Sample:\n")})
+            runs.append(
+                {
+                    "seed": seed,
+                    "loss": summary["eval_loss"],
+                    "minutes": (time.perf_counter() - start) / 60,
+                    "sample": summary["report"].removeprefix("Sample:\n"),
+                }
+            )
         # the BPE tokenizer is a deterministic function of the training text: the baselines are seed-free
         tokenizer = load_tokenizer(str(args.output_dir / f"seed{args.seeds[0]}"))
         train_blocks = pack_into_blocks(load_text_dataset(str(train_file)), tokenizer, MODEL_FLAGS["block_size"])
@@ -140,16 +169,19 @@ def main():
     for row in rows:
         row["perplexity"] = math.exp(row["loss"])
     minutes = statistics.mean(r["minutes"] for r in runs)
-    print(f"\nTiny Shakespeare, held-out last 10% ({len(eval_blocks)} blocks of {MODEL_FLAGS['block_size']} "
-          f"BPE-{len(tokenizer)} tokens); {len(runs)} seed(s), {minutes:.1f} min of training each on "
-          f"{os.cpu_count()} CPU cores")
+    print(
+        f"\nTiny Shakespeare, held-out last 10% ({len(eval_blocks)} blocks of {MODEL_FLAGS['block_size']} "
+        f"BPE-{len(tokenizer)} tokens); {len(runs)} seed(s), {minutes:.1f} min of training each on "
+        f"{os.cpu_count()} CPU cores"
+    )
     print(f"{'model':<28}{'loss (nats/token)':>24}{'perplexity':>12}")
     for row in rows:
         print(f"{row['model']:<28}{row['loss']:>16.3f} +- {row['std']:.3f}{row['perplexity']:>12.1f}")
-    print("\nSample (seed %d, prompt 'ROMEO:'):\n%s" % (runs[0]["seed"], runs[0]["sample"]))
+    print(f"\nSample (seed {runs[0]['seed']}, prompt 'ROMEO:'):\n{runs[0]['sample']}")
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS},
-                                  indent=2) + "\n")
+    results.write_text(
+        json.dumps({"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS}, indent=2) + "\n"
+    )
     print(f"wrote {results}")
 
 

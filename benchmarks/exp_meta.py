@@ -57,18 +57,55 @@ def simclr_pretrain(images, train_classes, out: Path, steps: int) -> Path:
             Image.fromarray(images.pixels[i].permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        flags = ["--objective", "contrastive", "--dataset", tmp, "--image_size", "28", "--resnet_layers", "1", "1", "1", "1",
-                 "--resnet_widths", *map(str, WIDTHS), "--projection_dims", "128", "64", "--per_device_train_batch_size", "128",
-                 "--learning_rate", "2e-3", "--max_steps", str(steps), "--eval_steps", "0", "--save_steps", "0",
-                 "--output_dir", str(out), "--overwrite_output_dir", "--report_to", "none", "--knn_k", "20",
-                 "--knn_bank_size", "1000", "--eval_split_fraction", "0.05", "--seed", "0"]
+        flags = [
+            "--objective",
+            "contrastive",
+            "--dataset",
+            tmp,
+            "--image_size",
+            "28",
+            "--resnet_layers",
+            "1",
+            "1",
+            "1",
+            "1",
+            "--resnet_widths",
+            *map(str, WIDTHS),
+            "--projection_dims",
+            "128",
+            "64",
+            "--per_device_train_batch_size",
+            "128",
+            "--learning_rate",
+            "2e-3",
+            "--max_steps",
+            str(steps),
+            "--eval_steps",
+            "0",
+            "--save_steps",
+            "0",
+            "--output_dir",
+            str(out),
+            "--overwrite_output_dir",
+            "--report_to",
+            "none",
+            "--knn_k",
+            "20",
+            "--knn_bank_size",
+            "1000",
+            "--eval_split_fraction",
+            "0.05",
+            "--seed",
+            "0",
+        ]
         run_pretraining(*parse_args(flags))
     return out
 
 
 def _meta_args(**kw) -> MetaArguments:
-    return MetaArguments(dataset=str(OMNIGLOT), image_size=28, resnet_widths=WIDTHS, class_split=[0.7, 0.15, 0.15],
-                         seed=0, **kw)
+    return MetaArguments(
+        dataset=str(OMNIGLOT), image_size=28, resnet_widths=WIDTHS, class_split=[0.7, 0.15, 0.15], seed=0, **kw
+    )
 
 
 def train_from(model_factory, data, episode, steps: int, lr: float) -> float:
@@ -126,7 +163,9 @@ def main():
     start = time.perf_counter()
     scratch = lambda: build_model(_meta_args())  # noqa: E731
     for k, sampler in samplers.items():
-        record("scratch", k, [train_from(scratch, data, sampler[i], args.adapt_steps, 1e-3) for i in range(args.episodes)])
+        record(
+            "scratch", k, [train_from(scratch, data, sampler[i], args.adapt_steps, 1e-3) for i in range(args.episodes)]
+        )
     timings["scratch"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -136,34 +175,61 @@ def main():
     encoder = simclr().eval()
     for k, sampler in samplers.items():
         record("SimCLR + linear probe", k, [probe_accuracy(encoder, data, sampler[i]) for i in range(args.episodes)])
-        record("SimCLR + fine-tune", k, [train_from(simclr, data, sampler[i], args.adapt_steps, 1e-3)
-                                          for i in range(args.episodes)])
+        record(
+            "SimCLR + fine-tune",
+            k,
+            [train_from(simclr, data, sampler[i], args.adapt_steps, 1e-3) for i in range(args.episodes)],
+        )
 
-    for name, extra in [("MAML", {"algorithm": "maml"}), ("FOMAML", {"algorithm": "fomaml"}),
-                        ("ANIL", {"algorithm": "anil"}), ("ProtoNet", {"algorithm": "protonet"}),
-                        ("SimCLR + ANIL", {"algorithm": "anil", "model_name_or_path": str(simclr_dir)})]:
+    for name, extra in [
+        ("MAML", {"algorithm": "maml"}),
+        ("FOMAML", {"algorithm": "fomaml"}),
+        ("ANIL", {"algorithm": "anil"}),
+        ("ProtoNet", {"algorithm": "protonet"}),
+        ("SimCLR + ANIL", {"algorithm": "anil", "model_name_or_path": str(simclr_dir)}),
+    ]:
         for k in (1, 5):
             start = time.perf_counter()
-            meta = _meta_args(**extra, shots=k, test_shots=[k], meta_steps=args.meta_steps, eval_steps=0,
-                              save_steps=0, test_episodes=args.episodes,
-                              output_dir=str(args.output_dir / f"{name.replace(' ', '_')}-{k}shot"))
+            meta = _meta_args(
+                **extra,
+                shots=k,
+                test_shots=[k],
+                meta_steps=args.meta_steps,
+                eval_steps=0,
+                save_steps=0,
+                test_episodes=args.episodes,
+                output_dir=str(args.output_dir / f"{name.replace(' ', '_')}-{k}shot"),
+            )
             _, metrics = run_meta_training(meta)
             timings[f"{name} {k}-shot"] = time.perf_counter() - start
             row = metrics["meta_test"][f"5-way {k}-shot"]
             table.setdefault(name, {})[f"{k}-shot"] = row
             print(f"{name:<24} 5-way {k}-shot: {100 * row['accuracy']:5.1f} +- {100 * row['ci95']:.1f}", flush=True)
 
-    print(f"\nOmniglot, 5-way, {len(test_classes)} held-out characters, {args.episodes} episodes per cell, "
-          f"mean +- 95% CI; meta-training {args.meta_steps} steps, SimCLR {args.simclr_steps} steps")
+    print(
+        f"\nOmniglot, 5-way, {len(test_classes)} held-out characters, {args.episodes} episodes per cell, "
+        f"mean +- 95% CI; meta-training {args.meta_steps} steps, SimCLR {args.simclr_steps} steps"
+    )
     print("| method | 1-shot (%) | 5-shot (%) |\n|---|---:|---:|")
     for name, row in table.items():
         cells = [f"{100 * row[s]['accuracy']:.1f} ± {100 * row[s]['ci95']:.1f}" for s in ("1-shot", "5-shot")]
         print(f"| {name} | {cells[0]} | {cells[1]} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "exp_meta_quick" if args.quick else "exp_meta"
-    (RESULTS / f"{name}.json").write_text(json.dumps({"table": table, "seconds": timings, "episodes": args.episodes,
-                                                       "meta_steps": args.meta_steps, "simclr_steps": args.simclr_steps,
-                                                       "adapt_steps": args.adapt_steps}, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "table": table,
+                "seconds": timings,
+                "episodes": args.episodes,
+                "meta_steps": args.meta_steps,
+                "simclr_steps": args.simclr_steps,
+                "adapt_steps": args.adapt_steps,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     plot(table, RESULTS / f"{name}.png")
     print(f"wrote {RESULTS / (name + '.json')} and {name}.png")
 

@@ -29,37 +29,59 @@ CONCURRENCY = 2
 
 # preset -> (demonstrations, query); label words are the verbalizer (one per label)
 EXAMPLES = {
-    "sentiment": ([["a gripping, beautifully acted film", "positive"], ["dull and far too long", "negative"],
-                   ["a warm and funny story", "positive"], ["the plot makes no sense", "negative"]],
-                  "an honest, moving portrait"),
-    "question_type": ([["How far is the moon from the earth?", "number"], ["Who wrote Hamlet?", "person"],
-                       ["Where is the Eiffel Tower?", "location"], ["What does NASA stand for?", "abbreviation"]],
-                      "Who painted the Mona Lisa?"),
-    "topic": ([["The central bank raised interest rates again.", "business"],
-               ["The striker scored twice in the final.", "sports"],
-               ["A new chip doubles battery life of phones.", "technology"],
-               ["Leaders met to discuss the border treaty.", "world"]],
-              "Shares fell after the earnings report."),
+    "sentiment": (
+        [
+            ["a gripping, beautifully acted film", "positive"],
+            ["dull and far too long", "negative"],
+            ["a warm and funny story", "positive"],
+            ["the plot makes no sense", "negative"],
+        ],
+        "an honest, moving portrait",
+    ),
+    "question_type": (
+        [
+            ["How far is the moon from the earth?", "number"],
+            ["Who wrote Hamlet?", "person"],
+            ["Where is the Eiffel Tower?", "location"],
+            ["What does NASA stand for?", "abbreviation"],
+        ],
+        "Who painted the Mona Lisa?",
+    ),
+    "topic": (
+        [
+            ["The central bank raised interest rates again.", "business"],
+            ["The striker scored twice in the final.", "sports"],
+            ["A new chip doubles battery life of phones.", "technology"],
+            ["Leaders met to discuss the border treaty.", "world"],
+        ],
+        "Shares fell after the earnings report.",
+    ),
     # the `key value` lines of hfssl.data.synthetic (the default run's in-context warm-up); the query's key
     # appears in the demonstrations, so a model that copies from its context answers "blue"
-    "key_value": ([["q", "red"], ["w", "blue"], ["e", "gold"], ["r", "pink"], ["w", "blue"], ["q", "red"],
-                   ["r", "pink"]], "w"),
+    "key_value": (
+        [["q", "red"], ["w", "blue"], ["e", "gold"], ["r", "pink"], ["w", "blue"], ["q", "red"], ["r", "pink"]],
+        "w",
+    ),
 }
 
 # What each preset needs from a model, with what was measured (README: "Learning check: does in-context
 # learning emerge here?" and "Demo").
-_NEEDS_LANGUAGE = ("needs a model that already knows English {what} (a Hub model such as `gpt2`). Models "
-                   "pretrained here for minutes answer such tasks at chance (SST-2 k-shot: 0.48-0.49): expect "
-                   "the raw bars to show the model's label bias (one label near 1) and calibration to flatten them.")
+_NEEDS_LANGUAGE = (
+    "needs a model that already knows English {what} (a Hub model such as `gpt2`). Models "
+    "pretrained here for minutes answer such tasks at chance (SST-2 k-shot: 0.48-0.49): expect "
+    "the raw bars to show the model's label bias (one label near 1) and calibration to flatten them."
+)
 PRESET_NOTES = {
     "sentiment": "**Sentiment** " + _NEEDS_LANGUAGE.format(what="and how reviews express opinions"),
     "question_type": "**Question type** " + _NEEDS_LANGUAGE.format(what="questions"),
     "topic": "**Topic** " + _NEEDS_LANGUAGE.format(what="news"),
-    "key_value": ("**Key -> value**: the values are arbitrary, so only the demonstrations tell them: the model "
-                  "must copy from its context (induction). The README's default model (`gpt-stdlib`, trained with "
-                  "the in-context warm-up) is right 69% of the time with 4 demonstrations and 85% with 8 on "
-                  "held-out mappings (chance 12.5%; the query's key is among 8 random lines 90% of the time). "
-                  "Here every key of the query is in the demonstrations."),
+    "key_value": (
+        "**Key -> value**: the values are arbitrary, so only the demonstrations tell them: the model "
+        "must copy from its context (induction). The README's default model (`gpt-stdlib`, trained with "
+        "the in-context warm-up) is right 69% of the time with 4 demonstrations and 85% with 8 on "
+        "held-out mappings (chance 12.5%; the query's key is among 8 random lines 90% of the time). "
+        "Here every key of the query is in the demonstrations."
+    ),
 }
 # the preset the page opens on: the one the default model answers from its context
 FIRST_PRESET = "key_value"
@@ -76,8 +98,15 @@ def preset_fields(name: str) -> tuple[str, str, str, str, list, str, str]:
         words = sorted(set(template.verbalizer.values()))
     else:  # key -> value: the values of the demonstrations, in order of appearance
         words = list(dict.fromkeys(label for _, label in rows))
-    return (template.input_prefix, template.output_prefix, escape(template.demo_delimiter), ", ".join(words), rows,
-            query, PRESET_NOTES[name])
+    return (
+        template.input_prefix,
+        template.output_prefix,
+        escape(template.demo_delimiter),
+        ", ".join(words),
+        rows,
+        query,
+        PRESET_NOTES[name],
+    )
 
 
 def _is_causal_lm(config_file: Path) -> bool:
@@ -158,8 +187,10 @@ def describe(store: ModelStore, name: str) -> str:
     model, tokenizer = store.causal_lm(name)
     params = sum(p.numel() for p in model.parameters())
     window = context_window(model)
-    return (f"**{name}** — {type(model).__name__}, {params:,} parameters, context {window or 'unlimited'} tokens, "
-            f"tokenizer {type(tokenizer).__name__} ({len(tokenizer):,} tokens)")
+    return (
+        f"**{name}** — {type(model).__name__}, {params:,} parameters, context {window or 'unlimited'} tokens, "
+        f"tokenizer {type(tokenizer).__name__} ({len(tokenizer):,} tokens)"
+    )
 
 
 def unescape(text: str) -> str:
@@ -171,18 +202,24 @@ def escape(text: str) -> str:
     return text.replace("\n", "\\n").replace("\t", "\\t")
 
 
-def build_template(preset: str, instruction: str, input_prefix: str, output_prefix: str, delimiter: str,
-                   labels: str) -> tuple[PromptTemplate, list[str]]:
+def build_template(
+    preset: str, instruction: str, input_prefix: str, output_prefix: str, delimiter: str, labels: str
+) -> tuple[PromptTemplate, list[str]]:
     """A template whose verbalizer is the comma-separated label words (each label is its own word);
     `delimiter` (escaped, e.g. `\n\n`) separates demonstrations."""
     words = [w.strip() for w in (labels or "").split(",") if w.strip()]
     if len(words) < 2:
         raise ValueError("List at least two comma-separated labels.")
     base = PRESETS.get(preset, PRESETS["sentiment"])
-    template = PromptTemplate(verbalizer={w: w for w in words}, instruction=instruction or "",
-                              input_prefix=input_prefix, field_delimiter=base.field_delimiter,
-                              output_prefix=output_prefix, target_delimiter=base.target_delimiter,
-                              demo_delimiter=unescape(delimiter) or base.demo_delimiter)
+    template = PromptTemplate(
+        verbalizer={w: w for w in words},
+        instruction=instruction or "",
+        input_prefix=input_prefix,
+        field_delimiter=base.field_delimiter,
+        output_prefix=output_prefix,
+        target_delimiter=base.target_delimiter,
+        demo_delimiter=unescape(delimiter) or base.demo_delimiter,
+    )
     return template, words
 
 
@@ -232,27 +269,43 @@ def score_labels(store, model_name, preset, instruction, input_prefix, output_pr
     """Per-label probabilities, raw and contextually calibrated, plus the prompt and its token count."""
     import pandas as pd
 
-    classifier, template, demos_text, query = prepare(store, model_name, preset, instruction, input_prefix,
-                                                      output_prefix, delimiter, labels, demos, query)
+    classifier, template, demos_text, query = prepare(
+        store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query
+    )
     prompt, tokens = prompt_info(classifier, template, demos_text, query)
     scores = classifier.score([query], [demos_text], calibrate=True)
     kinds = ["raw"] * len(classifier.options) + ["calibrated"] * len(classifier.options)
-    table = pd.DataFrame({
-        "label": classifier.options * 2,
-        "probability": scores.probs[0].tolist() + scores.calibrated[0].tolist(),
-        "kind": kinds,
-        "bar": [f"{w} ({k})" for w, k in zip(classifier.options * 2, kinds)],  # one bar each, not stacked
-    })
+    table = pd.DataFrame(
+        {
+            "label": classifier.options * 2,
+            "probability": scores.probs[0].tolist() + scores.calibrated[0].tolist(),
+            "kind": kinds,
+            "bar": [f"{w} ({k})" for w, k in zip(classifier.options * 2, kinds)],  # one bar each, not stacked
+        }
+    )
     return table, prompt, tokens
 
 
-def generate(store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query,
-             max_new_tokens, temperature):
+def generate(
+    store,
+    model_name,
+    preset,
+    instruction,
+    input_prefix,
+    output_prefix,
+    delimiter,
+    labels,
+    demos,
+    query,
+    max_new_tokens,
+    temperature,
+):
     """Stream the continuation of the prompt (greedy at temperature 0)."""
     from transformers import TextIteratorStreamer
 
-    classifier, template, demos_text, query = prepare(store, model_name, preset, instruction, input_prefix,
-                                                      output_prefix, delimiter, labels, demos, query)
+    classifier, template, demos_text, query = prepare(
+        store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query
+    )
     prompt, _ = prompt_info(classifier, template, demos_text, query)
     model, tokenizer = classifier.model, classifier.tokenizer
     inputs = tokenizer(prompt, return_tensors="pt")
@@ -260,8 +313,13 @@ def generate(store, model_name, preset, instruction, input_prefix, output_prefix
     new_tokens = max(1, min(int(max_new_tokens), MAX_NEW_TOKENS, room))
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = float(temperature) > 0
-    kwargs = dict(**inputs, max_new_tokens=new_tokens, streamer=streamer, do_sample=sampling,
-                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    kwargs = dict(
+        **inputs,
+        max_new_tokens=new_tokens,
+        streamer=streamer,
+        do_sample=sampling,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
     if sampling:
         kwargs["temperature"] = float(temperature)
     thread = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
@@ -294,15 +352,21 @@ def neighbours(store, encoder_name, image, reference: str, k: int = 5):
     feats = torch.nn.functional.normalize(feats, dim=1)
     similarity = feats[1:] @ feats[0]
     top = similarity.topk(min(int(k), len(similarity)))
-    gallery = [(bank.pixels[i].permute(1, 2, 0).numpy(),
-                f"{bank.label_names[int(bank.labels[i])] if bank.label_names else ''} (cos {s:.3f})")
-               for s, i in zip(top.values.tolist(), top.indices.tolist())]
+    gallery = [
+        (
+            bank.pixels[i].permute(1, 2, 0).numpy(),
+            f"{bank.label_names[int(bank.labels[i])] if bank.label_names else ''} (cos {s:.3f})",
+        )
+        for s, i in zip(top.values.tolist(), top.indices.tolist())
+    ]
     prediction = "this encoder has no classification head"
     if has_head:
         with torch.no_grad():
             probs = model(normalize(query.float() / 255)).logits.softmax(-1)[0]
         best = probs.topk(min(3, len(probs)))
-        prediction = ", ".join(f"{model.config.id2label[int(i)]}: {p:.2f}" for p, i in zip(best.values.tolist(), best.indices.tolist()))
+        prediction = ", ".join(
+            f"{model.config.id2label[int(i)]}: {p:.2f}" for p, i in zip(best.values.tolist(), best.indices.tolist())
+        )
     return gallery, prediction
 
 
@@ -312,6 +376,7 @@ def _friendly(fn):
     import inspect
 
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def wrapper(*args):
             try:
@@ -319,12 +384,14 @@ def _friendly(fn):
             except (ValueError, OSError) as err:
                 raise gr.Error(str(err)) from None
     else:
+
         @functools.wraps(fn)
         def wrapper(*args):
             try:
                 return fn(*args)
             except (ValueError, OSError) as err:
                 raise gr.Error(str(err)) from None
+
     return wrapper
 
 
@@ -335,34 +402,58 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
         main_model = Path(DEFAULT_OUTPUT_DIRS["causal_lm"]).name
         default_model = main_model if main_model in choices else choices[0]
     with gr.Blocks(title="hfssl playground") as app:
-        gr.Markdown("# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder.")
+        gr.Markdown(
+            "# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder."
+        )
         with gr.Tab("Few-shot prompts"):
             with gr.Row():
-                model_box = gr.Dropdown(choices, value=default_model, allow_custom_value=True,
-                                        label=f"Model (a folder under {store.root} or a Hub id)", elem_id="model")
+                model_box = gr.Dropdown(
+                    choices,
+                    value=default_model,
+                    allow_custom_value=True,
+                    label=f"Model (a folder under {store.root} or a Hub id)",
+                    elem_id="model",
+                )
                 info = gr.Markdown(elem_id="model-info")
-            first_prefix, first_output, first_delimiter, first_labels, first_rows, first_query, first_note = \
+            first_prefix, first_output, first_delimiter, first_labels, first_rows, first_query, first_note = (
                 preset_fields(FIRST_PRESET)
+            )
             preset = gr.Dropdown(list(EXAMPLES), value=FIRST_PRESET, label="Preset", elem_id="preset")
             preset_note = gr.Markdown(first_note, elem_id="preset-note")
             with gr.Row():
                 instruction = gr.Textbox(label="Instruction", value="", elem_id="instruction")
                 input_prefix = gr.Textbox(label="Input prefix", value=first_prefix, elem_id="input-prefix")
                 output_prefix = gr.Textbox(label="Output prefix", value=first_output, elem_id="output-prefix")
-                delimiter = gr.Textbox(label="Delimiter between demonstrations (\\n = newline)",
-                                       value=first_delimiter, elem_id="delimiter")
-                labels = gr.Textbox(label="Labels (comma-separated; each is its own answer word)",
-                                    value=first_labels, elem_id="labels")
-            demos = gr.Dataframe(headers=["input", "label"], value=first_rows, column_count=(2, "fixed"),
-                                 row_count=4, interactive=True, label="Demonstrations", elem_id="demos")
+                delimiter = gr.Textbox(
+                    label="Delimiter between demonstrations (\\n = newline)", value=first_delimiter, elem_id="delimiter"
+                )
+                labels = gr.Textbox(
+                    label="Labels (comma-separated; each is its own answer word)", value=first_labels, elem_id="labels"
+                )
+            demos = gr.Dataframe(
+                headers=["input", "label"],
+                value=first_rows,
+                column_count=(2, "fixed"),
+                row_count=4,
+                interactive=True,
+                label="Demonstrations",
+                elem_id="demos",
+            )
             query = gr.Textbox(label="Query", value=first_query, elem_id="query")
             with gr.Row():
                 score_button = gr.Button("Score labels", variant="primary", elem_id="score")
                 generate_button = gr.Button("Generate", elem_id="generate")
                 max_new = gr.Slider(1, MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
                 temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: greedy)")
-            chart = gr.BarPlot(x="bar", y="probability", color="kind", label="Label probabilities", elem_id="chart",
-                               y_lim=[0, 1], sort=None)
+            chart = gr.BarPlot(
+                x="bar",
+                y="probability",
+                color="kind",
+                label="Label probabilities",
+                elem_id="chart",
+                y_lim=[0, 1],
+                sort=None,
+            )
             probabilities = gr.Dataframe(label="Probabilities", elem_id="probabilities")
             tokens = gr.Markdown(elem_id="tokens")
             prompt = gr.Textbox(label="Exact prompt", lines=8, elem_id="prompt")
@@ -370,22 +461,37 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
 
             fields = [model_box, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query]
 
-            preset.change(_friendly(preset_fields), preset,
-                          [input_prefix, output_prefix, delimiter, labels, demos, query, preset_note],
-                          api_name="preset")
+            preset.change(
+                _friendly(preset_fields),
+                preset,
+                [input_prefix, output_prefix, delimiter, labels, demos, query, preset_note],
+                api_name="preset",
+            )
             model_box.change(_friendly(lambda name: describe(store, name)), model_box, info, api_name="describe")
 
             def on_score(*args):
                 table, text, count = score_labels(store, *args)
                 return table, table[["label", "kind", "probability"]].round(4), text, count
 
-            score_button.click(_friendly(on_score), fields, [chart, probabilities, prompt, tokens], api_name="score",
-                               concurrency_limit=CONCURRENCY)
-            generate_button.click(_friendly(lambda *a: (yield from generate(store, *a))), fields + [max_new, temperature],
-                                  continuation, api_name="generate", concurrency_limit=CONCURRENCY)
+            score_button.click(
+                _friendly(on_score),
+                fields,
+                [chart, probabilities, prompt, tokens],
+                api_name="score",
+                concurrency_limit=CONCURRENCY,
+            )
+            generate_button.click(
+                _friendly(lambda *a: (yield from generate(store, *a))),
+                fields + [max_new, temperature],
+                continuation,
+                api_name="generate",
+                concurrency_limit=CONCURRENCY,
+            )
         with gr.Tab("Vision encoder"):
             encoder_box = gr.Dropdown(encoders, value=None, allow_custom_value=True, label="SimCLR encoder")
-            reference = gr.Textbox(value="digits", label="Reference images (digits, or a data set under the models root)")
+            reference = gr.Textbox(
+                value="digits", label="Reference images (digits, or a data set under the models root)"
+            )
             image = gr.Image(label="Image", type="numpy")
             topk = gr.Slider(1, 16, value=5, step=1, label="Neighbours")
             find = gr.Button("Find neighbours")
@@ -397,8 +503,13 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                     ref = _inside(store.root, ref)
                 return neighbours(store, name, img, ref, k)
 
-            find.click(_friendly(on_find), [encoder_box, image, reference, topk], [gallery, predicted],
-                       api_name="neighbours", concurrency_limit=CONCURRENCY)
+            find.click(
+                _friendly(on_find),
+                [encoder_box, image, reference, topk],
+                [gallery, predicted],
+                api_name="neighbours",
+                concurrency_limit=CONCURRENCY,
+            )
         app.load(_friendly(lambda name: describe(store, name) if name else ""), model_box, info)
     app.queue(default_concurrency_limit=CONCURRENCY)
     return app
@@ -418,8 +529,9 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args()
-    build_app(args.models_root, args.model).launch(server_name=args.host, server_port=args.port,
-                                                   max_file_size=MAX_UPLOAD, show_error=True)
+    build_app(args.models_root, args.model).launch(
+        server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True
+    )
 
 
 if __name__ == "__main__":

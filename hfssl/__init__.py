@@ -14,11 +14,11 @@ register_peft_defaults()
 
 __all__ = [
     "GPTConfig",
-    "GPTModel",
     "GPTForCausalLM",
     "GPTForSequenceClassification",
+    "GPTModel",
     "SimCLRConfig",
-    "SimCLRModel",
     "SimCLRForImageClassification",
+    "SimCLRModel",
     "__version__",
 ]

@@ -10,6 +10,7 @@ Tokens come only from `huggingface_hub.get_token()` (the HF_TOKEN variable or `h
 never printed, logged or written into the folder.
 """
 
+import contextlib
 import json
 import logging
 import shutil
@@ -27,8 +28,12 @@ logger = logging.getLogger(__name__)
 # top-level files of a saved model that belong on the Hub (folders such as checkpoints/ and logs never do)
 _UPLOAD_SUFFIXES = {".json", ".safetensors", ".py", ".txt", ".model", ".jinja"}
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-_PIPELINE_TAGS = {"GPTForCausalLM": "text-generation", "GPTForSequenceClassification": "text-classification",
-                  "SimCLRModel": "image-feature-extraction", "SimCLRForImageClassification": "image-classification"}
+_PIPELINE_TAGS = {
+    "GPTForCausalLM": "text-generation",
+    "GPTForSequenceClassification": "text-classification",
+    "SimCLRModel": "image-feature-extraction",
+    "SimCLRForImageClassification": "image-classification",
+}
 
 
 def _network_error_types() -> tuple[type[BaseException], ...]:
@@ -37,10 +42,8 @@ def _network_error_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [ConnectionError, TimeoutError]
     for module in ("httpx2", "httpx"):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             types.append(importlib.import_module(module).TransportError)
-        except (ImportError, AttributeError):
-            pass
     return tuple(types)
 
 
@@ -99,7 +102,8 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
         id2label = dict(enumerate(labels))
         kwargs = dict(num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     auto = {"SEQ_CLS": AutoModelForSequenceClassification, "CAUSAL_LM": AutoModelForCausalLM}.get(
-        peft_config.task_type, AutoModelForImageClassification if labels else AutoModel)
+        peft_config.task_type, AutoModelForImageClassification if labels else AutoModel
+    )
     base = auto.from_pretrained(peft_config.base_model_name_or_path, **kwargs)
     PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload().save_pretrained(out)
 
@@ -144,30 +148,57 @@ def _eval_results(metrics: dict, prompt_eval: dict, is_image: bool, run_args: di
         task = "image-classification" if is_image else "text-classification"
         for metric in ("accuracy", "macro_f1"):
             if metric in metrics:
-                results.append(EvalResult(task_type=task, dataset_type=Path(dataset).stem, dataset_name=dataset,
-                                          dataset_split=split, metric_type=metric.replace("macro_f1", "f1"),
-                                          metric_name=f"{metric} ({metrics.get('method', 'adapted')})",
-                                          metric_value=round(float(metrics[metric]), 4)))
+                results.append(
+                    EvalResult(
+                        task_type=task,
+                        dataset_type=Path(dataset).stem,
+                        dataset_name=dataset,
+                        dataset_split=split,
+                        metric_type=metric.replace("macro_f1", "f1"),
+                        metric_name=f"{metric} ({metrics.get('method', 'adapted')})",
+                        metric_value=round(float(metrics[metric]), 4),
+                    )
+                )
     for key, value in (metrics.get("final") or {}).items():  # pretraining: held-out loss, kNN accuracy
         if isinstance(value, (int, float)) and dataset:
-            results.append(EvalResult(task_type="image-feature-extraction" if is_image else "text-generation",
-                                      dataset_type=Path(dataset).stem, dataset_name=dataset,
-                                      dataset_split=f"held-out {args.get('eval_split_fraction', '')} of the data",
-                                      metric_type=key, metric_name=f"{key} (pretraining)",
-                                      metric_value=round(float(value), 4)))
+            results.append(
+                EvalResult(
+                    task_type="image-feature-extraction" if is_image else "text-generation",
+                    dataset_type=Path(dataset).stem,
+                    dataset_name=dataset,
+                    dataset_split=f"held-out {args.get('eval_split_fraction', '')} of the data",
+                    metric_type=key,
+                    metric_name=f"{key} (pretraining)",
+                    metric_value=round(float(value), 4),
+                )
+            )
     for setting, row in (metrics.get("meta_test") or {}).items():  # meta-learning: N-way K-shot accuracy
-        results.append(EvalResult(task_type="image-classification", dataset_type=Path(dataset or "episodes").stem,
-                                  dataset_name=dataset or "episodes", dataset_split="meta-test classes",
-                                  metric_type="accuracy", metric_name=f"{setting} accuracy (meta-test, "
-                                  f"+- {100 * row['ci95']:.1f} pts 95% CI, {row['episodes']} episodes)",
-                                  metric_value=round(float(row["accuracy"]), 4)))
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=Path(dataset or "episodes").stem,
+                dataset_name=dataset or "episodes",
+                dataset_split="meta-test classes",
+                metric_type="accuracy",
+                metric_name=f"{setting} accuracy (meta-test, "
+                f"+- {100 * row['ci95']:.1f} pts 95% CI, {row['episodes']} episodes)",
+                metric_value=round(float(row["accuracy"]), 4),
+            )
+        )
     for k, row in prompt_eval.get("shots", {}).items():
         for metric in ("accuracy", "accuracy_calibrated"):
             if metric in row:
-                results.append(EvalResult(task_type="text-classification", dataset_type=Path(prompt_eval["dataset"]).stem,
-                                          dataset_name=prompt_eval["dataset"], dataset_split="held-out queries",
-                                          metric_type="accuracy", metric_name=f"{metric} {k}-shot in context",
-                                          metric_value=round(row[metric]["mean"], 4)))
+                results.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        dataset_type=Path(prompt_eval["dataset"]).stem,
+                        dataset_name=prompt_eval["dataset"],
+                        dataset_split="held-out queries",
+                        metric_type="accuracy",
+                        metric_name=f"{metric} {k}-shot in context",
+                        metric_value=round(row[metric]["mean"], 4),
+                    )
+                )
     return results
 
 
@@ -192,34 +223,43 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
         model_name=repo_id,
         eval_results=_eval_results(metrics, prompt_eval, "image_size" in config, run_args) or None,
     )
-    results = "\n".join(f"| {r.metric_name} | {r.dataset_name} ({r.dataset_split}) | {r.metric_value} |"
-                        for r in (data.eval_results or []))
-    recipe = "\n".join(f"- `{k}`: `{v}`" for k, v in sorted(args.items()) if v not in (None, "", [], {})
-                       and "token" not in k.lower())
-    load = (f"from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained(\"{repo_id}\", trust_remote_code=True)"
-            if adapter else
-            f"from transformers import AutoConfig, AutoModel\nmodel = AutoModel.from_pretrained(\"{repo_id}\", trust_remote_code=True)")
+    results = "\n".join(
+        f"| {r.metric_name} | {r.dataset_name} ({r.dataset_split}) | {r.metric_value} |"
+        for r in (data.eval_results or [])
+    )
+    recipe = "\n".join(
+        f"- `{k}`: `{v}`" for k, v in sorted(args.items()) if v not in (None, "", [], {}) and "token" not in k.lower()
+    )
+    auto_class, package = ("AutoPeftModel", "peft") if adapter else ("AutoModel", "transformers")
+    load = (
+        f'from {package} import {auto_class}\nmodel = {auto_class}.from_pretrained("{repo_id}", trust_remote_code=True)'
+    )
+    trained_on = (
+        f"Trained on {metrics['num_train']} labelled examples, evaluated on {metrics['num_eval']}."
+        if "num_train" in metrics
+        else ""
+    )
     content = f"""---
 {data.to_yaml()}
 ---
 
 # {repo_id}
 
-{architecture or 'A model'} ({config.get('model_type', adapter.get('peft_type', 'adapter'))}) trained with
-hfssl: self-supervised pretraining, then adaptation{f" by {metrics['method']}" if metrics.get('method') else ''}.
-{f"Base model: `{base_model}`." if base_model else ''}
+{architecture or "A model"} ({config.get("model_type", adapter.get("peft_type", "adapter"))}) trained with
+hfssl: self-supervised pretraining, then adaptation{f" by {metrics['method']}" if metrics.get("method") else ""}.
+{f"Base model: `{base_model}`." if base_model else ""}
 
 ## Results
 
 | metric | data | value |
 |---|---|---|
-{results or '| (no evaluation recorded) | | |'}
+{results or "| (no evaluation recorded) | | |"}
 
-{f"Trained on {metrics['num_train']} labelled examples, evaluated on {metrics['num_eval']}." if 'num_train' in metrics else ''}
+{trained_on}
 
 ## Training recipe
 
-{recipe or 'See run_args.json.'}
+{recipe or "See run_args.json."}
 
 ## How to load
 
@@ -238,8 +278,9 @@ lower accuracy under distribution shift, and check for biases of the training da
     return ModelCard(content)
 
 
-def prepare_upload_folder(model_dir: str | Path, out: str | Path, repo_id: str, *, adapter_only: bool = False,
-                          license: str = "apache-2.0") -> list[str]:
+def prepare_upload_folder(
+    model_dir: str | Path, out: str | Path, repo_id: str, *, adapter_only: bool = False, license: str = "apache-2.0"
+) -> list[str]:
     """Write the exact folder that would be uploaded to `out`; return its file names (sorted).
 
     A LoRA adapter folder is merged into its base unless adapter_only; adapter_only on a full model is an
@@ -286,25 +327,40 @@ def _with_retries(action, what: str, attempts: int = 3, wait_s: float = 2.0):
         except HfHubHTTPError as err:
             status = getattr(err.response, "status_code", None)
             if status in (401, 403):
-                raise HubError(f"{what}: the Hub refused the token (HTTP {status}); check that it has write access "
-                               "to this namespace.") from None
+                raise HubError(
+                    f"{what}: the Hub refused the token (HTTP {status}); check that it has write access "
+                    "to this namespace."
+                ) from None
             if status == 409:
-                raise HubError(f"{what}: name conflict (HTTP 409); the repository exists with another type or "
-                               "you cannot write to it. Choose another --repo_id.") from None
+                raise HubError(
+                    f"{what}: name conflict (HTTP 409); the repository exists with another type or "
+                    "you cannot write to it. Choose another --repo_id."
+                ) from None
             if status not in (429, 500, 502, 503, 504) or attempt == attempts:
                 raise HubError(f"{what} failed (HTTP {status}): {str(err).splitlines()[0]}") from None
         except NETWORK_ERRORS as err:
             if attempt == attempts:
-                raise HubError(f"{what}: could not reach the Hub after {attempts} attempts ({type(err).__name__}). "
-                               "Check the network, or use --dry_run to prepare the folder offline.") from None
+                raise HubError(
+                    f"{what}: could not reach the Hub after {attempts} attempts ({type(err).__name__}). "
+                    "Check the network, or use --dry_run to prepare the folder offline."
+                ) from None
         logger.warning("%s: transient failure, retrying (%d/%d)", what, attempt, attempts)
         time.sleep(wait_s * attempt)
     raise AssertionError("unreachable")
 
 
-def push_to_hub(model_dir: str | Path, repo_id: str, *, private: bool = False, adapter_only: bool = False,
-                revision: str | None = None, dry_run: bool = False, dry_run_dir: str | Path | None = None,
-                api: HfApi | None = None, commit_message: str | None = None) -> dict:
+def push_to_hub(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    adapter_only: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    dry_run_dir: str | Path | None = None,
+    api: HfApi | None = None,
+    commit_message: str | None = None,
+) -> dict:
     """Prepare the upload folder and push it (or, with dry_run, only write it). Returns a summary dict."""
     if not repo_id or repo_id.count("/") != 1:
         raise HubError(f"--repo_id must look like user/name, got {repo_id!r}.")
@@ -318,15 +374,29 @@ def push_to_hub(model_dir: str | Path, repo_id: str, *, private: bool = False, a
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
         files = prepare_upload_folder(model_dir, tmp, repo_id, adapter_only=adapter_only)
-        url = _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
-                            f"Creating {repo_id}")
+        url = _with_retries(
+            lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"), f"Creating {repo_id}"
+        )
         if revision:
-            _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), f"Creating branch {revision}")
-        commit = _with_retries(lambda: api.upload_folder(
-            repo_id=repo_id, folder_path=tmp, repo_type="model", revision=revision,
-            commit_message=commit_message or f"Upload {'adapter' if adapter_only else 'model'} with hfssl"),
-            f"Uploading to {repo_id}")
-    return {"dry_run": False, "repo_url": str(url), "commit": str(getattr(commit, "commit_url", commit)), "files": files}
+            _with_retries(
+                lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), f"Creating branch {revision}"
+            )
+        commit = _with_retries(
+            lambda: api.upload_folder(
+                repo_id=repo_id,
+                folder_path=tmp,
+                repo_type="model",
+                revision=revision,
+                commit_message=commit_message or f"Upload {'adapter' if adapter_only else 'model'} with hfssl",
+            ),
+            f"Uploading to {repo_id}",
+        )
+    return {
+        "dry_run": False,
+        "repo_url": str(url),
+        "commit": str(getattr(commit, "commit_url", commit)),
+        "files": files,
+    }
 
 
 def push_after_training(hub: HubArguments, model_dir: str | Path) -> int:
@@ -337,7 +407,9 @@ def push_after_training(hub: HubArguments, model_dir: str | Path) -> int:
     if not hub.push_to_hub:
         return 0
     try:
-        result = push_to_hub(model_dir, hub.hub_model_id, private=hub.hub_private_repo, adapter_only=hub.hub_adapter_only)
+        result = push_to_hub(
+            model_dir, hub.hub_model_id, private=hub.hub_private_repo, adapter_only=hub.hub_adapter_only
+        )
     except HubError as err:
         print(f"error: the model is saved in {model_dir}, but pushing it failed: {err}", file=sys.stderr)
         return 2

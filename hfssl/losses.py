@@ -40,7 +40,9 @@ class NTXentLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         if z_a.shape != z_b.shape or z_a.dim() != 2:
-            raise ValueError(f"NT-Xent needs two (B, D) tensors of one shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}.")
+            raise ValueError(
+                f"NT-Xent needs two (B, D) tensors of one shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}."
+            )
         B = z_a.shape[0]
         z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
         if self.gather_distributed and distributed.is_distributed():

@@ -25,9 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{metrics['method']} on {metrics['num_train']} examples: accuracy {metrics['accuracy']:.4f}, "
-          f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['num_eval']} evaluation examples); "
-          f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters trained")
+    print(
+        f"{metrics['method']} on {metrics['num_train']} examples: accuracy {metrics['accuracy']:.4f}, "
+        f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['num_eval']} evaluation examples); "
+        f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters trained"
+    )
     print(f"saved to {args.output_dir}")
     return push_after_training(args, args.output_dir)
 

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.algorithm} ({args.engine}), {metrics['meta_steps']} meta-steps in {metrics['train_minutes']:.1f} min:")
+    print(
+        f"{args.algorithm} ({args.engine}), {metrics['meta_steps']} meta-steps in {metrics['train_minutes']:.1f} min:"
+    )
     for setting, row in metrics["meta_test"].items():
         print(f"  {setting}: {100 * row['accuracy']:.1f}% +- {100 * row['ci95']:.1f} ({row['episodes']} test episodes)")
     print(f"saved to {args.output_dir}")

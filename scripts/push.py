@@ -19,7 +19,9 @@ from hfssl.hub import HubError, push_to_hub
 
 @dataclass
 class PushArguments:
-    model_dir: str = field(metadata={"help": "A folder written by pretrain.py, probe.py, finetune.py or meta_train.py."})
+    model_dir: str = field(
+        metadata={"help": "A folder written by pretrain.py, probe.py, finetune.py or meta_train.py."}
+    )
     repo_id: str = field(metadata={"help": "Hub repository id: user/name or org/name."})
     private: bool = field(default=False, metadata={"help": "Create the repository as private."})
     adapter_only: bool = field(default=False, metadata={"help": "Push the LoRA adapter only (base_model in its card)."})
@@ -32,8 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
-        result = push_to_hub(args.model_dir, args.repo_id, private=args.private, adapter_only=args.adapter_only,
-                             revision=args.revision, dry_run=args.dry_run, dry_run_dir=args.dry_run_dir)
+        result = push_to_hub(
+            args.model_dir,
+            args.repo_id,
+            private=args.private,
+            adapter_only=args.adapter_only,
+            revision=args.revision,
+            dry_run=args.dry_run,
+            dry_run_dir=args.dry_run_dir,
+        )
     except (HubError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,12 +10,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-from transformers import ViTImageProcessor  # noqa: E402
+import torch
+from transformers import ViTImageProcessor
 
-import hfssl  # noqa: E402,F401  (registers the Auto classes)
-from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel  # noqa: E402
-from tests import deprecation_policy  # noqa: E402
+import hfssl  # noqa: F401  (registers the Auto classes)
+from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel
+from tests import deprecation_policy
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -29,6 +29,7 @@ def import_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
 
 _SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river", "our king"]
 _VERBS = ["sees", "likes", "follows", "remembers", "finds", "watches", "calls", "forgets"]
@@ -119,8 +120,9 @@ def gpt_dir(tmp_path, tiny_tokenizer):
 def simclr_dir(tmp_path):
     path = tmp_path / "simclr"
     torch.manual_seed(0)
-    SimCLRModel(SimCLRConfig(image_size=8, resnet_layers=[1, 1], resnet_widths=[8, 8],
-                             projection_dims=[8])).save_pretrained(path)
+    SimCLRModel(
+        SimCLRConfig(image_size=8, resnet_layers=[1, 1], resnet_widths=[8, 8], projection_dims=[8])
+    ).save_pretrained(path)
     ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.3] * 3, image_std=[0.4] * 3).save_pretrained(path)
     return path
 

@@ -17,8 +17,17 @@ import warnings
 
 OUR_PACKAGES = ("hfssl", "tests", "transformers_modules")
 # frames that only pass a call along: the caller of a deprecated API is found beyond them
-_PLUMBING = ("torch", "functools", "contextlib", "warnings", "logging", "inspect", "threading", "concurrent",
-             "tests.deprecation_policy")
+_PLUMBING = (
+    "torch",
+    "functools",
+    "contextlib",
+    "warnings",
+    "logging",
+    "inspect",
+    "threading",
+    "concurrent",
+    "tests.deprecation_policy",
+)
 _DEPRECATIONS = (DeprecationWarning, FutureWarning)
 _SKIP_WHEN_LOGGING = ("logging", "tests.deprecation_policy")
 

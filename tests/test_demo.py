@@ -16,15 +16,25 @@ spec = importlib.util.spec_from_file_location("hfssl_demo_app", REPO / "demo" / 
 app = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(app)
 
-FIELDS = ["sentiment", "", "Review: ", "Sentiment:", "\\n\\n", "negative, positive",
-          [["a fine film", "positive"], ["a dull film", "negative"]], "a good film"]
+FIELDS = [
+    "sentiment",
+    "",
+    "Review: ",
+    "Sentiment:",
+    "\\n\\n",
+    "negative, positive",
+    [["a fine film", "positive"], ["a dull film", "negative"]],
+    "a good film",
+]
 
 
 @pytest.fixture
 def models_root(tmp_path, tiny_tokenizer):
     root = tmp_path / "models"
     torch.manual_seed(0)
-    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer), max_position_embeddings=256)).save_pretrained(root / "gpt")
+    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer), max_position_embeddings=256)).save_pretrained(
+        root / "gpt"
+    )
     tiny_tokenizer.save_pretrained(root / "gpt")
     (tmp_path / "secret").mkdir()
     return root
@@ -45,7 +55,10 @@ def test_store_lists_resolves_caches_and_refuses_outside_paths(models_root):
 def test_score_labels_directly(models_root):
     store = app.ModelStore(models_root)
     table, prompt, tokens = app.score_labels(store, "gpt", *FIELDS)
-    assert prompt == "Review: a fine film\nSentiment: positive\n\nReview: a dull film\nSentiment: negative\n\nReview: a good film\nSentiment:"
+    assert (
+        prompt == "Review: a fine film\nSentiment: positive\n\nReview: a dull film\nSentiment: negative\n\n"
+        "Review: a good film\nSentiment:"
+    )
     assert "tokens of a 256-token context window" in tokens
     for kind in ("raw", "calibrated"):
         probs = table[table.kind == kind].probability
@@ -60,8 +73,9 @@ def test_every_preset_fills_fields_that_score(models_root, name):
     assert {label for _, label in rows} <= set(words) and len(words) >= 2
     assert name.split("_")[0] in note.lower()  # the note of this preset, not another's
     store = app.ModelStore(models_root)
-    table, prompt, _ = app.score_labels(store, "gpt", name, "", input_prefix, output_prefix, delimiter, labels, rows,
-                                        query)
+    table, prompt, _ = app.score_labels(
+        store, "gpt", name, "", input_prefix, output_prefix, delimiter, labels, rows, query
+    )
     assert prompt.startswith(input_prefix) and any(prompt.startswith(f"{input_prefix}{text}") for text, _ in rows)
     assert prompt.split(app.unescape(delimiter))[-1].startswith(f"{input_prefix}{query}")  # the query comes last
     assert sorted(table[table.kind == "raw"].label) == sorted(words)
@@ -97,8 +111,9 @@ def test_vision_neighbours_and_prediction(models_root, simclr_dir, tmp_path):
 
     from transformers import AutoModelForImageClassification
 
-    classifier = AutoModelForImageClassification.from_pretrained(simclr_dir, num_labels=3,
-                                                                 id2label={0: "zero", 1: "one", 2: "two"})
+    classifier = AutoModelForImageClassification.from_pretrained(
+        simclr_dir, num_labels=3, id2label={0: "zero", 1: "one", 2: "two"}
+    )
     classifier.save_pretrained(models_root / "classifier")
     shutil.copy(simclr_dir / "preprocessor_config.json", models_root / "classifier")
     _, prediction = app.neighbours(store, "classifier", image, "digits", k=2)
@@ -114,7 +129,9 @@ def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision
     (models_root / "broken").mkdir()
     (models_root / "broken" / "config.json").write_text("{not json")
     demo = app.build_app(models_root)
-    dropdowns = {block.elem_id or block.label: block for block in demo.blocks.values() if isinstance(block, gr.Dropdown)}
+    dropdowns = {
+        block.elem_id or block.label: block for block in demo.blocks.values() if isinstance(block, gr.Dropdown)
+    }
     model, encoder = dropdowns["model"], dropdowns["SimCLR encoder"]
     assert model.value == "gpt" and [value for _, value in model.choices] == ["gpt"]
     assert [value for _, value in encoder.choices] == ["a_simclr"]
@@ -177,8 +194,10 @@ def _client_fields():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not shutil.which("chromium") or not shutil.which("chromedriver"),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_browser_scores_a_prompt(running_app, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -188,9 +207,18 @@ def test_browser_scores_a_prompt(running_app, tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2400"]:
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,2400",
+    ]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:

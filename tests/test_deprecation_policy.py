@@ -15,18 +15,21 @@ def _module(name: str, source: str) -> dict:
     return namespace
 
 
-LIBRARY = _module("somelib.api", """
+LIBRARY = _module(
+    "somelib.api",
+    """
 def old_api():
     warnings.warn("old_api is deprecated", FutureWarning, stacklevel=2)
 
 def old_kwarg():
     logging.getLogger("transformers.fake").warning("`past_key_values` is deprecated. Use `cache` instead.")
-""")
+""",
+)
 
 
 def test_our_call_of_a_deprecated_api_fails():
     ours = _module("hfssl.fake", "def use(lib):\n    lib['old_api']()\n")
-    with pytest.raises(DeprecatedUseError, match="<hfssl.fake>:2 uses a deprecated API: old_api is deprecated"):
+    with pytest.raises(DeprecatedUseError, match=r"<hfssl\.fake>:2 uses a deprecated API: old_api is deprecated"):
         ours["use"](LIBRARY)
 
 

@@ -35,9 +35,16 @@ print(json.dumps({"logits": logits.tolist(), "class": type(model).__module__}))
 
 def _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
-    args = FinetuneArguments(model_name_or_path=str(gpt_dir), dataset=str(sentiment_file), method=method,
-                             output_dir=str(tmp_path / f"ft-{method}"), num_labels_per_class=4, epochs=2,
-                             batch_size=8, learning_rate=1e-3)
+    args = FinetuneArguments(
+        model_name_or_path=str(gpt_dir),
+        dataset=str(sentiment_file),
+        method=method,
+        output_dir=str(tmp_path / f"ft-{method}"),
+        num_labels_per_class=4,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+    )
     model, metrics = run_finetune(args)
     with torch.no_grad():
         logits = model.eval()(input_ids=torch.tensor(INPUT_IDS)).logits
@@ -46,8 +53,14 @@ def _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch):
 
 def _logits_in_fresh_process(folder: Path) -> tuple[torch.Tensor, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "modules")}
-    result = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_HFSSL, str(folder), json.dumps(INPUT_IDS)],
-                            capture_output=True, text=True, env=env, timeout=120, cwd=folder.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_HFSSL, str(folder), json.dumps(INPUT_IDS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=folder.parent,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     return torch.tensor(out["logits"]), out["class"]
@@ -70,12 +83,20 @@ def token(monkeypatch, tmp_path):
 def test_dry_run_folder_reloads_without_hfssl(tmp_path, gpt_dir, sentiment_file, monkeypatch, no_token, method):
     model_dir, metrics, expected = _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch)
     folder = tmp_path / "upload"
-    code = import_script("push").main(["--model_dir", str(model_dir), "--repo_id", "someone/tiny-gpt-sst",
-                                       "--dry_run", "--dry_run_dir", str(folder)])
+    code = import_script("push").main(
+        ["--model_dir", str(model_dir), "--repo_id", "someone/tiny-gpt-sst", "--dry_run", "--dry_run_dir", str(folder)]
+    )
     assert code == 0
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "modeling_gpt.py", "configuration_gpt.py", "tokenizer.json",
-            "README.md", "metrics.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_gpt.py",
+        "configuration_gpt.py",
+        "tokenizer.json",
+        "README.md",
+        "metrics.json",
+    } <= names
     assert not any(n.startswith("adapter_") for n in names)
     logits, module = _logits_in_fresh_process(folder)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
@@ -96,13 +117,15 @@ def test_adapter_only_folder_loads_onto_its_base(tmp_path, gpt_dir, sentiment_fi
     from transformers import AutoModelForSequenceClassification
 
     model_dir, _, expected = _finetune(tmp_path, gpt_dir, sentiment_file, "lora", monkeypatch)
-    result = hub.push_to_hub(model_dir, "someone/tiny-gpt-lora", adapter_only=True, dry_run=True,
-                             dry_run_dir=tmp_path / "adapter-upload")
+    result = hub.push_to_hub(
+        model_dir, "someone/tiny-gpt-lora", adapter_only=True, dry_run=True, dry_run_dir=tmp_path / "adapter-upload"
+    )
     folder = Path(result["folder"])
     assert "adapter_config.json" in result["files"] and "adapter_model.safetensors" in result["files"]
     assert "model.safetensors" not in result["files"]
-    base = AutoModelForSequenceClassification.from_pretrained(json.loads(
-        (folder / "adapter_config.json").read_text())["base_model_name_or_path"], num_labels=2)
+    base = AutoModelForSequenceClassification.from_pretrained(
+        json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"], num_labels=2
+    )
     model = PeftModel.from_pretrained(base, str(folder)).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=torch.tensor(INPUT_IDS)).logits, expected)
@@ -113,31 +136,58 @@ def test_adapter_only_folder_loads_onto_its_base(tmp_path, gpt_dir, sentiment_fi
 def test_card_metadata_round_trips(tmp_path, gpt_dir, no_token):
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
-    (gpt_dir / "metrics.json").write_text(json.dumps({
-        "method": "linear_probe", "accuracy": 0.8125, "macro_f1": 0.8, "num_train": 16, "num_eval": 32,
-        "args": {"model_name_or_path": "someone/base-gpt", "dataset": "stanfordnlp/sst2", "eval_dataset": None}}))
-    (gpt_dir / "prompt_eval.json").write_text(json.dumps({"dataset": "stanfordnlp/sst2", "shots": {
-        "4": {"accuracy": {"mean": 0.61}, "accuracy_calibrated": {"mean": 0.66}}}}))
+    (gpt_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "method": "linear_probe",
+                "accuracy": 0.8125,
+                "macro_f1": 0.8,
+                "num_train": 16,
+                "num_eval": 32,
+                "args": {"model_name_or_path": "someone/base-gpt", "dataset": "stanfordnlp/sst2", "eval_dataset": None},
+            }
+        )
+    )
+    (gpt_dir / "prompt_eval.json").write_text(
+        json.dumps(
+            {
+                "dataset": "stanfordnlp/sst2",
+                "shots": {"4": {"accuracy": {"mean": 0.61}, "accuracy_calibrated": {"mean": 0.66}}},
+            }
+        )
+    )
     files = hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "someone/probe")
     card = ModelCard.load(tmp_path / "up" / "README.md")
     assert card.data.base_model == "someone/base-gpt" and card.data.datasets == ["stanfordnlp/sst2"]
     assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "text-generation"
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     values = {r.metric_name: r.metric_value for r in results}
-    assert values == {"accuracy (linear_probe)": 0.8125, "macro_f1 (linear_probe)": 0.8,
-                      "accuracy 4-shot in context": 0.61, "accuracy_calibrated 4-shot in context": 0.66}
+    assert values == {
+        "accuracy (linear_probe)": 0.8125,
+        "macro_f1 (linear_probe)": 0.8,
+        "accuracy 4-shot in context": 0.61,
+        "accuracy_calibrated 4-shot in context": 0.66,
+    }
     assert "README.md" in files and "checkpoints" not in files
 
 
 def test_card_carries_pretraining_and_meta_learning_metrics(tmp_path, gpt_dir, no_token):
-    (gpt_dir / "metrics.json").write_text(json.dumps({
-        "final": {"eval_loss": 4.2401, "eval_perplexity": 69.4},
-        "meta_test": {"5-way 1-shot": {"accuracy": 0.9512, "ci95": 0.0123, "episodes": 600}},
-        "args": {"dataset": "someone/omniglot", "eval_split_fraction": 0.05}}))
+    (gpt_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "final": {"eval_loss": 4.2401, "eval_perplexity": 69.4},
+                "meta_test": {"5-way 1-shot": {"accuracy": 0.9512, "ci95": 0.0123, "episodes": 600}},
+                "args": {"dataset": "someone/omniglot", "eval_split_fraction": 0.05},
+            }
+        )
+    )
     hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "someone/model")
     results = {r.metric_name: r.metric_value for r in ModelCard.load(tmp_path / "up" / "README.md").data.eval_results}
-    assert results == {"eval_loss (pretraining)": 4.2401, "eval_perplexity (pretraining)": 69.4,
-                       "5-way 1-shot accuracy (meta-test, +- 1.2 pts 95% CI, 600 episodes)": 0.9512}
+    assert results == {
+        "eval_loss (pretraining)": 4.2401,
+        "eval_perplexity (pretraining)": 69.4,
+        "5-way 1-shot accuracy (meta-test, +- 1.2 pts 95% CI, 600 episodes)": 0.9512,
+    }
 
 
 class RecordingApi:
@@ -187,11 +237,14 @@ def test_upload_calls_create_repo_and_upload_folder(tmp_path, gpt_dir, token, mo
     assert TOKEN not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("failure, message", [
-    (_http_error(403), "refused the token"),
-    (_http_error(409), "name conflict"),
-    (ConnectionError("no route"), "could not reach the Hub after 3 attempts"),
-])
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (_http_error(403), "refused the token"),
+        (_http_error(409), "name conflict"),
+        (ConnectionError("no route"), "could not reach the Hub after 3 attempts"),
+    ],
+)
 def test_push_failures_are_clear(tmp_path, gpt_dir, token, monkeypatch, failure, message):
     monkeypatch.setattr(hub.time, "sleep", lambda s: None)
     with pytest.raises(hub.HubError, match=message) as info:
@@ -215,9 +268,19 @@ def test_scripts_push_at_the_end(tmp_path, gpt_dir, sentiment_file, token, monke
     api = RecordingApi()
     monkeypatch.setattr(hub, "HfApi", lambda token: api)
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
-    code = import_script("probe").main(["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file),
-                                        "--output_dir", str(tmp_path / "probe"), "--push_to_hub",
-                                        "--hub_model_id", "someone/probe"])
+    code = import_script("probe").main(
+        [
+            "--model_name_or_path",
+            str(gpt_dir),
+            "--dataset",
+            str(sentiment_file),
+            "--output_dir",
+            str(tmp_path / "probe"),
+            "--push_to_hub",
+            "--hub_model_id",
+            "someone/probe",
+        ]
+    )
     assert code == 0
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert "metrics.json" in api.calls[1][1]

@@ -31,7 +31,10 @@ def nt_xent_reference(z_a: np.ndarray, z_b: np.ndarray, tau: float) -> float:
 @pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
 def test_matches_paper_reference(batch, dim, temperature):
     g = torch.Generator().manual_seed(batch * 100 + dim)
-    z_a, z_b = torch.randn(batch, dim, generator=g, dtype=torch.float64), torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z_a, z_b = (
+        torch.randn(batch, dim, generator=g, dtype=torch.float64),
+        torch.randn(batch, dim, generator=g, dtype=torch.float64),
+    )
     ours = NTXentLoss(temperature)(z_a, z_b).item()
     assert ours == pytest.approx(nt_xent_reference(z_a.numpy(), z_b.numpy(), temperature), rel=1e-9, abs=1e-9)
 
@@ -49,7 +52,7 @@ def test_bad_inputs():
         NTXentLoss(0.0)
     with pytest.raises(ValueError, match="no negatives"):
         NTXentLoss()(torch.randn(1, 4), torch.randn(1, 4))
-    with pytest.raises(ValueError, match="same shape|one shape"):
+    with pytest.raises(ValueError, match=r"same shape|one shape"):
         NTXentLoss()(torch.randn(3, 4), torch.randn(2, 4))
 
 
@@ -67,11 +70,11 @@ def test_gather_path_equals_global_batch(monkeypatch):
     total, shards = 0.0, {}
     for r in range(world):
         # every "process" holds its own leaf tensors; the gather returns all shards, its own with grad
-        leaves_a = [z_a[i * B:(i + 1) * B].detach().clone().requires_grad_(True) for i in range(world)]
-        leaves_b = [z_b[i * B:(i + 1) * B].detach().clone().requires_grad_(True) for i in range(world)]
+        leaves_a = [z_a[i * B : (i + 1) * B].detach().clone().requires_grad_(True) for i in range(world)]
+        leaves_b = [z_b[i * B : (i + 1) * B].detach().clone().requires_grad_(True) for i in range(world)]
         normalized = {}
 
-        def fake_gather(t, _r=r, _la=leaves_a, _lb=leaves_b):
+        def fake_gather(t, _r=r, _la=leaves_a, _lb=leaves_b, normalized=normalized):
             which = "a" if "a" not in normalized else "b"
             normalized[which] = True
             others = [torch.nn.functional.normalize(x, dim=1) for x in (_la if which == "a" else _lb)]
@@ -109,9 +112,20 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     out = tmp_path / "result.json"
     result = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2",
-         str(root / "tests" / "helpers" / "ntxent_two_process.py"), str(out)],
-        capture_output=True, text=True, cwd=root, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            str(root / "tests" / "helpers" / "ntxent_two_process.py"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     r = json.loads(out.read_text())

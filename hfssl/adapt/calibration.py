@@ -41,5 +41,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, num_bi
     for b in range(num_bins):
         in_bin = bins == b
         if in_bin.any():
-            ece += in_bin.double().mean().item() * abs(correct[in_bin].mean().item() - confidence[in_bin].double().mean().item())
+            ece += in_bin.double().mean().item() * abs(
+                correct[in_bin].mean().item() - confidence[in_bin].double().mean().item()
+            )
     return ece

@@ -11,8 +11,13 @@ from pathlib import Path
 import datasets
 import torch
 
-_TABLE_BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t"}), ".json": ("json", {}),
-                   ".jsonl": ("json", {}), ".parquet": ("parquet", {})}
+_TABLE_BUILDERS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
 
 
 def _label_space_text(path: Path) -> datasets.Dataset:

@@ -139,7 +139,9 @@ def image_features(model: nn.Module, pixels: torch.Tensor, normalize: nn.Module,
             if hidden is None and getattr(outputs, "hidden_states", None):
                 hidden = outputs.hidden_states[-1]
             if hidden is None:
-                raise ValueError(f"{type(model).__name__} returns no features (embeddings, pooler_output or hidden states).")
+                raise ValueError(
+                    f"{type(model).__name__} returns no features (embeddings, pooler_output or hidden states)."
+                )
             if hidden.dim() == 4:  # (B, C, H, W) feature maps
                 features = hidden.mean(dim=(2, 3))
             elif hidden.dim() == 3:  # (B, T, d) tokens

@@ -54,8 +54,10 @@ class FinetuneArguments(AdaptArguments):
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warmup fraction, then linear decay."})
     surgical_blocks: list[str] = field(
         default_factory=lambda: ["last"],
-        metadata={"help": "Blocks to train with --method surgical: first, middle, last, block indices, or module "
-                          "name prefixes. The head always trains."},
+        metadata={
+            "help": "Blocks to train with --method surgical: first, middle, last, block indices, or module "
+            "name prefixes. The head always trains."
+        },
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
@@ -75,8 +77,12 @@ class FinetuneArguments(AdaptArguments):
 def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
     auto = AutoModelForImageClassification if task.is_image else AutoModelForSequenceClassification
     id2label = dict(enumerate(task.names))
-    model = auto.from_pretrained(args.model_name_or_path, num_labels=len(task.names), id2label=id2label,
-                                 label2id={v: k for k, v in id2label.items()})
+    model = auto.from_pretrained(
+        args.model_name_or_path,
+        num_labels=len(task.names),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
     if not task.is_image and model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
@@ -90,20 +96,24 @@ def classification_head(model: nn.Module) -> nn.Linear:
             module = getattr(module, part, None)
         if isinstance(module, nn.Linear) and module.out_features == model.config.num_labels:
             return module
-    raise ValueError(f"Cannot find the classification head of {type(model).__name__}: expected a Linear layer "
-                     f"named score or classifier with {model.config.num_labels} outputs.")
+    raise ValueError(
+        f"Cannot find the classification head of {type(model).__name__}: expected a Linear layer "
+        f"named score or classifier with {model.config.num_labels} outputs."
+    )
 
 
 def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The model's main stack of blocks: the longest ModuleList / Sequential of repeated modules."""
     best = ("", None)
     for name, module in model.named_modules():
-        if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) > 1:
-            if len({type(m) for m in module}) == 1 and (best[1] is None or len(module) > len(best[1])):
-                best = (name, module)
+        repeated = isinstance(module, (nn.ModuleList, nn.Sequential)) and len({type(m) for m in module}) == 1
+        if repeated and len(module) > 1 and (best[1] is None or len(module) > len(best[1])):
+            best = (name, module)
     if best[1] is None:
-        raise ValueError(f"Cannot find a stack of blocks in {type(model).__name__} for --method surgical; "
-                         "name module prefixes in --surgical_blocks instead.")
+        raise ValueError(
+            f"Cannot find a stack of blocks in {type(model).__name__} for --method surgical; "
+            "name module prefixes in --surgical_blocks instead."
+        )
     return best
 
 
@@ -154,8 +164,10 @@ class _Batcher:
         lengths = encoded["attention_mask"].sum(dim=1)
         if self.context is not None and int(lengths.max()) > self.context:
             longest = int(lengths.argmax())
-            raise ValueError(f"A text has {int(lengths.max())} tokens, more than the model's context window "
-                             f"({self.context}): {texts[longest][:80]!r}... Shorten it (nothing is truncated silently).")
+            raise ValueError(
+                f"A text has {int(lengths.max())} tokens, more than the model's context window "
+                f"({self.context}): {texts[longest][:80]!r}... Shorten it (nothing is truncated silently)."
+            )
         return {k: v.to(self.device) for k, v in encoded.items()}
 
 
@@ -212,9 +224,14 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: _Batc
         from peft import LoraConfig, get_peft_model
 
         head_name = next(n for n, m in model.named_modules() if m is head)
-        config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                            target_modules=args.lora_target_modules, modules_to_save=[head_name],
-                            task_type=None if task.is_image else "SEQ_CLS")
+        config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+            modules_to_save=[head_name],
+            task_type=None if task.is_image else "SEQ_CLS",
+        )
         model = get_peft_model(model, config)
     return model
 
@@ -225,8 +242,9 @@ def _train(args: FinetuneArguments, model: nn.Module, batcher: _Batcher, task: T
     body = [p for p in trainable if id(p) not in head_params]
     head = [p for p in trainable if id(p) in head_params]
     head_lr = args.head_learning_rate or 10 * args.learning_rate
-    optimizer = torch.optim.AdamW([{"params": body, "lr": args.learning_rate}, {"params": head, "lr": head_lr}],
-                                  weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": body, "lr": args.learning_rate}, {"params": head, "lr": head_lr}], weight_decay=args.weight_decay
+    )
     n = len(task.train_y)
     steps_per_epoch = math.ceil(n / args.batch_size)
     total = steps_per_epoch * args.epochs
@@ -261,8 +279,9 @@ def run_finetune(args: FinetuneArguments) -> tuple[nn.Module, dict]:
     losses = _train(args, model, batcher, task)
     predictions = predict(model, batcher, task.eval_x, args.batch_size)
     base = model.get_base_model() if args.method == "lora" else model
-    changed = sorted(n for n, p in base.named_parameters()
-                     if n in snapshot and not torch.equal(p.detach(), snapshot[n]))
+    changed = sorted(
+        n for n, p in base.named_parameters() if n in snapshot and not torch.equal(p.detach(), snapshot[n])
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics = {
         "method": args.method,

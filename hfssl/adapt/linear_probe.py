@@ -43,8 +43,9 @@ def _fold_standardisation(linear: nn.Linear, mean: torch.Tensor, std: torch.Tens
     return head
 
 
-def fit_linear_probe(features: torch.Tensor, targets: torch.Tensor, num_outputs: int,
-                     config: LinearProbeConfig | None = None) -> nn.Linear:
+def fit_linear_probe(
+    features: torch.Tensor, targets: torch.Tensor, num_outputs: int, config: LinearProbeConfig | None = None
+) -> nn.Linear:
     """Fit the probe. features: (N, F) float; targets: (N,) int64 classes or (N,) / (N, O) float values.
 
     Returns an nn.Linear(F, num_outputs) that maps raw features to logits (or predictions).
@@ -68,8 +69,14 @@ def fit_linear_probe(features: torch.Tensor, targets: torch.Tensor, num_outputs:
             linear.bias.copy_(solution[-1])
     elif config.solver == "lbfgs":
         y = targets.long()
-        optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=config.max_iter, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20)
+        optimizer = torch.optim.LBFGS(
+            linear.parameters(),
+            max_iter=config.max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            history_size=20,
+        )
 
         def closure():
             optimizer.zero_grad()

@@ -65,9 +65,10 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
 
 
 def _expand_cache(prefix_cache: DynamicCache, batch: int, config) -> DynamicCache:
-    """A new cache holding the (1, nh, P, hs) prefix keys/values as (batch, nh, P, hs) views; the prefix is untouched."""
-    data = [(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
-            for layer in prefix_cache.layers]
+    """A new cache holding the (1, nh, P, hs) prefix keys/values as (batch, nh, P, hs) views (the prefix untouched)."""
+    data = [
+        (layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1)) for layer in prefix_cache.layers
+    ]
     return DynamicCache(ddp_cache_data=data, config=config)
 
 

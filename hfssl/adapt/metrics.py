@@ -13,5 +13,6 @@ def classification_metric():
 
 
 def classification_scores(predictions, references) -> dict[str, float]:
-    return classification_metric().compute(predictions=[int(p) for p in predictions],
-                                           references=[int(r) for r in references])
+    return classification_metric().compute(
+        predictions=[int(p) for p in predictions], references=[int(r) for r in references]
+    )

@@ -43,8 +43,12 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
         from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
         auto = AutoModelForSequenceClassification if model_type == "hfssl_gpt" else AutoModelForImageClassification
-        classifier = auto.from_pretrained(args.model_name_or_path, num_labels=len(names), id2label=id2label,
-                                          label2id={v: k for k, v in id2label.items()})
+        classifier = auto.from_pretrained(
+            args.model_name_or_path,
+            num_labels=len(names),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+        )
         target = classifier.score if model_type == "hfssl_gpt" else classifier.classifier
         with torch.no_grad():
             target.weight.copy_(head.weight)
@@ -52,10 +56,14 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
         classifier.save_pretrained(out)
         companion.save_pretrained(out)
         return type(classifier).__name__
-    save_file({"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
-              str(out / "probe_head.safetensors"))
-    (out / "probe.json").write_text(json.dumps({"base_model": args.model_name_or_path, "pooling": args.pooling,
-                                                 "id2label": id2label}, indent=2) + "\n")
+    save_file(
+        {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
+        str(out / "probe_head.safetensors"),
+    )
+    (out / "probe.json").write_text(
+        json.dumps({"base_model": args.model_name_or_path, "pooling": args.pooling, "id2label": id2label}, indent=2)
+        + "\n"
+    )
     return "probe_head"
 
 
@@ -82,8 +90,9 @@ def run_linear_probe(args: ProbeArguments) -> tuple[nn.Module, dict]:
     train_x, train_y, eval_x, eval_y, names = task.train_x, task.train_y, task.eval_x, task.eval_y, task.names
     train_f, hit_train = cached_features(model, data_key(train_x, args.pooling, "train"), lambda: features(train_x))
     eval_f, hit_eval = cached_features(model, data_key(eval_x, args.pooling, "eval"), lambda: features(eval_x))
-    head = fit_linear_probe(train_f, train_y, len(names), LinearProbeConfig(solver=args.solver, l2=args.l2,
-                                                                            seed=args.seed))
+    head = fit_linear_probe(
+        train_f, train_y, len(names), LinearProbeConfig(solver=args.solver, l2=args.l2, seed=args.seed)
+    )
     with torch.no_grad():
         predictions = head(eval_f).argmax(dim=1)
     metrics = {

@@ -38,8 +38,16 @@ class PromptScores:
 class PromptClassifier:
     """A causal LM + tokenizer + template + label names: scores or generates answers for prompted queries."""
 
-    def __init__(self, model: nn.Module, tokenizer, template: PromptTemplate, label_names: list[str], *,
-                 batch_size: int = 16, use_prefix_cache: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        template: PromptTemplate,
+        label_names: list[str],
+        *,
+        batch_size: int = 16,
+        use_prefix_cache: bool = True,
+    ):
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.label_names = label_names
         self.options = label_options(template, label_names)  # answer word of each label id
@@ -63,16 +71,24 @@ class PromptClassifier:
         longest = max(self.options, key=lambda w: len(encode(self.tokenizer, self.template.continuation(w))))
         for start in range(len(demos) + 1):
             kept = demos[start:]
-            lengths = [len(encode(self.tokenizer, self.template.context(kept, q) + self.template.continuation(longest))) - 1
-                       for q in query_texts]
+            lengths = [
+                len(encode(self.tokenizer, self.template.context(kept, q) + self.template.continuation(longest))) - 1
+                for q in query_texts
+            ]
             if max(lengths) <= self.window:
                 if start and not self._warned:
-                    logger.warning("Prompts exceed the %d-token context window: dropping demonstrations "
-                                   "(first drop: %d of %d).", self.window, start, len(demos))
+                    logger.warning(
+                        "Prompts exceed the %d-token context window: dropping demonstrations (first drop: %d of %d).",
+                        self.window,
+                        start,
+                        len(demos),
+                    )
                     self._warned = True
                 return kept
-        raise ValueError(f"A query is longer than the model's context window ({self.window} tokens) even with no "
-                         f"demonstrations: {query_texts[lengths.index(max(lengths))][:80]!r}")
+        raise ValueError(
+            f"A query is longer than the model's context window ({self.window} tokens) even with no "
+            f"demonstrations: {query_texts[lengths.index(max(lengths))][:80]!r}"
+        )
 
     def _grouped_contexts(self, queries: list[str], demos_per_query: list[list[str]], calibrate: bool):
         """Group queries by demonstration list (one shared prefix each) and fit each group to the window.
@@ -94,10 +110,13 @@ class PromptClassifier:
         n, c = len(queries), len(self.options)
         fitted = self._grouped_contexts(queries, demos_per_query, calibrate)
         continuations = [self.template.continuation(w) for w in self.options]
-        requests = [[(self.template.context(kept, t), cont) for t in texts for cont in continuations]
-                    for _, kept, texts in fitted]
-        scored = loglikelihoods(self.model, self.tokenizer, requests, batch_size=self.batch_size,
-                                use_prefix_cache=self.use_prefix_cache)
+        requests = [
+            [(self.template.context(kept, t), cont) for t in texts for cont in continuations]
+            for _, kept, texts in fitted
+        ]
+        scored = loglikelihoods(
+            self.model, self.tokenizer, requests, batch_size=self.batch_size, use_prefix_cache=self.use_prefix_cache
+        )
         loglik = torch.empty(n, c, dtype=torch.float64)
         content_free = torch.empty(n, len(CONTENT_FREE_INPUTS), c, dtype=torch.float64) if calibrate else None
         kept_counts = [0] * n
@@ -105,7 +124,7 @@ class PromptClassifier:
             values = torch.tensor([ll for ll, _ in group], dtype=torch.float64).view(-1, c)
             loglik[members] = values[: len(members)]
             if content_free is not None:
-                content_free[members] = label_probabilities(values[len(members):]).unsqueeze(0)
+                content_free[members] = label_probabilities(values[len(members) :]).unsqueeze(0)
             for i in members:
                 kept_counts[i] = len(kept)
         probs = label_probabilities(loglik)
@@ -113,7 +132,9 @@ class PromptClassifier:
         return PromptScores(loglik, probs, calibrated, kept_counts)
 
     @torch.no_grad()
-    def generate(self, queries: list[str], demos_per_query: list[list[str]], *, max_new_tokens: int = 5) -> tuple[list[str], list[int]]:
+    def generate(
+        self, queries: list[str], demos_per_query: list[list[str]], *, max_new_tokens: int = 5
+    ) -> tuple[list[str], list[int]]:
         """Greedy continuations and parsed predictions (label id, or -1 when no label word starts the answer)."""
         fitted = self._grouped_contexts(queries, demos_per_query, calibrate=False)
         contexts = [""] * len(queries)
@@ -130,11 +151,18 @@ class PromptClassifier:
         texts = []
         try:
             for start in range(0, len(contexts), self.batch_size):
-                batch = tokenizer(contexts[start : start + self.batch_size], return_tensors="pt", padding=True).to(device)
-                budget = max_new_tokens if self.window is None else min(max_new_tokens, self.window - batch["input_ids"].shape[1])
-                out = model.generate(**batch, max_new_tokens=max(budget, 1), do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-                texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                batch = tokenizer(contexts[start : start + self.batch_size], return_tensors="pt", padding=True).to(
+                    device
+                )
+                budget = (
+                    max_new_tokens
+                    if self.window is None
+                    else min(max_new_tokens, self.window - batch["input_ids"].shape[1])
+                )
+                out = model.generate(
+                    **batch, max_new_tokens=max(budget, 1), do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+                texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         finally:
             tokenizer.padding_side = side
             model.train(was_training)
@@ -155,8 +183,10 @@ class PromptClassifier:
 class PromptEvalArguments:
     model_name_or_path: str = field(metadata={"help": "A saved causal LM folder or a Hub id (with its tokenizer)."})
     dataset: str = field(metadata={"help": "Labelled queries: 'label text' .txt, csv/tsv/jsonl/parquet or a Hub name."})
-    demos_dataset: str | None = field(default=None, metadata={
-        "help": "Pool of demonstrations (default: a seeded part of --dataset disjoint from the queries)."})
+    demos_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Pool of demonstrations (default: a seeded part of --dataset disjoint from the queries)."},
+    )
     output_file: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
     preset: str = field(default="sentiment", metadata={"help": "sentiment, question_type, topic or key_value."})
     verbalizer: str | None = field(default=None, metadata={"help": "Override: 'label=word,label=word'."})
@@ -169,10 +199,14 @@ class PromptEvalArguments:
     calibrate: bool = field(default=False, metadata={"help": "Also report contextual calibration (Zhao et al. 2021)."})
     mode: str = field(default="loglikelihood", metadata={"help": "loglikelihood (score each label) or generate."})
     max_eval_examples: int | None = field(default=200, metadata={"help": "Seeded subset of queries (None: all)."})
-    demo_fraction: float = field(default=0.5, metadata={"help": "Part of --dataset used as the pool when no --demos_dataset."})
+    demo_fraction: float = field(
+        default=0.5, metadata={"help": "Part of --dataset used as the pool when no --demos_dataset."}
+    )
     max_new_tokens: int = field(default=5, metadata={"help": "Generation mode: tokens to generate."})
     batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
-    no_prefix_cache: bool = field(default=False, metadata={"help": "Score every prompt in full (slower; same numbers)."})
+    no_prefix_cache: bool = field(
+        default=False, metadata={"help": "Score every prompt in full (slower; same numbers)."}
+    )
     text_column: str = field(default="text", metadata={"help": "Text column."})
     label_column: str = field(default="label", metadata={"help": "Label column."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub models with custom code."})
@@ -198,8 +232,11 @@ def load_causal_lm(name_or_path: str, trust_remote_code: bool = False):
 
 
 def _summary(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "runs": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "runs": values,
+    }
 
 
 def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
@@ -230,30 +267,51 @@ def run_prompt_eval(args: PromptEvalArguments) -> dict:
     if not pool_texts and max(shots) > 0:
         raise ValueError("The demonstration pool is empty.")
 
-    template = get_template(args.preset, instruction=args.instruction, input_prefix=args.input_prefix,
-                            output_prefix=args.output_prefix,
-                            verbalizer=parse_verbalizer(args.verbalizer) if args.verbalizer else None)
+    template = get_template(
+        args.preset,
+        instruction=args.instruction,
+        input_prefix=args.input_prefix,
+        output_prefix=args.output_prefix,
+        verbalizer=parse_verbalizer(args.verbalizer) if args.verbalizer else None,
+    )
     model, tokenizer = load_causal_lm(args.model_name_or_path, args.trust_remote_code)
-    classifier = PromptClassifier(model, tokenizer, template, names, batch_size=args.batch_size,
-                                  use_prefix_cache=not args.no_prefix_cache)
+    classifier = PromptClassifier(
+        model, tokenizer, template, names, batch_size=args.batch_size, use_prefix_cache=not args.no_prefix_cache
+    )
     embeddings = None
     if args.strategy == "nearest":
-        embeddings = (text_features(model, tokenizer, pool_texts, pooling="mean"),
-                      text_features(model, tokenizer, queries, pooling="mean"))
+        embeddings = (
+            text_features(model, tokenizer, pool_texts, pooling="mean"),
+            text_features(model, tokenizer, queries, pooling="mean"),
+        )
 
-    results = {"model": args.model_name_or_path, "dataset": args.dataset, "num_queries": len(queries),
-               "num_pool": len(pool_texts), "label_words": dict(zip(names, classifier.options)),
-               "chance": 1 / len(names), "arguments": asdict(args), "shots": {}}
+    results = {
+        "model": args.model_name_or_path,
+        "dataset": args.dataset,
+        "num_queries": len(queries),
+        "num_pool": len(pool_texts),
+        "label_words": dict(zip(names, classifier.options)),
+        "chance": 1 / len(names),
+        "arguments": asdict(args),
+        "shots": {},
+    }
     for k in shots:
         # k = 0 (and "nearest", which is deterministic) has nothing to re-draw: one run stands for every seed
         seeds = range(args.seeds) if k > 0 and args.strategy != "nearest" else range(1)
         runs: dict[str, list[float]] = {}
         for seed in seeds:
-            chosen = select_demonstrations(pool_labels, k, strategy=args.strategy, seed=seed, num_queries=len(queries),
-                                           pool_embeddings=embeddings[0] if embeddings else None,
-                                           query_embeddings=embeddings[1] if embeddings else None)
-            demos = [classifier.demonstrations([pool_texts[i] for i in idx], [pool_labels[i] for i in idx])
-                     for idx in chosen]
+            chosen = select_demonstrations(
+                pool_labels,
+                k,
+                strategy=args.strategy,
+                seed=seed,
+                num_queries=len(queries),
+                pool_embeddings=embeddings[0] if embeddings else None,
+                query_embeddings=embeddings[1] if embeddings else None,
+            )
+            demos = [
+                classifier.demonstrations([pool_texts[i] for i in idx], [pool_labels[i] for i in idx]) for idx in chosen
+            ]
             if args.mode == "generate":
                 _, predicted = classifier.generate(queries, demos, max_new_tokens=args.max_new_tokens)
                 predicted = torch.tensor(predicted)
@@ -278,18 +336,33 @@ def run_prompt_eval(args: PromptEvalArguments) -> dict:
 
 def format_table(results: dict) -> str:
     """Markdown table: one row per k, mean +- std over seeds for every metric present."""
-    columns = ["accuracy", "accuracy_norm", "ece", "accuracy_calibrated", "ece_calibrated", "invalid_answers",
-               "demonstrations_kept"]
+    columns = [
+        "accuracy",
+        "accuracy_norm",
+        "ece",
+        "accuracy_calibrated",
+        "ece_calibrated",
+        "invalid_answers",
+        "demonstrations_kept",
+    ]
     present = [c for c in columns if any(c in row for row in results["shots"].values())]
     lines = ["| k | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
     for k, row in results["shots"].items():
         cells = [f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" if c in row else "" for c in present]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     seeds = max(len(row[present[0]]["runs"]) for row in results["shots"].values())
-    lines.append(f"\n{results['num_queries']} queries, chance {results['chance']:.3f}, up to {seeds} seeds "
-                 f"(k = 0 is deterministic: one run).")
+    lines.append(
+        f"\n{results['num_queries']} queries, chance {results['chance']:.3f}, up to {seeds} seeds "
+        f"(k = 0 is deterministic: one run)."
+    )
     return "\n".join(lines)
 
 
-__all__ = ["PromptClassifier", "PromptEvalArguments", "PromptScores", "format_table", "load_causal_lm",
-           "run_prompt_eval"]
+__all__ = [
+    "PromptClassifier",
+    "PromptEvalArguments",
+    "PromptScores",
+    "format_table",
+    "load_causal_lm",
+    "run_prompt_eval",
+]

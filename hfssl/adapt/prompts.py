@@ -58,20 +58,42 @@ class PromptTemplate:
 PRESETS: dict[str, PromptTemplate] = {
     "sentiment": PromptTemplate(
         verbalizer={"0": "negative", "1": "positive", "negative": "negative", "positive": "positive"},
-        input_prefix="Review: ", output_prefix="Sentiment:",
+        input_prefix="Review: ",
+        output_prefix="Sentiment:",
     ),
     "question_type": PromptTemplate(  # TREC coarse classes; labels like 'DESC:manner' use the part before ':'
-        verbalizer={"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "person",
-                    "LOC": "location", "NUM": "number"},
-        input_prefix="Question: ", output_prefix="Answer type:", label_key_separator=":",
+        verbalizer={
+            "ABBR": "abbreviation",
+            "DESC": "description",
+            "ENTY": "entity",
+            "HUM": "person",
+            "LOC": "location",
+            "NUM": "number",
+        },
+        input_prefix="Question: ",
+        output_prefix="Answer type:",
+        label_key_separator=":",
     ),
     "topic": PromptTemplate(  # AG News: ids 0-3 or the ClassLabel names
-        verbalizer={"0": "world", "1": "sports", "2": "business", "3": "technology", "World": "world",
-                    "Sports": "sports", "Business": "business", "Sci/Tech": "technology"},
-        input_prefix="Article: ", output_prefix="Topic:",
+        verbalizer={
+            "0": "world",
+            "1": "sports",
+            "2": "business",
+            "3": "technology",
+            "World": "world",
+            "Sports": "sports",
+            "Business": "business",
+            "Sci/Tech": "technology",
+        },
+        input_prefix="Article: ",
+        output_prefix="Topic:",
     ),
     "key_value": PromptTemplate(  # the `key value` lines of benchmarks/exp_icl.py: A B ... A -> B
-        verbalizer={}, input_prefix="", field_delimiter="", output_prefix="", demo_delimiter="\n",
+        verbalizer={},
+        input_prefix="",
+        field_delimiter="",
+        output_prefix="",
+        demo_delimiter="\n",
     ),
 }
 
@@ -96,8 +118,14 @@ def label_options(template: PromptTemplate, label_names: list[str]) -> list[str]
 
 
 def select_demonstrations(
-    pool_labels: list[int], k: int, *, strategy: str, seed: int, num_queries: int = 1,
-    pool_embeddings: torch.Tensor | None = None, query_embeddings: torch.Tensor | None = None,
+    pool_labels: list[int],
+    k: int,
+    *,
+    strategy: str,
+    seed: int,
+    num_queries: int = 1,
+    pool_embeddings: torch.Tensor | None = None,
+    query_embeddings: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Indices into the pool of the k demonstrations for each query: a list of num_queries lists.
 

@@ -15,13 +15,19 @@ class AdaptArguments(HubArguments):
     """What every adaptation method needs: the pretrained model and the labelled task."""
 
     model_name_or_path: str = field(metadata={"help": "Pretrained model: a saved folder or a Hub id."})
-    dataset: str = field(metadata={"help": "Labelled training data (text: csv/tsv/jsonl/parquet/'label text' .txt or "
-                                           "Hub name; images: parquet/image folder/Hub name/'digits')."})
+    dataset: str = field(
+        metadata={
+            "help": "Labelled training data (text: csv/tsv/jsonl/parquet/'label text' .txt or "
+            "Hub name; images: parquet/image folder/Hub name/'digits')."
+        }
+    )
     output_dir: str = field(default="outputs/adapted", metadata={"help": "Where the adapted model and metrics go."})
     eval_dataset: str | None = field(
         default=None, metadata={"help": "Evaluation data (default: a seeded held-out part of --dataset)."}
     )
-    eval_split_fraction: float = field(default=0.2, metadata={"help": "Held-out fraction when --eval_dataset is absent."})
+    eval_split_fraction: float = field(
+        default=0.2, metadata={"help": "Held-out fraction when --eval_dataset is absent."}
+    )
     num_labels_per_class: int | None = field(
         default=None, metadata={"help": "K: train on a seeded, class-balanced K examples per class (default: all)."}
     )
@@ -58,8 +64,14 @@ def _text(args: AdaptArguments) -> TaskData:
     else:
         train_idx, eval_idx = held_out_split(len(train), args.eval_split_fraction, args.seed)
         train, evaluation = train.select(train_idx), train.select(eval_idx)
-    return TaskData(list(train["text"]), torch.tensor(train["label"]), list(evaluation["text"]),
-                    torch.tensor(evaluation["label"]), names, is_image=False)
+    return TaskData(
+        list(train["text"]),
+        torch.tensor(train["label"]),
+        list(evaluation["text"]),
+        torch.tensor(evaluation["label"]),
+        names,
+        is_image=False,
+    )
 
 
 def _images(args: AdaptArguments, image_size: int) -> TaskData:

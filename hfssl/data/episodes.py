@@ -27,8 +27,8 @@ def split_classes(num_classes: int, fractions: tuple[float, float, float], seed:
     if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"Class split fractions must be non-negative and sum to 1, got {fractions}.")
     order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_train = int(round(fractions[0] * num_classes))
-    n_val = int(round(fractions[1] * num_classes))
+    n_train = round(fractions[0] * num_classes)
+    n_val = round(fractions[1] * num_classes)
     return sorted(order[:n_train]), sorted(order[n_train : n_train + n_val]), sorted(order[n_train + n_val :])
 
 
@@ -65,5 +65,10 @@ class EpisodeSampler:
             support.append(idx[: self.shots])
             query.append(idx[self.shots :])
         ways = torch.arange(self.ways)
-        return Episode(torch.cat(support), ways.repeat_interleave(self.shots), torch.cat(query),
-                       ways.repeat_interleave(self.queries), picked)
+        return Episode(
+            torch.cat(support),
+            ways.repeat_interleave(self.shots),
+            torch.cat(query),
+            ways.repeat_interleave(self.queries),
+            picked,
+        )

@@ -184,8 +184,11 @@ def load_images(
     cache = Path(cache_dir or os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "images"
     source = Path(spec).expanduser()
     # a zip's in-memory table has no stable fingerprint: key it on the archive file instead
-    identity = (f"{source.resolve()}|{source.stat().st_size}|{source.stat().st_mtime_ns}"
-                if source.suffix.lower() == ".zip" else ds._fingerprint)
+    identity = (
+        f"{source.resolve()}|{source.stat().st_size}|{source.stat().st_mtime_ns}"
+        if source.suffix.lower() == ".zip"
+        else ds._fingerprint
+    )
     key = hashlib.sha1(f"{identity}|{image_column}|{image_size}".encode()).hexdigest()[:16]
     cached = cache / f"{key}.pt"
     if cached.is_file():
@@ -202,8 +205,14 @@ def load_images(
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
         torch.save(pixels, tmp)
         os.replace(tmp, cached)
-    logger.info("%s: %d images of %dx%d%s", name, len(pixels), image_size, image_size,
-                f", {len(label_names)} classes" if label_names else ", no labels")
+    logger.info(
+        "%s: %d images of %dx%d%s",
+        name,
+        len(pixels),
+        image_size,
+        image_size,
+        f", {len(label_names)} classes" if label_names else ", no labels",
+    )
     return ImageData(pixels, labels, label_names, name)
 
 

@@ -61,8 +61,11 @@ def _batch_stat_class(cls: type) -> type:
     """A subclass of a BatchNorm class whose forward is `_normalise_with_batch_statistics` (a class, not a
     bound method on the instance, so that copies made by learn2learn's clone use their own parameters)."""
     if cls not in _BATCH_STAT_CLASSES:
-        _BATCH_STAT_CLASSES[cls] = type(f"BatchStatistics{cls.__name__}", (cls,),
-                                        {"forward": _normalise_with_batch_statistics, "_hfssl_original": cls})
+        _BATCH_STAT_CLASSES[cls] = type(
+            f"BatchStatistics{cls.__name__}",
+            (cls,),
+            {"forward": _normalise_with_batch_statistics, "_hfssl_original": cls},
+        )
     return _BATCH_STAT_CLASSES[cls]
 
 
@@ -128,8 +131,15 @@ class FunctionalMetaLearner:
     1 on an accelerator; 1: one task at a time).
     """
 
-    def __init__(self, model: nn.Module, algorithm: str, inner_lr: float = 0.4, steps: int = 1,
-                 vectorize: bool = False, task_threads: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        algorithm: str,
+        inner_lr: float = 0.4,
+        steps: int = 1,
+        vectorize: bool = False,
+        task_threads: int | None = None,
+    ):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
         if task_threads is not None and task_threads < 1:
@@ -166,13 +176,20 @@ class FunctionalMetaLearner:
             else:
                 names = [k for k, p in params.items() if p.requires_grad]
                 with torch.enable_grad():
-                    values = torch.autograd.grad(loss_of(params), [params[k] for k in names],
-                                                 create_graph=second_order, allow_unused=True, materialize_grads=True)
+                    values = torch.autograd.grad(
+                        loss_of(params),
+                        [params[k] for k in names],
+                        create_graph=second_order,
+                        allow_unused=True,
+                        materialize_grads=True,
+                    )
                 grads = dict(zip(names, values))
             params = {k: p - self.inner_lr * grads[k] if k in grads else p for k, p in params.items()}
         return params
 
-    def task_loss(self, x_s, y_s, x_q, y_q, steps: int | None = None, create_graph: bool = True) -> tuple[torch.Tensor, float]:
+    def task_loss(
+        self, x_s, y_s, x_q, y_q, steps: int | None = None, create_graph: bool = True
+    ) -> tuple[torch.Tensor, float]:
         """(meta-loss on the query after adapting on the support, query accuracy). create_graph=False at test time."""
         steps = self.steps if steps is None else steps
         params = dict(self.model.named_parameters())
@@ -183,7 +200,7 @@ class FunctionalMetaLearner:
             logits = -torch.cdist(phi_q, prototypes).pow(2)
         elif self.algorithm == "anil":
             prefix = self.head + "."
-            head_params = {k[len(prefix):]: p for k, p in params.items() if k.startswith(prefix)}
+            head_params = {k[len(prefix) :]: p for k, p in params.items() if k.startswith(prefix)}
             head = classification_head(self.model)
             phi_s, phi_q = features(self.model, x_s), features(self.model, x_q)
 
@@ -193,6 +210,7 @@ class FunctionalMetaLearner:
             adapted = self._adapt(support_loss, head_params, steps, second_order=create_graph)
             logits = functional_call(head, adapted, (phi_q,))
         else:
+
             def support_loss(p):
                 return F.cross_entropy(_logits(functional_call(self.model, p, (x_s,))), y_s)
 
@@ -250,8 +268,9 @@ class FunctionalMetaLearner:
             if self._pool is not None:
                 self._pool.shutdown()
             self._replicas, self._pool_size = threading.local(), threads
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hfssl-task",
-                                            initializer=torch.set_num_threads, initargs=(1,))
+            self._pool = ThreadPoolExecutor(
+                threads, thread_name_prefix="hfssl-task", initializer=torch.set_num_threads, initargs=(1,)
+            )
         theta = dict(self.model.named_parameters())
         buffers = dict(self.model.named_buffers())
         trainable = [k for k, p in theta.items() if p.requires_grad]
@@ -268,7 +287,9 @@ class FunctionalMetaLearner:
         losses = [r[1] for r in results]
         return sum(losses) / len(losses), [r[2] for r in results]
 
-    def _task_gradients(self, task: tuple, theta: dict, buffers: dict, trainable: list[str]) -> tuple[tuple, float, float]:
+    def _task_gradients(
+        self, task: tuple, theta: dict, buffers: dict, trainable: list[str]
+    ) -> tuple[tuple, float, float]:
         """(d meta-loss / d theta for the trainable names, meta-loss, query accuracy) of one task, in a worker."""
         replica = getattr(self._replicas, "model", None)
         if replica is None:
@@ -283,8 +304,7 @@ class FunctionalMetaLearner:
             adapted = self._adapt(support_loss, theta, self.steps, second_order=self.algorithm == "maml")
             logits = _logits(functional_call(replica, {**buffers, **adapted}, (x_q,)))
             loss = F.cross_entropy(logits, y_q)
-            grads = torch.autograd.grad(loss, [theta[k] for k in trainable], allow_unused=True,
-                                        materialize_grads=True)
+            grads = torch.autograd.grad(loss, [theta[k] for k in trainable], allow_unused=True, materialize_grads=True)
         return grads, loss.item(), (logits.argmax(-1) == y_q).float().mean().item()
 
 

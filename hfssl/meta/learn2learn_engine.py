@@ -17,8 +17,9 @@ def import_learn2learn():
     try:
         import learn2learn
     except ImportError as err:
-        raise ImportError("--engine learn2learn needs learn2learn 0.2.0: run bash scripts/install_learn2learn.sh "
-                          f"({err}).") from err
+        raise ImportError(
+            f"--engine learn2learn needs learn2learn 0.2.0: run bash scripts/install_learn2learn.sh ({err})."
+        ) from err
     return learn2learn
 
 
@@ -36,7 +37,9 @@ class Learn2LearnMetaLearner:
         wrapped = classification_head(model) if algorithm == "anil" else model
         self.maml = l2l.algorithms.MAML(wrapped, lr=inner_lr, first_order=algorithm == "fomaml")
 
-    def task_loss(self, x_s, y_s, x_q, y_q, steps: int | None = None, create_graph: bool = True) -> tuple[torch.Tensor, float]:
+    def task_loss(
+        self, x_s, y_s, x_q, y_q, steps: int | None = None, create_graph: bool = True
+    ) -> tuple[torch.Tensor, float]:
         steps = self.steps if steps is None else steps
         learner = self.maml.clone()
         if self.algorithm == "anil":
@@ -46,8 +49,10 @@ class Learn2LearnMetaLearner:
             logits = learner(phi_q)
         else:
             for _ in range(steps):
-                learner.adapt(F.cross_entropy(_logits(learner(x_s)), y_s),
-                              first_order=not create_graph or self.algorithm == "fomaml")
+                learner.adapt(
+                    F.cross_entropy(_logits(learner(x_s)), y_s),
+                    first_order=not create_graph or self.algorithm == "fomaml",
+                )
             logits = _logits(learner(x_q))
         loss = F.cross_entropy(logits, y_q)
         return loss, (logits.argmax(-1) == y_q).float().mean().item()

@@ -44,19 +44,33 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class MetaArguments(HubArguments):
-    dataset: str = field(metadata={"help": "Labelled images (Omniglot-style zip, image folder, parquet, Hub name) or, "
-                                           "with a text --model_name_or_path, labelled text (csv/jsonl/'label text' .txt/Hub)."})
+    dataset: str = field(
+        metadata={
+            "help": "Labelled images (Omniglot-style zip, image folder, parquet, Hub name) or, "
+            "with a text --model_name_or_path, labelled text (csv/jsonl/'label text' .txt/Hub)."
+        }
+    )
     algorithm: str = field(default="maml", metadata={"help": "maml, fomaml, anil or protonet."})
     engine: str = field(default="torch.func", metadata={"help": "torch.func (default) or learn2learn."})
-    task_threads: int | None = field(default=None, metadata={
-        "help": "torch.func MAML/FOMAML on CPU: tasks of a meta-batch run at once in this many threads, one "
-                "intra-op thread each (default: torch's thread count; 1: one task at a time)."})
-    eval_dataset: str | None = field(default=None, metadata={
-        "help": "Meta-test classes (e.g. other alphabets); default: held-out classes of --dataset."})
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "Start from a pretrained model: an image encoder (e.g. hfssl SimCLR) for image data, or a text "
-                "model (e.g. hfssl GPT, any AutoModelForSequenceClassification) for labelled text; default: a "
-                "fresh small ResNet for images."})
+    task_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch.func MAML/FOMAML on CPU: tasks of a meta-batch run at once in this many threads, one "
+            "intra-op thread each (default: torch's thread count; 1: one task at a time)."
+        },
+    )
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Meta-test classes (e.g. other alphabets); default: held-out classes of --dataset."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from a pretrained model: an image encoder (e.g. hfssl SimCLR) for image data, or a text "
+            "model (e.g. hfssl GPT, any AutoModelForSequenceClassification) for labelled text; default: a "
+            "fresh small ResNet for images."
+        },
+    )
     output_dir: str = field(default="outputs/meta", metadata={"help": "Where the model, metrics and checkpoints go."})
     ways: int = field(default=5, metadata={"help": "N: classes per episode."})
     shots: int = field(default=1, metadata={"help": "K: support examples per class during meta-training."})
@@ -74,10 +88,16 @@ class MetaArguments(HubArguments):
     save_steps: int = field(default=200, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
     resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint.pt if present."})
     image_size: int = field(default=28, metadata={"help": "Images are resized to S x S."})
-    class_split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15], metadata={
-        "help": "Fractions of --dataset classes for meta-train/val/test (val/test parts are used when needed)."})
-    resnet_widths: list[int] = field(default_factory=lambda: [32, 32, 64, 64], metadata={
-        "help": "Stage widths of the fresh ResNet (one basic block per stage)."})
+    class_split: list[float] = field(
+        default_factory=lambda: [0.7, 0.15, 0.15],
+        metadata={
+            "help": "Fractions of --dataset classes for meta-train/val/test (val/test parts are used when needed)."
+        },
+    )
+    resnet_widths: list[int] = field(
+        default_factory=lambda: [32, 32, 64, 64],
+        metadata={"help": "Stage widths of the fresh ResNet (one basic block per stage)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the class split, episodes and initialisation."})
 
     def __post_init__(self):
@@ -99,14 +119,23 @@ def build_model(args: MetaArguments) -> nn.Module:
     """An N-way classifier: a pretrained image encoder or text model with a fresh head, or a fresh small ResNet."""
     if args.model_name_or_path:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
-        labels = dict(num_labels=args.ways, id2label={i: f"way {i}" for i in range(args.ways)},
-                      label2id={f"way {i}": i for i in range(args.ways)}, ignore_mismatched_sizes=True)
+        labels = dict(
+            num_labels=args.ways,
+            id2label={i: f"way {i}" for i in range(args.ways)},
+            label2id={f"way {i}": i for i in range(args.ways)},
+            ignore_mismatched_sizes=True,
+        )
         if is_image_config(config):
             return AutoModelForImageClassification.from_pretrained(args.model_name_or_path, **labels)
         return AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, **labels)
-    config = SimCLRConfig(image_size=args.image_size, resnet_layers=[1] * len(args.resnet_widths),
-                          resnet_widths=list(args.resnet_widths), projection_dims=[64], num_labels=args.ways,
-                          id2label={i: f"way {i}" for i in range(args.ways)})
+    config = SimCLRConfig(
+        image_size=args.image_size,
+        resnet_layers=[1] * len(args.resnet_widths),
+        resnet_widths=list(args.resnet_widths),
+        projection_dims=[64],
+        num_labels=args.ways,
+        id2label={i: f"way {i}" for i in range(args.ways)},
+    )
     torch.manual_seed(args.seed)
     return SimCLRForImageClassification(config)
 
@@ -116,8 +145,7 @@ def make_learner(args: MetaArguments, model: nn.Module):
         from .learn2learn_engine import Learn2LearnMetaLearner
 
         return Learn2LearnMetaLearner(model, args.algorithm, args.inner_lr, args.inner_steps)
-    return FunctionalMetaLearner(model, args.algorithm, args.inner_lr, args.inner_steps,
-                                 task_threads=args.task_threads)
+    return FunctionalMetaLearner(model, args.algorithm, args.inner_lr, args.inner_steps, task_threads=args.task_threads)
 
 
 class EpisodeData:
@@ -139,8 +167,10 @@ class TextEpisodeData(EpisodeData):
             tokenizer.pad_token = tokenizer.eos_token
         self.x = tokenizer(texts, padding=True, return_tensors="pt")["input_ids"]
         if window is not None and self.x.shape[1] > window:
-            raise ValueError(f"A text has {self.x.shape[1]} tokens, more than the model's context window ({window}); "
-                             "shorten it (nothing is truncated silently).")
+            raise ValueError(
+                f"A text has {self.x.shape[1]} tokens, more than the model's context window ({window}); "
+                "shorten it (nothing is truncated silently)."
+            )
         self.labels = torch.as_tensor(labels)
 
 
@@ -156,7 +186,9 @@ def load_episode_data(spec: str, args: MetaArguments, model: nn.Module, tokenize
     return EpisodeData(images.pixels, images.labels, *stats), len(images.label_names), stats
 
 
-def evaluate(learner, data: EpisodeData, sampler: EpisodeSampler, episodes: int, steps: int, desc: str) -> tuple[float, float]:
+def evaluate(
+    learner, data: EpisodeData, sampler: EpisodeSampler, episodes: int, steps: int, desc: str
+) -> tuple[float, float]:
     """Mean query accuracy over `episodes` episodes (adapting from the current weights each time), +- 95% CI."""
     accuracies = []
     # ProtoNet needs no gradients at test time; the inner loops of the others do
@@ -199,7 +231,9 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
     if not is_image_config(model.config):
         tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
         if model.config.pad_token_id is None:
-            model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            model.config.pad_token_id = (
+                tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            )
     data, num_classes, stats = load_episode_data(args.dataset, args, model, tokenizer)
     train_classes, val_classes, test_classes = split_classes(num_classes, tuple(args.class_split), args.seed)
     if args.eval_dataset:
@@ -210,10 +244,15 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
     else:
         test_data = data
     train_sampler = EpisodeSampler(data.labels, train_classes, args.ways, args.shots, args.queries, seed=args.seed)
-    val_sampler = (EpisodeSampler(data.labels, val_classes, args.ways, args.shots, args.queries, seed=args.seed + 1)
-                   if args.eval_steps and len(val_classes) >= args.ways else None)
-    test_samplers = {k: EpisodeSampler(test_data.labels, test_classes, args.ways, k, args.queries, seed=args.seed + 2)
-                     for k in args.test_shots}
+    val_sampler = (
+        EpisodeSampler(data.labels, val_classes, args.ways, args.shots, args.queries, seed=args.seed + 1)
+        if args.eval_steps and len(val_classes) >= args.ways
+        else None
+    )
+    test_samplers = {
+        k: EpisodeSampler(test_data.labels, test_classes, args.ways, k, args.queries, seed=args.seed + 2)
+        for k in args.test_shots
+    }
 
     learner = make_learner(args, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.outer_lr)
@@ -244,17 +283,23 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
         progress.update(1)
         progress.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{statistics.fmean(accuracies):.3f}")
         if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"Meta-loss became {mean_loss} at step {step}; lower --inner_lr "
-                                     "or --outer_lr. The last checkpoint is kept.")
+            raise FloatingPointError(
+                f"Meta-loss became {mean_loss} at step {step}; lower --inner_lr "
+                "or --outer_lr. The last checkpoint is kept."
+            )
         if val_sampler is not None and args.eval_steps and (step % args.eval_steps == 0 or step == args.meta_steps):
-            val_mean, val_ci = evaluate(learner, data, val_sampler, args.val_episodes, args.eval_inner_steps, "meta-val")
-            history.append({"step": step, "train_loss": mean_loss, "val_accuracy": val_mean,
-                            "val_ci95": val_ci})
-            logger.info("step %d: meta-val %d-way %d-shot accuracy %.4f +- %.4f", step, args.ways, args.shots,
-                        val_mean, val_ci)
+            val_mean, val_ci = evaluate(
+                learner, data, val_sampler, args.val_episodes, args.eval_inner_steps, "meta-val"
+            )
+            history.append({"step": step, "train_loss": mean_loss, "val_accuracy": val_mean, "val_ci95": val_ci})
+            logger.info(
+                "step %d: meta-val %d-way %d-shot accuracy %.4f +- %.4f", step, args.ways, args.shots, val_mean, val_ci
+            )
         if args.save_steps and step % args.save_steps == 0 and step < args.meta_steps:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                          "history": history}, checkpoint)
+            _save_atomic(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history},
+                checkpoint,
+            )
             if os.environ.get("HFSSL_TEST_CRASH_AT_STEP") == str(step):  # fault injection for the resume test
                 os._exit(3)
     progress.close()
@@ -262,9 +307,13 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
 
     results = {}
     for k, sampler in test_samplers.items():
-        mean_acc, ci = evaluate(learner, test_data, sampler, args.test_episodes, args.eval_inner_steps, f"meta-test {k}-shot")
+        mean_acc, ci = evaluate(
+            learner, test_data, sampler, args.test_episodes, args.eval_inner_steps, f"meta-test {k}-shot"
+        )
         results[f"{args.ways}-way {k}-shot"] = {"accuracy": mean_acc, "ci95": ci, "episodes": args.test_episodes}
-        logger.info("meta-test %d-way %d-shot: %.4f +- %.4f (%d episodes)", args.ways, k, mean_acc, ci, args.test_episodes)
+        logger.info(
+            "meta-test %d-way %d-shot: %.4f +- %.4f (%d episodes)", args.ways, k, mean_acc, ci, args.test_episodes
+        )
 
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         recalibrate_batch_norm(model, data.x[torch.isin(data.labels, torch.tensor(train_classes))])
@@ -272,13 +321,24 @@ def run_meta_training(args: MetaArguments) -> tuple[nn.Module, dict]:
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     else:
-        ViTImageProcessor(size={"height": args.image_size, "width": args.image_size}, image_mean=stats[0],
-                          image_std=stats[1], do_resize=True).save_pretrained(out)
-    metrics = {"method": f"meta-learning ({args.algorithm})", "algorithm": args.algorithm, "engine": args.engine,
-               "meta_test": results, "history": history, "meta_steps": step, "train_minutes": train_minutes,
-               "num_meta_train_classes": len(train_classes), "args": asdict(args)}
+        ViTImageProcessor(
+            size={"height": args.image_size, "width": args.image_size},
+            image_mean=stats[0],
+            image_std=stats[1],
+            do_resize=True,
+        ).save_pretrained(out)
+    metrics = {
+        "method": f"meta-learning ({args.algorithm})",
+        "algorithm": args.algorithm,
+        "engine": args.engine,
+        "meta_test": results,
+        "history": history,
+        "meta_steps": step,
+        "train_minutes": train_minutes,
+        "num_meta_train_classes": len(train_classes),
+        "args": asdict(args),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if checkpoint.is_file():
         checkpoint.unlink()  # finished: the saved model supersedes it
     return model, metrics
-

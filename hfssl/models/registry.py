@@ -60,7 +60,8 @@ def register_auto_classes() -> None:
     from transformers.models.vit import ViTImageProcessor, ViTImageProcessorPil
 
     AutoImageProcessor.register(
-        SimCLRConfig, image_processor_classes={"torchvision": ViTImageProcessor, "pil": ViTImageProcessorPil},
+        SimCLRConfig,
+        image_processor_classes={"torchvision": ViTImageProcessor, "pil": ViTImageProcessorPil},
         exist_ok=True,
     )
 

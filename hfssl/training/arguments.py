@@ -14,7 +14,6 @@ from transformers import HfArgumentParser
 
 from ..hub import HubArguments
 
-
 # where `scripts/pretrain.py` saves when --output_dir is not given (the README's main command: causal_lm);
 # an objective registered elsewhere saves under outputs/<its name>
 DEFAULT_OUTPUT_DIRS = {"causal_lm": "outputs/gpt-stdlib", "contrastive": "outputs/simclr-digits"}
@@ -68,9 +67,12 @@ class VisionArguments:
         default_factory=lambda: [512, 128], metadata={"help": "Projection head widths (hidden ..., output)."}
     )
     temperature: float = field(
-        default=0.5, metadata={"help": "NT-Xent temperature tau (SimCLR used 0.5 on CIFAR-10; 0.1-0.2 for big batches)."}
+        default=0.5,
+        metadata={"help": "NT-Xent temperature tau (SimCLR used 0.5 on CIFAR-10; 0.1-0.2 for big batches)."},
     )
-    blur: bool = field(default=False, metadata={"help": "Add Gaussian blur to the augmentations (helps on large images)."})
+    blur: bool = field(
+        default=False, metadata={"help": "Add Gaussian blur to the augmentations (helps on large images)."}
+    )
     image_column: str = field(default="image", metadata={"help": "Column holding the images."})
     label_column: str = field(
         default="label", metadata={"help": "Column of class labels, used only by the kNN monitor."}
@@ -110,9 +112,11 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     icl_warmup_steps: int | None = field(
         default=None,
-        metadata={"help": "Causal LM: optimizer steps on synthetic key -> value documents (hfssl.data.synthetic) "
-                  f"before the corpus, so the model learns to copy from its context (induction heads). Default "
-                  f"{DEFAULT_ICL_WARMUP_STEPS} for a fresh model, 0 with --model_name_or_path; 0 turns it off."},
+        metadata={
+            "help": "Causal LM: optimizer steps on synthetic key -> value documents (hfssl.data.synthetic) "
+            f"before the corpus, so the model learns to copy from its context (induction heads). Default "
+            f"{DEFAULT_ICL_WARMUP_STEPS} for a fresh model, 0 with --model_name_or_path; 0 turns it off."
+        },
     )
     icl_warmup_block_size: int = field(
         default=64,
@@ -120,8 +124,10 @@ class DataArguments:
     )
     icl_mix_fraction: float = field(
         default=0.1,
-        metadata={"help": "After a warm-up, this fraction of the corpus's characters is synthetic documents too: "
-                  "without them the copying is forgotten (README, 'In-context warm-up')."},
+        metadata={
+            "help": "After a warm-up, this fraction of the corpus's characters is synthetic documents too: "
+            "without them the copying is forgotten (README, 'In-context warm-up')."
+        },
     )
 
 
@@ -138,8 +144,10 @@ class PretrainArguments(HubArguments):
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
     max_steps: int | None = field(
         default=None,
-        metadata={"help": "Optimizer steps on the corpus (overrides --num_epochs when > 0; a causal LM's in-context "
-                  "warm-up comes on top). Default 2000 for causal_lm, 500 for contrastive."},
+        metadata={
+            "help": "Optimizer steps on the corpus (overrides --num_epochs when > 0; a causal LM's in-context "
+            "warm-up comes on top). Default 2000 for causal_lm, 500 for contrastive."
+        },
     )
     num_epochs: float = field(default=1.0, metadata={"help": "Epochs to train when --max_steps is 0."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Sequences per process per micro-step."})
@@ -149,22 +157,28 @@ class PretrainArguments(HubArguments):
     )
     learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Peak AdamW learning rate. Default 1e-3 for causal_lm (3e-3 delayed the in-context "
-                  "warm-up's copying in a probe run), 2e-3 for contrastive. Small models tolerate 1e-3..3e-3."},
+        metadata={
+            "help": "Peak AdamW learning rate. Default 1e-3 for causal_lm (3e-3 delayed the in-context "
+            "warm-up's copying in a probe run), 2e-3 for contrastive. Small models tolerate 1e-3..3e-3."
+        },
     )
     weight_decay: float = field(
         default=0.1, metadata={"help": "AdamW weight decay (not applied to biases, LayerNorms, embeddings)."}
     )
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (0.95 is steadier than 0.999 for LMs)."})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps of linear warmup before cosine decay."})
+    warmup_ratio: float = field(
+        default=0.05, metadata={"help": "Fraction of steps of linear warmup before cosine decay."}
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     mixed_precision: str = field(
         default="no", metadata={"help": "'no', 'bf16' or 'fp16' (fp16 needs a GPU). bf16 was not faster on our CPUs."}
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
-    eval_steps: int = field(default=250, metadata={"help": "Evaluate held-out loss/perplexity every N steps (0: end only)."})
+    eval_steps: int = field(
+        default=250, metadata={"help": "Evaluate held-out loss/perplexity every N steps (0: end only)."}
+    )
     max_eval_samples: int | None = field(default=512, metadata={"help": "Cap on evaluation blocks (None: all)."})
     save_steps: int = field(default=250, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints."})
@@ -179,13 +193,15 @@ class PretrainArguments(HubArguments):
     )
     cpu_threads: int = field(
         default=0,
-        metadata={"help": "Torch threads per process on CPU; 0 = available cores / local processes "
-                  "(`accelerate launch` alone would pin every process to 1 thread)."},
+        metadata={
+            "help": "Torch threads per process on CPU; 0 = available cores / local processes "
+            "(`accelerate launch` alone would pin every process to 1 thread)."
+        },
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
     sample_prompt: str = field(
-        default="", metadata={"help": "Prompt for the sample printed at the end (default: a held-out document's "
-                              "first 3 words)."}
+        default="",
+        metadata={"help": "Prompt for the sample printed at the end (default: a held-out document's first 3 words)."},
     )
     sample_max_new_tokens: int = field(default=80, metadata={"help": "Length of the sample printed at the end."})
 
@@ -254,8 +270,10 @@ def validate(model_args: ModelArguments, data_args: DataArguments, train_args: P
     if not 0.0 <= data_args.icl_mix_fraction < 1.0:
         raise ValueError(f"--icl_mix_fraction must be in [0, 1), got {data_args.icl_mix_fraction}.")
     if data_args.icl_warmup_steps and not 0 < data_args.icl_warmup_block_size <= data_args.block_size:
-        raise ValueError(f"--icl_warmup_block_size must be in [1, block_size={data_args.block_size}], "
-                         f"got {data_args.icl_warmup_block_size}.")
+        raise ValueError(
+            f"--icl_warmup_block_size must be in [1, block_size={data_args.block_size}], "
+            f"got {data_args.icl_warmup_block_size}."
+        )
     if not 0.0 <= data_args.eval_split_fraction < 1.0:
         raise ValueError(f"--eval_split_fraction must be in [0, 1), got {data_args.eval_split_fraction}.")
     if data_args.text_sample_by not in ("line", "paragraph", "document"):

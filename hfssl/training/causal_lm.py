@@ -43,8 +43,13 @@ def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
 class CausalLMObjective:
     name = "causal_lm"
 
-    def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments,
-                 vision_args: VisionArguments | None = None):
+    def __init__(
+        self,
+        model_args: ModelArguments,
+        data_args: DataArguments,
+        train_args: PretrainArguments,
+        vision_args: VisionArguments | None = None,
+    ):
         self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
         self.tokenizer, self.sample_prompt = None, ""
 
@@ -69,7 +74,9 @@ class CausalLMObjective:
             elif m.tokenizer_name_or_path or m.model_name_or_path:
                 tokenizer = load_tokenizer(m.tokenizer_name_or_path or m.model_name_or_path)
             else:
-                logger.info("Training a byte-level BPE tokenizer (vocab %d) on %d documents", m.vocab_size, len(train_docs))
+                logger.info(
+                    "Training a byte-level BPE tokenizer (vocab %d) on %d documents", m.vocab_size, len(train_docs)
+                )
                 tokenizer = train_bpe_tokenizer(iter_texts(train_docs), vocab_size=m.vocab_size)
             out.mkdir(parents=True, exist_ok=True)
             tokenizer.save_pretrained(out)
@@ -96,25 +103,33 @@ class CausalLMObjective:
             if len(blocks) >= needed:
                 break
             num_docs = math.ceil(num_docs * 1.1)
-        logger.info("In-context warm-up: %d steps on %d blocks of %d tokens of key -> value documents",
-                    d.icl_warmup_steps, needed, block)
+        logger.info(
+            "In-context warm-up: %d steps on %d blocks of %d tokens of key -> value documents",
+            d.icl_warmup_steps,
+            needed,
+            block,
+        )
         return WarmupPhase(blocks.select(range(needed)), d.icl_warmup_steps, per_device, name="in-context warm-up")
 
     def _mix_in_key_value(self, train_docs: datasets.Dataset) -> datasets.Dataset:
         """The corpus plus synthetic documents making up `icl_mix_fraction` of the characters."""
         fraction = self.data_args.icl_mix_fraction
         corpus_chars = sum(len(text) for text in train_docs["text"])
-        mixed_in = synthetic.documents_for_chars(int(corpus_chars * fraction / (1 - fraction)),
-                                                 seed=self.train_args.seed + 1_000_003)  # not the warm-up's docs
-        logger.info("Mixing %d key -> value documents into the corpus (%.0f%% of its characters)",
-                    len(mixed_in), 100 * fraction)
+        mixed_in = synthetic.documents_for_chars(
+            int(corpus_chars * fraction / (1 - fraction)), seed=self.train_args.seed + 1_000_003
+        )  # not the warm-up's docs
+        logger.info(
+            "Mixing %d key -> value documents into the corpus (%.0f%% of its characters)", len(mixed_in), 100 * fraction
+        )
         return datasets.concatenate_datasets([train_docs.select_columns(["text"]), mixed_in])
 
     def _model(self, tokenizer) -> nn.Module:
         m = self.model_args
         if m.model_name_or_path:
             model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
-            context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+            context = getattr(model.config, "max_position_embeddings", None) or getattr(
+                model.config, "n_positions", None
+            )
             if context is not None and self.data_args.block_size > context:
                 raise ValueError(
                     f"block_size ({self.data_args.block_size}) is larger than the context window of "
@@ -171,12 +186,15 @@ class CausalLMObjective:
                 if t.max_eval_samples is not None and len(eval_blocks) > t.max_eval_samples:
                     eval_blocks = eval_blocks.select(range(t.max_eval_samples))
         logger.info(
-            "Corpus: %d training blocks of %d tokens (%d tokens)", len(train_blocks), d.block_size,
+            "Corpus: %d training blocks of %d tokens (%d tokens)",
+            len(train_blocks),
+            d.block_size,
             len(train_blocks) * d.block_size,
         )
         model = self._model(tokenizer)
-        return PretrainingSetup(model, train_blocks, eval_blocks, _collate_blocks, companions=[tokenizer],
-                                warmup=warmup)
+        return PretrainingSetup(
+            model, train_blocks, eval_blocks, _collate_blocks, companions=[tokenizer], warmup=warmup
+        )
 
     # ---- steps -------------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -214,7 +232,7 @@ class CausalLMObjective:
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(t.seed)
         context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
-        input_ids = input_ids[:, -(context - 1):]  # keep room for at least one new token
+        input_ids = input_ids[:, -(context - 1) :]  # keep room for at least one new token
         output = model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),

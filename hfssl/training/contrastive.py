@@ -45,8 +45,13 @@ def _split(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, Imag
 class ContrastiveObjective:
     name = "contrastive"
 
-    def __init__(self, model_args: ModelArguments, data_args: DataArguments, train_args: PretrainArguments,
-                 vision_args: VisionArguments | None = None):
+    def __init__(
+        self,
+        model_args: ModelArguments,
+        data_args: DataArguments,
+        train_args: PretrainArguments,
+        vision_args: VisionArguments | None = None,
+    ):
         self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
         self.vision = vision_args or VisionArguments()
         self.loss = NTXentLoss(self.vision.temperature, gather_distributed=True)
@@ -71,16 +76,25 @@ class ContrastiveObjective:
 
     def _load(self, spec):
         v = self.vision
-        return load_images(spec, image_size=v.image_size, split=self.data_args.dataset_split,
-                           image_column=v.image_column, label_column=v.label_column)
+        return load_images(
+            spec,
+            image_size=v.image_size,
+            split=self.data_args.dataset_split,
+            image_column=v.image_column,
+            label_column=v.label_column,
+        )
 
     def _model(self, label_names) -> nn.Module:
         v = self.vision
         if self.model_args.model_name_or_path:
             return AutoModel.from_pretrained(self.model_args.model_name_or_path)
         config = SimCLRConfig(
-            backbone=v.backbone, image_size=v.image_size, resnet_layers=v.resnet_layers,
-            resnet_widths=v.resnet_widths, projection_dims=v.projection_dims, contrastive_temperature=v.temperature,
+            backbone=v.backbone,
+            image_size=v.image_size,
+            resnet_layers=v.resnet_layers,
+            resnet_widths=v.resnet_widths,
+            projection_dims=v.projection_dims,
+            contrastive_temperature=v.temperature,
         )
         if label_names:
             config.id2label = dict(enumerate(label_names))
@@ -105,24 +119,29 @@ class ContrastiveObjective:
         else:
             logger.warning("No labels in %s: the kNN monitor is off.", train.name)
             held_out = None
-        processor = ViTImageProcessor(size={"height": v.image_size, "width": v.image_size},
-                                      image_mean=mean, image_std=std)
+        processor = ViTImageProcessor(
+            size={"height": v.image_size, "width": v.image_size}, image_mean=mean, image_std=std
+        )
         if self.bank is not None:  # prepared once, here: Accelerate checkpoints every prepared loader, in order
-            self.bank_loader = accelerator.prepare(torch.utils.data.DataLoader(
-                ImageTensorDataset(self.bank), batch_size=t.per_device_eval_batch_size, collate_fn=_collate_images))
+            self.bank_loader = accelerator.prepare(
+                torch.utils.data.DataLoader(
+                    ImageTensorDataset(self.bank), batch_size=t.per_device_eval_batch_size, collate_fn=_collate_images
+                )
+            )
         model = self._model(train.label_names)
         # convolutions run ~1.2-1.35x faster in channels-last layout on our CPUs (measured with ResNet-18)
         self.memory_format = torch.channels_last if model.config.backbone == "resnet" else torch.contiguous_format
         model = model.to(memory_format=self.memory_format)
         eval_dataset = ImageTensorDataset(held_out) if held_out is not None else None
-        return PretrainingSetup(model, ImageTensorDataset(train), eval_dataset, _collate_images,
-                                companions=[processor])
+        return PretrainingSetup(model, ImageTensorDataset(train), eval_dataset, _collate_images, companions=[processor])
 
     # ---- steps -------------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = batch["pixel_values"]
-        view_1, view_2 = (self.augment(pixels).contiguous(memory_format=self.memory_format)  # per-image randomness
-                          for _ in range(2))
+        view_1, view_2 = (
+            self.augment(pixels).contiguous(memory_format=self.memory_format)  # per-image randomness
+            for _ in range(2)
+        )
         out = model(pixel_values=view_1, pixel_values_2=view_2, return_loss=False)
         z_1, z_2 = out.projections.chunk(2)
         return self.loss(z_1, z_2)
@@ -150,12 +169,15 @@ class ContrastiveObjective:
         model.train()
         num_classes = len(self.bank.label_names)
         return {
-            f"knn_top1_k{k}": knn_accuracy(queries, query_labels, bank, bank_labels, num_classes, k,
-                                           self.vision.knn_temperature)
+            f"knn_top1_k{k}": knn_accuracy(
+                queries, query_labels, bank, bank_labels, num_classes, k, self.vision.knn_temperature
+            )
             for k in self.vision.knn_k
         }
 
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
         h = model.config.hidden_size
-        return (f"SimCLR encoder ({model.config.backbone}, {h}-d features) saved with its image processor. Load it "
-                "with AutoModel / AutoModelForImageClassification or pipeline('image-feature-extraction').")
+        return (
+            f"SimCLR encoder ({model.config.backbone}, {h}-d features) saved with its image processor. Load it "
+            "with AutoModel / AutoModelForImageClassification or pipeline('image-feature-extraction')."
+        )

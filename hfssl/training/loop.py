@@ -123,8 +123,9 @@ def _make_accelerator(args: PretrainArguments) -> Accelerator:
     return accelerator
 
 
-def _train_loader(dataset, collate_fn, batch_size: int,
-                  args: PretrainArguments) -> tuple[DataLoader, EpochShuffleSampler]:
+def _train_loader(
+    dataset, collate_fn, batch_size: int, args: PretrainArguments
+) -> tuple[DataLoader, EpochShuffleSampler]:
     sampler = EpochShuffleSampler(len(dataset), args.seed)
     loader = DataLoader(
         dataset,
@@ -168,15 +169,22 @@ class PretrainingLoop:
     Every process runs the same code; Accelerate decides what each one sees and does.
     """
 
-    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments,
-                 vision_args: VisionArguments | None = None):
+    def __init__(
+        self,
+        model_args: ModelArguments,
+        data_args: DataArguments,
+        args: PretrainArguments,
+        vision_args: VisionArguments | None = None,
+    ):
         vision_args = vision_args or VisionArguments()
         _prepare_output_dir(args)
         self.args = args
         self.output_dir = Path(args.output_dir)
         self.accelerator = accelerator = _make_accelerator(args)
         set_seed(args.seed)
-        resume = resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
+        resume = (
+            resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
+        )
 
         self.objective = build_objective(args.objective, model_args, data_args, args, vision_args)
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
@@ -184,18 +192,21 @@ class PretrainingLoop:
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
             enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
             enable()
-        train_loader, self.sampler = _train_loader(setup.train_dataset, setup.collate_fn,
-                                                   args.per_device_train_batch_size, args)
+        train_loader, self.sampler = _train_loader(
+            setup.train_dataset, setup.collate_fn, args.per_device_train_batch_size, args
+        )
         self.warmup_steps = setup.warmup.steps if setup.warmup else 0
         self.warmup_name = setup.warmup.name if setup.warmup else ""
         if setup.warmup:
-            warmup_loader, _ = _train_loader(setup.warmup.dataset, setup.collate_fn,
-                                             setup.warmup.per_device_batch_size, args)  # one pass: epoch 0
+            warmup_loader, _ = _train_loader(
+                setup.warmup.dataset, setup.collate_fn, setup.warmup.per_device_batch_size, args
+            )  # one pass: epoch 0
             self.warmup_loader = accelerator.prepare(warmup_loader)
         self.eval_loader = None
         if setup.eval_dataset is not None and len(setup.eval_dataset) > 0:
-            eval_loader = DataLoader(setup.eval_dataset, batch_size=args.per_device_eval_batch_size,
-                                     collate_fn=setup.collate_fn)
+            eval_loader = DataLoader(
+                setup.eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=setup.collate_fn
+            )
             self.eval_loader = accelerator.prepare(eval_loader)
         optimizer = _optimizer(model, args)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -220,8 +231,13 @@ class PretrainingLoop:
             logger.info("Resumed from %s at step %d", resume, self.state.global_step)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            run_args = {**asdict(model_args), **asdict(data_args), **asdict(args), **asdict(vision_args),
-                        "num_processes": accelerator.num_processes}
+            run_args = {
+                **asdict(model_args),
+                **asdict(data_args),
+                **asdict(args),
+                **asdict(vision_args),
+                "num_processes": accelerator.num_processes,
+            }
             write_json_atomic(self.output_dir / "run_args.json", run_args)
         accelerator.init_trackers("pretrain", config={k: v for k, v in asdict(args).items() if v is not None})
 
@@ -235,7 +251,9 @@ class PretrainingLoop:
             return {}
         metrics = self.objective.evaluate(self.model, self.eval_loader, self.accelerator)
         self.log(metrics)
-        self.accelerator.print(f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        self.accelerator.print(
+            f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        )
         return metrics
 
     def _check_finite(self, step_loss: float) -> None:
@@ -292,8 +310,13 @@ class PretrainingLoop:
         state.global_step += 1
         final = state.global_step >= self.max_steps
         if state.global_step % args.logging_steps == 0 or final:
-            self.log({"loss": step_loss, "learning_rate": self.scheduler.get_last_lr()[0],
-                      "items_per_second": items * self.accelerator.num_processes / max(seconds, 1e-9)})
+            self.log(
+                {
+                    "loss": step_loss,
+                    "learning_rate": self.scheduler.get_last_lr()[0],
+                    "items_per_second": items * self.accelerator.num_processes / max(seconds, 1e-9),
+                }
+            )
         if args.eval_steps > 0 and state.global_step % args.eval_steps == 0 and not final and not was_warmup:
             self.evaluate()
         if was_warmup:
@@ -309,8 +332,13 @@ class PretrainingLoop:
     def train(self) -> None:
         state = self.state
         crash_at = int(os.environ.get(_CRASH_AT_STEP_ENV, "0"))
-        progress = tqdm(total=self.max_steps, initial=state.global_step, dynamic_ncols=True,
-                        disable=not self.accelerator.is_local_main_process, desc=f"pretrain ({self.args.objective})")
+        progress = tqdm(
+            total=self.max_steps,
+            initial=state.global_step,
+            dynamic_ncols=True,
+            disable=not self.accelerator.is_local_main_process,
+            desc=f"pretrain ({self.args.objective})",
+        )
         self.model.train()
         micro_losses, items, window_start = [], 0, time.perf_counter()
         done = state.global_step >= self.max_steps
@@ -347,16 +375,21 @@ class PretrainingLoop:
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(self.model)
             save_pretrained_atomic(self.output_dir, [model, *self.setup.companions])
-            write_json_atomic(self.output_dir / METRICS_FILE,
-                              {"final": final_metrics, "log_history": self.state.log_history})
+            write_json_atomic(
+                self.output_dir / METRICS_FILE, {"final": final_metrics, "log_history": self.state.log_history}
+            )
             summary["report"] = self.objective.finish(model, self.output_dir, accelerator)
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return summary
 
 
-def run_pretraining(model_args: ModelArguments, data_args: DataArguments, args: PretrainArguments,
-                    vision_args: VisionArguments | None = None) -> dict:
+def run_pretraining(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: PretrainArguments,
+    vision_args: VisionArguments | None = None,
+) -> dict:
     """Train with the chosen objective; save the model, companions and metrics.json to args.output_dir.
 
     Returns a summary dict: output_dir, global_step, final metrics and, on the main process, the

@@ -30,33 +30,54 @@ def gpt2_dir(tmp_path, tiny_tokenizer):
 
     path = tmp_path / "gpt2"
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                               bos_token_id=0, eos_token_id=0, pad_token_id=1)).save_pretrained(path)
+    GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tiny_tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=1,
+        )
+    ).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
 
 
-
-
-
-
 def _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file, **extra):
     model, data = (gpt_dir, sentiment_file) if kind == "gpt" else (simclr_dir, "digits")
-    base = dict(model_name_or_path=str(model), dataset=str(data), output_dir=str(tmp_path / f"{kind}-{method}"),
-                method=method, num_labels_per_class=4, epochs=2, batch_size=8, learning_rate=1e-3)
+    base = dict(
+        model_name_or_path=str(model),
+        dataset=str(data),
+        output_dir=str(tmp_path / f"{kind}-{method}"),
+        method=method,
+        num_labels_per_class=4,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+    )
     return FinetuneArguments(**{**base, **extra})
 
 
 # (model, method) -> which parameters may change
 CASES = [
-    ("gpt", "full"), ("gpt", "lp-ft"), ("gpt", "surgical"), ("gpt", "lora"),
-    ("simclr", "full"), ("simclr", "lp-ft"), ("simclr", "surgical"), ("simclr", "lora"),
+    ("gpt", "full"),
+    ("gpt", "lp-ft"),
+    ("gpt", "surgical"),
+    ("gpt", "lora"),
+    ("simclr", "full"),
+    ("simclr", "lp-ft"),
+    ("simclr", "surgical"),
+    ("simclr", "lora"),
 ]
 
 
 @pytest.mark.parametrize("kind, method", CASES)
-def test_methods_train_exactly_what_they_should(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file,
-                                                monkeypatch):
+def test_methods_train_exactly_what_they_should(
+    kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file, monkeypatch
+):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     args = _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file)
     _, metrics = run_finetune(args)
@@ -99,8 +120,20 @@ def test_surgical_by_name_and_bad_block(tmp_path, gpt_dir, simclr_dir, sentiment
     args = _args("gpt", "surgical", tmp_path, gpt_dir, simclr_dir, sentiment_file, surgical_blocks=["model.layers.0"])
     _, metrics = run_finetune(args)
     assert all(n.startswith("model.layers.0.") or n.startswith("score.") for n in metrics["changed_parameters"])
-    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--method", "surgical",
-            "--surgical_blocks", "7", "--output_dir", str(tmp_path / "x"), "--epochs", "1"]
+    argv = [
+        "--model_name_or_path",
+        str(gpt_dir),
+        "--dataset",
+        str(sentiment_file),
+        "--method",
+        "surgical",
+        "--surgical_blocks",
+        "7",
+        "--output_dir",
+        str(tmp_path / "x"),
+        "--epochs",
+        "1",
+    ]
     assert finetune.main(argv) == 2
     assert "Block 7 does not exist" in capsys.readouterr().err
 
@@ -117,9 +150,16 @@ def test_lora_merged_model_reloads(tmp_path, gpt_dir, simclr_dir, sentiment_file
 @pytest.mark.parametrize("method", ["full", "lp-ft", "lora"])
 def test_any_transformers_model(method, tmp_path, gpt2_dir, sentiment_file):
     """GPT2ForSequenceClassification (bias-free head that scores every position) goes through the same code."""
-    args = FinetuneArguments(model_name_or_path=str(gpt2_dir), dataset=str(sentiment_file), method=method,
-                             output_dir=str(tmp_path / method), num_labels_per_class=4, epochs=2, batch_size=8,
-                             learning_rate=1e-3)
+    args = FinetuneArguments(
+        model_name_or_path=str(gpt2_dir),
+        dataset=str(sentiment_file),
+        method=method,
+        output_dir=str(tmp_path / method),
+        num_labels_per_class=4,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+    )
     _, metrics = run_finetune(args)
     changed = set(metrics["changed_parameters"])
     if method == "lora":
@@ -130,10 +170,26 @@ def test_any_transformers_model(method, tmp_path, gpt2_dir, sentiment_file):
 
 def test_text_longer_than_the_context_is_an_error(tmp_path, gpt_dir, capsys):
     long_file = tmp_path / "long.txt"
-    long_file.write_text("1 short and fine\n0 " + "the king forgets the song " * 40 + "\n" * 1 +
-                         "".join(f"{i % 2} words {i}\n" for i in range(20)))
-    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(long_file), "--eval_dataset", str(long_file),
-            "--method", "full", "--epochs", "1", "--output_dir", str(tmp_path / "o")]
+    long_file.write_text(
+        "1 short and fine\n0 "
+        + "the king forgets the song " * 40
+        + "\n" * 1
+        + "".join(f"{i % 2} words {i}\n" for i in range(20))
+    )
+    argv = [
+        "--model_name_or_path",
+        str(gpt_dir),
+        "--dataset",
+        str(long_file),
+        "--eval_dataset",
+        str(long_file),
+        "--method",
+        "full",
+        "--epochs",
+        "1",
+        "--output_dir",
+        str(tmp_path / "o"),
+    ]
     assert finetune.main(argv) == 2
     assert "more than the model's context window (64)" in capsys.readouterr().err
 

@@ -12,8 +12,14 @@ from tests.conftest import tiny_gpt_config
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is a test-only extra: pip install -e '.[dev]'")
 
-TEXTS = ["a fine good film", "bad and dull", "the king likes the song", "the king forgets the song 3",
-         "good good good", "a dull bad film 5"]
+TEXTS = [
+    "a fine good film",
+    "bad and dull",
+    "the king likes the song",
+    "the king forgets the song 3",
+    "good good good",
+    "a dull bad film 5",
+]
 LABELS = [1, 0, 1, 0, 1, 0]
 
 
@@ -22,21 +28,26 @@ def _task_dir(tmp_path, demos: str) -> str:
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(TEXTS, LABELS)))
     # JSON strings are valid YAML scalars, which keeps the newlines of the prompt exact
-    (tmp_path / "task.yaml").write_text("\n".join([
-        "task: hfssl_agreement",
-        "dataset_path: json",
-        "dataset_kwargs:",
-        f"  data_files: {{test: {json.dumps(str(data))}}}",
-        "test_split: test",
-        "output_type: multiple_choice",
-        f"doc_to_text: {json.dumps(demos + 'Review: {{text}}' + chr(10) + 'Sentiment:')}",
-        'doc_to_choice: ["negative", "positive"]',
-        "doc_to_target: label",
-        'target_delimiter: " "',
-        "metric_list:",
-        "  - metric: acc",
-        "  - metric: acc_norm",
-    ]) + "\n")
+    (tmp_path / "task.yaml").write_text(
+        "\n".join(
+            [
+                "task: hfssl_agreement",
+                "dataset_path: json",
+                "dataset_kwargs:",
+                f"  data_files: {{test: {json.dumps(str(data))}}}",
+                "test_split: test",
+                "output_type: multiple_choice",
+                f"doc_to_text: {json.dumps(demos + 'Review: {{text}}' + chr(10) + 'Sentiment:')}",
+                'doc_to_choice: ["negative", "positive"]',
+                "doc_to_target: label",
+                'target_delimiter: " "',
+                "metric_list:",
+                "  - metric: acc",
+                "  - metric: acc_norm",
+            ]
+        )
+        + "\n"
+    )
     return str(tmp_path)
 
 
@@ -64,8 +75,13 @@ def test_loglikelihoods_match_lm_evaluation_harness(gpt_dir, tmp_path, k):
     prefix = "".join(d + template.demo_delimiter for d in demos)
 
     harness = HFLM(pretrained=str(gpt_dir), backend="causal", batch_size=4, device="cpu")
-    out = simple_evaluate(model=harness, tasks=["hfssl_agreement"], task_manager=TaskManager(include_path=_task_dir(tmp_path, prefix)),
-                          log_samples=True, num_fewshot=0)
+    out = simple_evaluate(
+        model=harness,
+        tasks=["hfssl_agreement"],
+        task_manager=TaskManager(include_path=_task_dir(tmp_path, prefix)),
+        log_samples=True,
+        num_fewshot=0,
+    )
     samples = sorted(out["samples"]["hfssl_agreement"], key=lambda s: s["doc_id"])
     theirs = torch.tensor([[resp[0][0] for resp in s["resps"]] for s in samples], dtype=torch.float64)
 

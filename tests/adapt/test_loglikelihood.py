@@ -23,8 +23,18 @@ def reference_loglikelihood(model, context_ids, continuation_ids):
 def _models(vocab_size):
     torch.manual_seed(0)
     ours = GPTForCausalLM(tiny_gpt_config(vocab_size=vocab_size, max_position_embeddings=128)).eval()
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                                      bos_token_id=0, eos_token_id=0, pad_token_id=1)).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=1,
+        )
+    ).eval()
     return {"hfssl_gpt": ours, "gpt2": gpt2}
 
 

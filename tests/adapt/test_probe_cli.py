@@ -21,8 +21,16 @@ probe = import_script("probe")
 def test_text_probe_saves_a_classifier_equal_to_the_probe(tmp_path, gpt_dir, sentiment_file, monkeypatch, capsys):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "probe"
-    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--output_dir", str(out),
-            "--num_labels_per_class", "8"]
+    argv = [
+        "--model_name_or_path",
+        str(gpt_dir),
+        "--dataset",
+        str(sentiment_file),
+        "--output_dir",
+        str(out),
+        "--num_labels_per_class",
+        "8",
+    ]
     assert probe.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_train"] == 16 and metrics["labels"] == ["0", "1"] and metrics["feature_cache_hits"] == 0
@@ -50,20 +58,40 @@ def test_image_probe_on_digits(tmp_path, monkeypatch):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     model_dir, out = tmp_path / "simclr", tmp_path / "probe"
     torch.manual_seed(0)
-    SimCLRModel(SimCLRConfig(image_size=8, resnet_layers=[1], resnet_widths=[8], projection_dims=[8])).save_pretrained(model_dir)
-    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.3] * 3, image_std=[0.4] * 3).save_pretrained(model_dir)
-    assert probe.main(["--model_name_or_path", str(model_dir), "--dataset", "digits", "--output_dir", str(out),
-                       "--num_labels_per_class", "10"]) == 0
+    SimCLRModel(SimCLRConfig(image_size=8, resnet_layers=[1], resnet_widths=[8], projection_dims=[8])).save_pretrained(
+        model_dir
+    )
+    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.3] * 3, image_std=[0.4] * 3).save_pretrained(
+        model_dir
+    )
+    assert (
+        probe.main(
+            [
+                "--model_name_or_path",
+                str(model_dir),
+                "--dataset",
+                "digits",
+                "--output_dir",
+                str(out),
+                "--num_labels_per_class",
+                "10",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_train"] == 100 and metrics["accuracy"] > 0.3  # random conv features already beat 10% chance
     classifier = AutoModelForImageClassification.from_pretrained(out)
     assert classifier.config.num_labels == 10
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--num_labels_per_class", "1000"], "larger than class"),
-    (["--label_column", "missing"], "no column 'missing'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num_labels_per_class", "1000"], "larger than class"),
+        (["--label_column", "missing"], "no column 'missing'"),
+    ],
+)
 def test_probe_bad_input(tmp_path, gpt_dir, sentiment_file, capsys, extra, message):
     argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--output_dir", str(tmp_path / "o")]
     assert probe.main(argv + extra) == 2

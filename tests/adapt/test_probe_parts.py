@@ -24,10 +24,13 @@ def test_label_space_text_and_table_formats(tmp_path):
     assert names == ["neg", "pos"] and list(ds["label"]) == [0, 1]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("1 only one class\n1 again\n", "single class"),
-    ("1\n", "expected 'label<space>text'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1 only one class\n1 again\n", "single class"),
+        ("1\n", "expected 'label<space>text'"),
+    ],
+)
 def test_bad_text_sets(tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_text(content)
@@ -40,7 +43,7 @@ def test_missing_label_column_and_missing_file(tmp_path):
     path.write_text(json.dumps({"text": "x"}) + "\n")
     with pytest.raises(ValueError, match="no column 'label'"):
         load_text_classification(str(path))
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
         load_text_classification(str(tmp_path / "nope.csv"))
 
 
@@ -86,7 +89,7 @@ def test_text_features_last_token_ignores_padding_and_rejects_long_texts(tiny_to
     together = text_features(model, tiny_tokenizer, [short, longer])
     alone = text_features(model, tiny_tokenizer, [short])
     torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="Text 1 has .* tokens, more than the model's context window"):
+    with pytest.raises(ValueError, match=r"Text 1 has .* tokens, more than the model's context window"):
         text_features(model, tiny_tokenizer, [short, "the cat " * 40])
 
 

@@ -43,8 +43,9 @@ def test_demonstration_selection():
     assert select_demonstrations(labels, 0, strategy="random", seed=0, num_queries=3) == [[], [], []]
     pool = torch.eye(4)
     queries = torch.tensor([[0.0, 1.0, 0.2, 0.0], [0.0, 0.0, 0.1, 1.0]])
-    nearest = select_demonstrations([0, 1, 0, 1], 2, strategy="nearest", seed=0, pool_embeddings=pool,
-                                    query_embeddings=queries, num_queries=2)
+    nearest = select_demonstrations(
+        [0, 1, 0, 1], 2, strategy="nearest", seed=0, pool_embeddings=pool, query_embeddings=queries, num_queries=2
+    )
     assert nearest == [[2, 1], [2, 3]]  # most similar last, next to the query
     with pytest.raises(ValueError, match="pool is empty"):
         select_demonstrations([], 2, strategy="random", seed=0)
@@ -54,8 +55,9 @@ def test_contextual_calibration_formula():
     probs = torch.tensor([[0.7, 0.3], [0.9, 0.1]], dtype=torch.float64)
     content_free = torch.tensor([[0.8, 0.2], [0.6, 0.4]], dtype=torch.float64)  # mean (0.7, 0.3)
     out = contextual_calibration(probs, content_free)
-    expected = torch.tensor([[0.5, 0.5], [0.9 / 0.7 / (0.9 / 0.7 + 0.1 / 0.3), 0.1 / 0.3 / (0.9 / 0.7 + 0.1 / 0.3)]],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [[0.5, 0.5], [0.9 / 0.7 / (0.9 / 0.7 + 0.1 / 0.3), 0.1 / 0.3 / (0.9 / 0.7 + 0.1 / 0.3)]], dtype=torch.float64
+    )
     torch.testing.assert_close(out, expected)
 
 
@@ -113,9 +115,23 @@ def test_parse_and_generate(tiny_tokenizer):
 @pytest.mark.parametrize("extra", [["--calibrate"], ["--strategy", "nearest"], ["--mode", "generate"]])
 def test_prompt_eval_cli(gpt_dir, sentiment_file, tmp_path, capsys, extra):
     out = tmp_path / "results.json"
-    code = import_script("prompt_eval").main([
-        "--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--shots", "0,2",
-        "--seeds", "2", "--output_file", str(out), "--batch_size", "8", *extra])
+    code = import_script("prompt_eval").main(
+        [
+            "--model_name_or_path",
+            str(gpt_dir),
+            "--dataset",
+            str(sentiment_file),
+            "--shots",
+            "0,2",
+            "--seeds",
+            "2",
+            "--output_file",
+            str(out),
+            "--batch_size",
+            "8",
+            *extra,
+        ]
+    )
     assert code == 0
     results = json.loads(out.read_text())
     assert set(results["shots"]) == {"0", "2"}
@@ -129,13 +145,14 @@ def test_prompt_eval_cli(gpt_dir, sentiment_file, tmp_path, capsys, extra):
 
 def test_prompt_eval_cli_errors(gpt_dir, sentiment_file, tmp_path, capsys):
     main = import_script("prompt_eval").main
-    assert main(["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file),
-                 "--verbalizer", "0=bad"]) == 2
+    assert main(["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--verbalizer", "0=bad"]) == 2
     assert "missing from the verbalizer" in capsys.readouterr().err
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
-    assert main(["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file),
-                 "--demos_dataset", str(empty)]) == 2
+    assert (
+        main(["--model_name_or_path", str(gpt_dir), "--dataset", str(sentiment_file), "--demos_dataset", str(empty)])
+        == 2
+    )
     assert "error:" in capsys.readouterr().err
     assert main(["--model_name_or_path", str(tmp_path / "nothing"), "--dataset", str(sentiment_file)]) == 2
     assert "Could not load" in capsys.readouterr().err

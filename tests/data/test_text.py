@@ -75,7 +75,7 @@ def test_custom_text_column(tmp_path):
 
 def test_missing_file_is_named(tmp_path):
     missing = tmp_path / "nope.txt"
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
         load_text_dataset(str(missing))
 
 

@@ -54,7 +54,9 @@ def test_image_folder_and_corrupt_file_named(tmp_path, cache):
     for label in ("a", "b"):
         (tmp_path / "imgs" / label).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / label / f"{i}.png"
+            )
     data = load_images(str(tmp_path / "imgs"), image_size=9)
     assert data.pixels.shape == (4, 3, 9, 9) and data.label_names == ["a", "b"]
     (tmp_path / "imgs" / "b" / "broken.png").write_bytes(b"this is not a png")

@@ -28,8 +28,8 @@ def main(out_path: str) -> None:
     reference = NTXentLoss(0.2)(reference_a, reference_b)
     reference.backward()
 
-    mine_a = z_a[rank * B:(rank + 1) * B].clone().requires_grad_(True)
-    mine_b = z_b[rank * B:(rank + 1) * B].clone().requires_grad_(True)
+    mine_a = z_a[rank * B : (rank + 1) * B].clone().requires_grad_(True)
+    mine_b = z_b[rank * B : (rank + 1) * B].clone().requires_grad_(True)
     loss = NTXentLoss(0.2, gather_distributed=True)(mine_a, mine_b)
     loss.backward()
     mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
@@ -38,9 +38,16 @@ def main(out_path: str) -> None:
     expected = torch.cat([reference_a.grad, reference_b.grad], dim=1)
     if accelerator.is_main_process:
         with open(out_path, "w") as f:
-            json.dump({"world_size": world, "loss": mean_loss, "reference_loss": reference.item(),
-                       "max_grad_diff": (all_grads - expected).abs().max().item(),
-                       "max_grad": expected.abs().max().item()}, f)
+            json.dump(
+                {
+                    "world_size": world,
+                    "loss": mean_loss,
+                    "reference_loss": reference.item(),
+                    "max_grad_diff": (all_grads - expected).abs().max().item(),
+                    "max_grad": expected.abs().max().item(),
+                },
+                f,
+            )
     # Tear the gloo group down before interpreter exit: leaving it to destructors aborted rank 0 in CI
     # ("terminate called without an active exception").
     accelerator.wait_for_everyone()

@@ -28,7 +28,10 @@ class TinyClassifier(nn.Module):
 
 def _task(seed=1, ways=3):
     g = torch.Generator().manual_seed(seed)
-    x_s, x_q = torch.randn(ways * 2, 4, generator=g, dtype=torch.float64), torch.randn(ways * 3, 4, generator=g, dtype=torch.float64)
+    x_s, x_q = (
+        torch.randn(ways * 2, 4, generator=g, dtype=torch.float64),
+        torch.randn(ways * 3, 4, generator=g, dtype=torch.float64),
+    )
     y_s, y_q = torch.arange(ways).repeat(2), torch.arange(ways).repeat(3)
     return x_s, y_s, x_q, y_q
 
@@ -142,8 +145,15 @@ def test_vmapped_meta_batch_equals_the_loop(algorithm):
         model = TinyBatchNormClassifier()
         learner = FunctionalMetaLearner(model, algorithm, inner_lr=0.4, steps=2, vectorize=vectorize)
         loss, accuracies = learner.meta_backward(tasks)
-        grads.append((loss, accuracies, torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                                                          for p in model.parameters()])))
+        grads.append(
+            (
+                loss,
+                accuracies,
+                torch.cat(
+                    [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
+                ),
+            )
+        )
     (loop_loss, loop_acc, loop_grad), (vec_loss, vec_acc, vec_grad) = grads
     assert vec_loss == pytest.approx(loop_loss, rel=1e-12) and vec_acc == pytest.approx(loop_acc)
     torch.testing.assert_close(vec_grad, loop_grad, rtol=1e-10, atol=1e-12)

@@ -14,9 +14,34 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO, import_script
 
-TINY = ["--image_size", "12", "--resnet_widths", "8", "8", "--ways", "3", "--shots", "1", "--queries", "2",
-        "--meta_batch_size", "2", "--eval_steps", "2", "--val_episodes", "3", "--test_episodes", "4",
-        "--class_split", "0.6", "0.2", "0.2", "--test_shots", "1", "2"]
+TINY = [
+    "--image_size",
+    "12",
+    "--resnet_widths",
+    "8",
+    "8",
+    "--ways",
+    "3",
+    "--shots",
+    "1",
+    "--queries",
+    "2",
+    "--meta_batch_size",
+    "2",
+    "--eval_steps",
+    "2",
+    "--val_episodes",
+    "3",
+    "--test_episodes",
+    "4",
+    "--class_split",
+    "0.6",
+    "0.2",
+    "0.2",
+    "--test_shots",
+    "1",
+    "2",
+]
 
 
 @pytest.fixture
@@ -39,8 +64,9 @@ def glyph_zip(tmp_path):
 def test_meta_train_saves_model_and_metrics(glyph_zip, tmp_path, monkeypatch, algorithm, capsys):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     out = tmp_path / algorithm
-    code = import_script("meta_train").main(["--algorithm", algorithm, "--dataset", str(glyph_zip), "--meta_steps", "3",
-                                             "--output_dir", str(out), *TINY])
+    code = import_script("meta_train").main(
+        ["--algorithm", algorithm, "--dataset", str(glyph_zip), "--meta_steps", "3", "--output_dir", str(out), *TINY]
+    )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["meta_test"]) == {"3-way 1-shot", "3-way 2-shot"}
@@ -62,9 +88,26 @@ def test_killed_run_resumes_exactly(glyph_zip, tmp_path):
 
     def run(out, *extra, crash_at=None):
         e = {**env, **({"HFSSL_TEST_CRASH_AT_STEP": str(crash_at)} if crash_at else {})}
-        return subprocess.run([sys.executable, script, "--dataset", str(glyph_zip), "--output_dir", str(out),
-                               "--meta_steps", "4", "--save_steps", "1", *TINY, *extra],
-                              capture_output=True, text=True, env=e, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                script,
+                "--dataset",
+                str(glyph_zip),
+                "--output_dir",
+                str(out),
+                "--meta_steps",
+                "4",
+                "--save_steps",
+                "1",
+                *TINY,
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=e,
+            timeout=300,
+        )
 
     straight = run(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -103,18 +146,59 @@ def test_bad_input_is_clear(glyph_zip, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("algorithm", ["maml", "protonet"])
 def test_meta_train_on_text_with_a_pretrained_gpt(gpt_dir, tmp_path, algorithm, capsys):
     """Text episodes: 9 classes of 4 sentences each, a tiny hfssl GPT as the body."""
-    subjects = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river",
-                "our king", "the ship"]
-    lines = [f"c{c} {subject} {verb} the house" for c, subject in enumerate(subjects)
-             for verb in ("sees", "likes", "finds", "calls")]
+    subjects = [
+        "the cat",
+        "a dog",
+        "the old man",
+        "my sister",
+        "the teacher",
+        "a small bird",
+        "the river",
+        "our king",
+        "the ship",
+    ]
+    lines = [
+        f"c{c} {subject} {verb} the house"
+        for c, subject in enumerate(subjects)
+        for verb in ("sees", "likes", "finds", "calls")
+    ]
     data = tmp_path / "topics.txt"
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / f"text-{algorithm}"
-    code = import_script("meta_train").main([
-        "--algorithm", algorithm, "--model_name_or_path", str(gpt_dir), "--dataset", str(data), "--output_dir",
-        str(out), "--meta_steps", "2", "--ways", "3", "--shots", "1", "--queries", "2", "--meta_batch_size", "2",
-        "--eval_steps", "0", "--test_episodes", "3", "--test_shots", "1", "--class_split", "0.34", "0.33", "0.33",
-        "--inner_lr", "0.1"])
+    code = import_script("meta_train").main(
+        [
+            "--algorithm",
+            algorithm,
+            "--model_name_or_path",
+            str(gpt_dir),
+            "--dataset",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--meta_steps",
+            "2",
+            "--ways",
+            "3",
+            "--shots",
+            "1",
+            "--queries",
+            "2",
+            "--meta_batch_size",
+            "2",
+            "--eval_steps",
+            "0",
+            "--test_episodes",
+            "3",
+            "--test_shots",
+            "1",
+            "--class_split",
+            "0.34",
+            "0.33",
+            "0.33",
+            "--inner_lr",
+            "0.1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["meta_test"]["3-way 1-shot"]["episodes"] == 3
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

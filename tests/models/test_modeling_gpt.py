@@ -123,7 +123,10 @@ def test_trust_remote_code_without_hfssl(tmp_path):
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf_home")},
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
@@ -138,8 +141,19 @@ def test_matches_gpt2_lm_head_model_with_copied_weights():
     """
     torch.manual_seed(0)
     g2 = GPT2LMHeadModel(
-        GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_inner=37, n_positions=64,
-                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+        GPT2Config(
+            vocab_size=99,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_inner=37,
+            n_positions=64,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
     ).eval()
     ours = GPTForCausalLM(tiny_gpt_config()).eval()
     sd = g2.state_dict()
@@ -153,8 +167,12 @@ def test_matches_gpt2_lm_head_model_with_copied_weights():
         p, q = f"transformer.h.{i}.", f"model.layers.{i}."
         for a, b in [("ln_1", "ln_1"), ("ln_2", "ln_2")]:
             new[q + b + ".weight"], new[q + b + ".bias"] = sd[p + a + ".weight"], sd[p + a + ".bias"]
-        for a, b in [("attn.c_attn", "attn.qkv_proj"), ("attn.c_proj", "attn.out_proj"),
-                     ("mlp.c_fc", "mlp.fc_in"), ("mlp.c_proj", "mlp.fc_out")]:
+        for a, b in [
+            ("attn.c_attn", "attn.qkv_proj"),
+            ("attn.c_proj", "attn.out_proj"),
+            ("mlp.c_fc", "mlp.fc_in"),
+            ("mlp.c_proj", "mlp.fc_out"),
+        ]:
             new[q + b + ".weight"], new[q + b + ".bias"] = sd[p + a + ".weight"].t(), sd[p + a + ".bias"]
     missing, unexpected = ours.load_state_dict(new, strict=False)
     assert missing == ["lm_head.weight"] and not unexpected  # lm_head is tied to embed_tokens
@@ -190,12 +208,12 @@ def test_left_padded_batch_generates_what_each_example_generates_alone():
     batch = torch.full((3, width), 1)
     mask = torch.zeros((3, width), dtype=torch.long)
     for i, p in enumerate(prompts):
-        batch[i, width - len(p):], mask[i, width - len(p):] = p, 1
+        batch[i, width - len(p) :], mask[i, width - len(p) :] = p, 1
     kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=1, eos_token_id=None)
     batched = model.generate(batch, attention_mask=mask, **kwargs)[:, width:]
     for i, p in enumerate(prompts):
         alone = model.generate(p[None], attention_mask=torch.ones(1, len(p), dtype=torch.long), **kwargs)
-        torch.testing.assert_close(batched[i], alone[0, len(p):])
+        torch.testing.assert_close(batched[i], alone[0, len(p) :])
     # the forward pass on its own (no generate) also derives positions from the mask
     torch.testing.assert_close(
         model(batch, attention_mask=mask).logits[0, -1], model(prompts[0][None]).logits[0, -1], atol=1e-5, rtol=1e-4

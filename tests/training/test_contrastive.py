@@ -19,9 +19,32 @@ SCRIPT = REPO / "scripts" / "pretrain.py"
 pretrain = import_script("pretrain")
 
 TINY = [
-    "--objective", "contrastive", "--image_size", "8", "--resnet_layers", "1", "1", "--resnet_widths", "8", "16",
-    "--projection_dims", "32", "16", "--per_device_train_batch_size", "16", "--report_to", "none",
-    "--logging_steps", "1", "--knn_k", "5", "20", "--knn_bank_size", "300", "--eval_split_fraction", "0.05",
+    "--objective",
+    "contrastive",
+    "--image_size",
+    "8",
+    "--resnet_layers",
+    "1",
+    "1",
+    "--resnet_widths",
+    "8",
+    "16",
+    "--projection_dims",
+    "32",
+    "16",
+    "--per_device_train_batch_size",
+    "16",
+    "--report_to",
+    "none",
+    "--logging_steps",
+    "1",
+    "--knn_k",
+    "5",
+    "20",
+    "--knn_bank_size",
+    "300",
+    "--eval_split_fraction",
+    "0.05",
 ]
 
 
@@ -76,8 +99,13 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path):
     common = ["--max_steps", "6", "--save_steps", "3", "--eval_steps", "2"]  # evaluations before the checkpoint too
 
     def run(out, *extra, env=None):
-        return subprocess.run([sys.executable, str(SCRIPT), *_args(out, *common, *extra)], env=env or _env(),
-                              capture_output=True, text=True, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, str(SCRIPT), *_args(out, *common, *extra)],
+            env=env or _env(),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
 
     assert run(tmp_path / "a").returncode == 0
     crashed = run(tmp_path / "b", env={**_env(), "HFSSL_TEST_CRASH_AT_STEP": "5"})
@@ -94,9 +122,20 @@ def test_two_processes_run_and_gather_negatives(tmp_path):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     out = tmp_path / "two"
     result = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", str(SCRIPT),
-         *_args(out, "--max_steps", "4", "--per_device_train_batch_size", "8")],
-        env=_env(), capture_output=True, text=True, cwd=REPO, timeout=600,
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            str(SCRIPT),
+            *_args(out, "--max_steps", "4", "--per_device_train_batch_size", "8"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "run_args.json").read_text())["num_processes"] == 2

@@ -20,10 +20,34 @@ SCRIPT = REPO / "scripts" / "pretrain.py"
 pretrain = import_script("pretrain")
 
 TINY = [
-    "--vocab_size", "300", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-    "--max_position_embeddings", "64", "--block_size", "16", "--per_device_train_batch_size", "4",
-    "--learning_rate", "3e-3", "--warmup_ratio", "0.1", "--report_to", "none", "--logging_steps", "1",
-    "--sample_max_new_tokens", "8", "--eval_split_fraction", "0.1", "--icl_warmup_steps", "0",
+    "--vocab_size",
+    "300",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--max_position_embeddings",
+    "64",
+    "--block_size",
+    "16",
+    "--per_device_train_batch_size",
+    "4",
+    "--learning_rate",
+    "3e-3",
+    "--warmup_ratio",
+    "0.1",
+    "--report_to",
+    "none",
+    "--logging_steps",
+    "1",
+    "--sample_max_new_tokens",
+    "8",
+    "--eval_split_fraction",
+    "0.1",
+    "--icl_warmup_steps",
+    "0",
 ]
 WARMUP = ["--icl_warmup_block_size", "8", "--icl_warmup_steps"]  # + the number of warm-up steps
 
@@ -33,8 +57,9 @@ def _args(corpus, out, *extra):
 
 
 def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1"
+    )
     env.pop("HFSSL_TEST_CRASH_AT_STEP", None)
     return env
 
@@ -127,7 +152,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus_f
     with pytest.raises(NonFiniteLossError, match=r"step 5.*Last good checkpoint: .*step-000004"):
         run_pretraining(*parse_args(_args(corpus_file, out, "--max_steps", "10", "--save_steps", "2")))
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")) == [
-        "step-000002", "step-000004"
+        "step-000002",
+        "step-000004",
     ]
     assert not (out / "model.safetensors").exists()  # nothing poisoned was saved as the final model
 
@@ -138,13 +164,24 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
 
     5 in-context warm-up steps come first: B resumes inside the warm-up (step 4) and crosses into the corpus.
     """
-    common = ["--max_steps", "9", "--save_steps", "4", "--dropout", "0.1", "--gradient_accumulation_steps", "2",
-              *WARMUP, "5"]
+    common = [
+        "--max_steps",
+        "9",
+        "--save_steps",
+        "4",
+        "--dropout",
+        "0.1",
+        "--gradient_accumulation_steps",
+        "2",
+        *WARMUP,
+        "5",
+    ]
 
     def run(out, *extra, env=None):
         args = _args(corpus_file, out, *common, *extra)
-        return subprocess.run([sys.executable, str(SCRIPT), *args], env=env or _env(),
-                              capture_output=True, text=True, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, str(SCRIPT), *args], env=env or _env(), capture_output=True, text=True, cwd=REPO
+        )
 
     straight = run(tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -168,11 +205,23 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
 def test_two_processes_match_one_process(tmp_path, corpus_file):
     """2 gloo processes x batch 2 give the same losses and weights as 1 process x batch 4 (warm-up included)."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+
     def launch(out, launcher, batch):
-        args = _args(corpus_file, out, "--max_steps", "6", "--eval_steps", "3", "--per_device_train_batch_size", str(batch),
-                     *WARMUP, "2")
-        result = subprocess.run([*launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True,
-                                cwd=REPO, timeout=600)
+        args = _args(
+            corpus_file,
+            out,
+            "--max_steps",
+            "6",
+            "--eval_steps",
+            "3",
+            "--per_device_train_batch_size",
+            str(batch),
+            *WARMUP,
+            "2",
+        )
+        result = subprocess.run(
+            [*launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True, cwd=REPO, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((out / "metrics.json").read_text()), json.loads((out / "run_args.json").read_text())
 
@@ -182,8 +231,9 @@ def test_two_processes_match_one_process(tmp_path, corpus_file):
     loss = lambda m: [e["loss"] for e in m["log_history"] if "loss" in e]  # noqa: E731
     assert len(loss(one)) == 2 + 6
     torch.testing.assert_close(torch.tensor(loss(two)), torch.tensor(loss(one)), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(two["final"]["eval_loss"]), torch.tensor(one["final"]["eval_loss"]),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(two["final"]["eval_loss"]), torch.tensor(one["final"]["eval_loss"]), rtol=1e-5, atol=1e-5
+    )
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=k)
@@ -208,8 +258,18 @@ def test_continue_pretraining_any_causal_lm_with_its_tokenizer(tmp_path, corpus_
     from transformers import GPT2Config, GPT2LMHeadModel
 
     base = tmp_path / "gpt2-tiny"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                               bos_token_id=0, eos_token_id=0, pad_token_id=1)).save_pretrained(base)
+    GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tiny_tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=1,
+        )
+    ).save_pretrained(base)
     tiny_tokenizer.save_pretrained(base)
     out = tmp_path / "run"
     assert pretrain.main(_args(corpus_file, out, "--max_steps", "3", "--model_name_or_path", str(base))) == 0
@@ -221,8 +281,21 @@ def test_existing_tokenizer_is_reused(tmp_path, corpus_file, tiny_tokenizer):
     tokenizer_dir = tmp_path / "tok"
     tiny_tokenizer.save_pretrained(tokenizer_dir)
     out = tmp_path / "run"
-    assert pretrain.main(_args(corpus_file, out, "--max_steps", "2", "--tokenizer_name_or_path", str(tokenizer_dir),
-                               "--vocab_size", "999")) == 0
+    assert (
+        pretrain.main(
+            _args(
+                corpus_file,
+                out,
+                "--max_steps",
+                "2",
+                "--tokenizer_name_or_path",
+                str(tokenizer_dir),
+                "--vocab_size",
+                "999",
+            )
+        )
+        == 0
+    )
     assert AutoTokenizer.from_pretrained(out).get_vocab() == tiny_tokenizer.get_vocab()
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == 300
 
@@ -248,11 +321,15 @@ def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_pat
 
     monkeypatch.setattr(causal_lm.CausalLMObjective, "training_loss", recording_loss)
     out = tmp_path / "run"
-    summary = run_pretraining(*parse_args(_args(corpus_file, out, "--max_steps", "5", "--save_steps", "0",
-                                                "--warmup_ratio", "0.4", *WARMUP, "3")))
+    summary = run_pretraining(
+        *parse_args(
+            _args(corpus_file, out, "--max_steps", "5", "--save_steps", "0", "--warmup_ratio", "0.4", *WARMUP, "3")
+        )
+    )
     assert summary["global_step"] == 3 + 5
     assert [shape for shape, _ in seen] == [(8, 8)] * 3 + [(4, 16)] * 5
     from hfssl.data.synthetic import VALUES
+
     assert all(any(v in text for v in VALUES) for _, text in seen[:3])  # `key value` lines
     history = json.loads((out / "metrics.json").read_text())["log_history"]
     rates = [e["learning_rate"] for e in history if "learning_rate" in e]
@@ -273,10 +350,12 @@ def test_in_context_defaults_and_bad_settings():
     assert data.icl_warmup_steps == 0
     _, data, train, _ = parse_args(["--objective", "contrastive"])
     assert (data.icl_warmup_steps, train.max_steps, train.learning_rate) == (0, 500, 2e-3)
-    for flags, message in [(["--objective", "contrastive", "--icl_warmup_steps", "5"], "causal_lm only"),
-                           (["--icl_mix_fraction", "1"], "icl_mix_fraction"),
-                           (["--icl_warmup_block_size", "512"], "icl_warmup_block_size"),
-                           (["--icl_warmup_steps", "-1"], ">= 0")]:
+    for flags, message in [
+        (["--objective", "contrastive", "--icl_warmup_steps", "5"], "causal_lm only"),
+        (["--icl_mix_fraction", "1"], "icl_mix_fraction"),
+        (["--icl_warmup_block_size", "512"], "icl_warmup_block_size"),
+        (["--icl_warmup_steps", "-1"], ">= 0"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_args(flags)
 
@@ -289,7 +368,7 @@ def test_mixed_in_documents_make_up_the_requested_share(corpus_docs):
     objective = causal_lm.CausalLMObjective(*parse_args(["--icl_mix_fraction", "0.25"])[:3])
     corpus = datasets.Dataset.from_dict({"text": corpus_docs})
     mixed = objective._mix_in_key_value(corpus)
-    synthetic_chars = sum(len(t) for t in list(mixed["text"])[len(corpus):])
+    synthetic_chars = sum(len(t) for t in list(mixed["text"])[len(corpus) :])
     corpus_chars = sum(len(t) for t in corpus_docs)
     assert list(mixed["text"])[: len(corpus)] == list(corpus_docs)
     assert synthetic_chars / (synthetic_chars + corpus_chars) == pytest.approx(0.25, abs=0.02)

@@ -1,4 +1,4 @@
 from .configuration_gpt import GPTConfig
 from .modeling_gpt import GPTForCausalLM, GPTForSequenceClassification, GPTModel, GPTPreTrainedModel
 
-__all__ = ["GPTConfig", "GPTModel", "GPTPreTrainedModel", "GPTForCausalLM", "GPTForSequenceClassification"]
+__all__ = ["GPTConfig", "GPTForCausalLM", "GPTForSequenceClassification", "GPTModel", "GPTPreTrainedModel"]

@@ -228,7 +228,7 @@ class GPTModel(GPTPreTrainedModel):
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """input_ids (B, T) or inputs_embeds (B, T, d); cache: the KV cache of the earlier tokens (alias: past_key_values)."""
+        """input_ids (B, T) or inputs_embeds (B, T, d); cache: KV cache of earlier tokens (alias past_key_values)."""
         cache = _one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -393,4 +393,4 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         )
 
 
-__all__ = ["GPTPreTrainedModel", "GPTModel", "GPTForCausalLM", "GPTForSequenceClassification"]
+__all__ = ["GPTForCausalLM", "GPTForSequenceClassification", "GPTModel", "GPTPreTrainedModel"]

@@ -1,4 +1,4 @@
 from .configuration_simclr import SimCLRConfig
 from .modeling_simclr import SimCLRForImageClassification, SimCLRModel, SimCLROutput, SimCLRPreTrainedModel
 
-__all__ = ["SimCLRConfig", "SimCLRModel", "SimCLRPreTrainedModel", "SimCLRForImageClassification", "SimCLROutput"]
+__all__ = ["SimCLRConfig", "SimCLRForImageClassification", "SimCLRModel", "SimCLROutput", "SimCLRPreTrainedModel"]

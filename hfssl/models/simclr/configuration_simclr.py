@@ -52,7 +52,9 @@ class SimCLRConfig(PretrainedConfig):
         resnet_layers = list(resnet_layers) if resnet_layers is not None else [2, 2, 2, 2]
         resnet_widths = list(resnet_widths) if resnet_widths is not None else [64, 128, 256, 512]
         if len(resnet_layers) != len(resnet_widths):
-            raise ValueError(f"resnet_layers {resnet_layers} and resnet_widths {resnet_widths} need one entry per stage.")
+            raise ValueError(
+                f"resnet_layers {resnet_layers} and resnet_widths {resnet_widths} need one entry per stage."
+            )
         if backbone == "vit":
             if image_size % patch_size:
                 raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size}).")

@@ -43,8 +43,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -58,15 +59,22 @@ class ResNetBackbone(nn.Module):
         super().__init__()
         width = config.resnet_widths[0]
         if config.stem == "cifar":
-            self.stem = nn.Sequential(nn.Conv2d(config.num_channels, width, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2d(config.num_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            )
         else:
-            self.stem = nn.Sequential(nn.Conv2d(config.num_channels, width, 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(config.num_channels, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
         stages, in_channels = [], width
         for i, (depth, out_channels) in enumerate(zip(config.resnet_layers, config.resnet_widths)):
-            blocks = [BasicBlock(in_channels if j == 0 else out_channels, out_channels, 2 if (i > 0 and j == 0) else 1)
-                      for j in range(depth)]
+            blocks = [
+                BasicBlock(in_channels if j == 0 else out_channels, out_channels, 2 if (i > 0 and j == 0) else 1)
+                for j in range(depth)
+            ]
             stages.append(nn.Sequential(*blocks))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
@@ -85,8 +93,15 @@ class ViTBackbone(nn.Module):
         self.patch_embed = nn.Conv2d(config.num_channels, d, config.patch_size, config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_patches + 1, d))
-        layer = nn.TransformerEncoderLayer(d, config.vit_heads, int(d * config.vit_mlp_ratio), dropout=0.0,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d,
+            config.vit_heads,
+            int(d * config.vit_mlp_ratio),
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.encoder = nn.TransformerEncoder(layer, config.vit_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
 
@@ -199,7 +214,9 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs
+    ) -> ImageClassifierOutput:
         h = self.encoder(pixel_values)  # (B, F)
         logits = self.classifier(h)  # (B, num_labels)
         loss = None
@@ -208,4 +225,4 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=(h,))
 
 
-__all__ = ["SimCLRPreTrainedModel", "SimCLRModel", "SimCLRForImageClassification", "SimCLROutput"]
+__all__ = ["SimCLRForImageClassification", "SimCLRModel", "SimCLROutput", "SimCLRPreTrainedModel"]
