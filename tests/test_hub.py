@@ -217,10 +217,12 @@ class RecordingApi:
 
 
 def _http_error(status):
-    import httpx2
+    """The error huggingface_hub raises for an HTTP status, built with its HTTP client (httpx2 from 2.0, else httpx)."""
+    import importlib.util
 
-    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
-    return HfHubHTTPError(f"HTTP {status}", response=httpx2.Response(status, request=request))
+    http = importlib.import_module("httpx2" if importlib.util.find_spec("httpx2") else "httpx")
+    request = http.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError(f"HTTP {status}", response=http.Response(status, request=request))
 
 
 def test_upload_calls_create_repo_and_upload_folder(tmp_path, gpt_dir, token, monkeypatch, capsys):
