@@ -8,19 +8,22 @@ Models are folders under --models_root (picked from a list; nothing outside it i
 Errors are shown in the page (gr.Error), never as tracebacks.
 """
 
-import argparse
 import json
+import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 import torch
 
 import hfssl  # noqa: F401  (registers the hfssl models)
-from hfssl.adapt.features import context_window
-from hfssl.adapt.prompting import PromptClassifier, load_causal_lm
+from hfssl.adapt.prompt_classifier import PromptClassifier
 from hfssl.adapt.prompts import PRESETS, PromptTemplate
-from hfssl.training.arguments import DEFAULT_OUTPUT_DIRS
+from hfssl.models.helpers import context_window, is_image_model
+from hfssl.models.loading import load_causal_lm
+from hfssl.run.arguments import parse_cli
+from hfssl.training.causal_lm import DEFAULT_OUTPUT_DIR
 
 MAX_PROMPT_TOKENS = 2048
 MAX_NEW_TOKENS = 128
@@ -109,12 +112,15 @@ def preset_fields(name: str) -> tuple[str, str, str, str, list, str, str]:
     )
 
 
-def _is_causal_lm(config_file: Path) -> bool:
+def _read_config(config_file: Path) -> dict | None:
     try:
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        return json.loads(config_file.read_text())
     except (OSError, ValueError):
-        return False  # unreadable: not offered (loading it by name still reports the error)
-    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+        return None  # unreadable: not offered (loading it by name still reports the error)
+
+
+def _is_causal_lm(config: dict) -> bool:
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or [])
 
 
 class ModelStore:
@@ -138,9 +144,14 @@ class ModelStore:
         for config in self.root.rglob("config.json"):
             if "checkpoints" in config.parts:
                 continue
-            if kind == "vision" and not (config.parent / "preprocessor_config.json").is_file():
+            content = _read_config(config) if kind else {}
+            if content is None:
                 continue
-            if kind == "causal_lm" and not _is_causal_lm(config):
+            if kind == "vision" and not (
+                is_image_model(content) and (config.parent / "preprocessor_config.json").is_file()
+            ):
+                continue
+            if kind == "causal_lm" and not _is_causal_lm(content):
                 continue
             found.append(str(config.parent.relative_to(self.root)))
         return sorted(found)
@@ -399,7 +410,7 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
     store = ModelStore(models_root)
     choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
     if default_model is None and choices:  # prefer the model the README's main command saves
-        main_model = Path(DEFAULT_OUTPUT_DIRS["causal_lm"]).name
+        main_model = Path(DEFAULT_OUTPUT_DIR).name
         default_model = main_model if main_model in choices else choices[0]
     with gr.Blocks(title="hfssl playground") as app:
         gr.Markdown(
@@ -522,17 +533,21 @@ def _inside(root: Path, name: str) -> str:
     return str(path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models_root", default="outputs")
-    parser.add_argument("--model", default=None, help="Folder under --models_root or Hub id to preselect.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    args = parser.parse_args()
+@dataclass(kw_only=True)
+class DemoArguments:
+    models_root: str = field(default="outputs", metadata={"help": "The folder whose saved models the page offers."})
+    model: str | None = field(default=None, metadata={"help": "Folder under --models_root or Hub id to preselect."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on."})
+    port: int = field(default=7860, metadata={"help": "Port to serve on."})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_cli(DemoArguments, argv)
     build_app(args.models_root, args.model).launch(
         server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,31 +7,28 @@
 Saves the adapted model (adapter-only for LoRA unless --merge_lora) and metrics.json; --help lists every flag.
 """
 
-import logging
 import sys
-
-from transformers import HfArgumentParser
 
 import hfssl  # noqa: F401  (registers the hfssl models and peft defaults)
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
 from hfssl.hub import push_after_training
+from hfssl.run.arguments import parse_cli
+from hfssl.run.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        (args,) = HfArgumentParser(FinetuneArguments).parse_args_into_dataclasses(args=argv)
-        _, metrics = run_finetune(args)
-    except (ValueError, OSError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"{metrics['method']} on {metrics['num_train']} examples: accuracy {metrics['accuracy']:.4f}, "
-        f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['num_eval']} evaluation examples); "
-        f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters trained"
-    )
-    print(f"saved to {args.output_dir}")
-    return push_after_training(args, args.output_dir)
+    def run() -> int:
+        args = parse_cli(FinetuneArguments, argv)
+        result = run_finetune(args)
+        print(
+            f"{result.method} on {result.num_train} examples: accuracy {result.accuracy:.4f}, "
+            f"macro-F1 {result.macro_f1:.4f} ({result.num_eval} evaluation examples); "
+            f"{result.trainable_parameters:,} of {result.total_parameters:,} parameters trained"
+        )
+        print(f"saved to {args.output_dir}")
+        return push_after_training(args, args.output_dir)
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

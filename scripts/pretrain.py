@@ -5,34 +5,33 @@
     accelerate launch --multi_gpu --num_processes 2 scripts/pretrain.py --dataset my_corpus.txt
     accelerate launch scripts/pretrain.py --config recipe.yaml --resume_from_checkpoint latest
 
-Every flag is listed by --help; a YAML --config supplies defaults that flags override.
+Every flag is listed by --help (`--objective contrastive --help` for that objective's); a YAML --config supplies
+defaults that flags override.
 """
 
-import logging
 import sys
+
+from accelerate import PartialState
 
 import hfssl  # noqa: F401  (registers the hfssl models with the Auto classes)
 from hfssl.hub import push_after_training
-from hfssl.training.arguments import parse_args
-from hfssl.training.loop import NonFiniteLossError, run_pretraining
+from hfssl.run.cli import run_cli
+from hfssl.training.arguments import parse_pretrain_args
+from hfssl.training.loop import run_pretraining
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    for noisy in ("httpx", "urllib3", "filelock", "accelerate"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        args = parse_args(argv)
-        summary = run_pretraining(*args)
-    except (ValueError, OSError, NonFiniteLossError) as err:  # OSError: missing files, unreachable Hub
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if "report" in summary:  # main process only
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float))
-        print(f"\nModel saved to {summary['output_dir']}  ({metrics})")
-        print(summary["report"])
-        return push_after_training(args[2], summary["output_dir"])
-    return 0
+    def run() -> int:
+        args = parse_pretrain_args(argv)
+        result = run_pretraining(args)
+        if not PartialState().is_main_process:  # the others print nothing and push nothing
+            return 0
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.final.items() if isinstance(v, float))
+        print(f"\nModel saved to {result.output_dir}  ({metrics})")
+        print(result.report)
+        return push_after_training(args, result.output_dir)
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -8,30 +8,27 @@
 Saves the adapted model (a complete classifier for hfssl models) and metrics.json; --help lists every flag.
 """
 
-import logging
 import sys
-
-from transformers import HfArgumentParser
 
 import hfssl  # noqa: F401  (registers the hfssl models)
 from hfssl.adapt.probe import ProbeArguments, run_linear_probe
 from hfssl.hub import push_after_training
+from hfssl.run.arguments import parse_cli
+from hfssl.run.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        (args,) = HfArgumentParser(ProbeArguments).parse_args_into_dataclasses(args=argv)
-        _, metrics = run_linear_probe(args)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"linear probe on {metrics['num_train']} examples: accuracy {metrics['accuracy']:.4f}, "
-        f"macro-F1 {metrics['macro_f1']:.4f} ({metrics['num_eval']} evaluation examples)"
-    )
-    print(f"saved to {args.output_dir} ({metrics['saved']})")
-    return push_after_training(args, args.output_dir)
+    def run() -> int:
+        args = parse_cli(ProbeArguments, argv)
+        result = run_linear_probe(args)
+        print(
+            f"linear probe on {result.num_train} examples: accuracy {result.accuracy:.4f}, "
+            f"macro-F1 {result.macro_f1:.4f} ({result.num_eval} evaluation examples)"
+        )
+        print(f"saved to {args.output_dir} ({result.saved})")
+        return push_after_training(args, args.output_dir)
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

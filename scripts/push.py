@@ -7,33 +7,18 @@ The token comes from HF_TOKEN or `hf auth login`; it is never printed or written
 folder that would be uploaded (default: MODEL_DIR-hub-upload) and lists its files.
 """
 
-import logging
 import sys
-from dataclasses import dataclass, field
-
-from transformers import HfArgumentParser
 
 import hfssl  # noqa: F401  (registers the hfssl models for adapter merging)
-from hfssl.hub import HubError, push_to_hub
-
-
-@dataclass
-class PushArguments:
-    model_dir: str = field(
-        metadata={"help": "A folder written by pretrain.py, probe.py, finetune.py or meta_train.py."}
-    )
-    repo_id: str = field(metadata={"help": "Hub repository id: user/name or org/name."})
-    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
-    adapter_only: bool = field(default=False, metadata={"help": "Push the LoRA adapter only (base_model in its card)."})
-    revision: str | None = field(default=None, metadata={"help": "Branch to push to (created if missing)."})
-    dry_run: bool = field(default=False, metadata={"help": "Only write the upload folder and list its files."})
-    dry_run_dir: str | None = field(default=None, metadata={"help": "Where --dry_run writes the folder."})
+from hfssl.hub import push_to_hub
+from hfssl.hub.arguments import PushArguments
+from hfssl.run.arguments import parse_cli
+from hfssl.run.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
+    def run() -> None:
+        args = parse_cli(PushArguments, argv)
         result = push_to_hub(
             args.model_dir,
             args.repo_id,
@@ -43,16 +28,14 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
             dry_run_dir=args.dry_run_dir,
         )
-    except (HubError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if result["dry_run"]:
-        print(f"dry run: {result['folder']} holds what would be uploaded to {args.repo_id}:")
-    else:
-        print(f"pushed to {result['repo_url']} ({result['commit']}):")
-    for name in result["files"]:
-        print(f"  {name}")
-    return 0
+        if result["dry_run"]:
+            print(f"dry run: {result['folder']} holds what would be uploaded to {args.repo_id}:")
+        else:
+            print(f"pushed to {result['repo_url']} ({result['commit']}):")
+        for name in result["files"]:
+            print(f"  {name}")
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

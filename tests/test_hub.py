@@ -41,14 +41,26 @@ def _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch):
         method=method,
         output_dir=str(tmp_path / f"ft-{method}"),
         num_labels_per_class=4,
-        epochs=2,
-        batch_size=8,
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
         learning_rate=1e-3,
     )
-    model, metrics = run_finetune(args)
+    result = run_finetune(args)
+    model = _reload(Path(args.output_dir), method)
     with torch.no_grad():
         logits = model.eval()(input_ids=torch.tensor(INPUT_IDS)).logits
-    return Path(args.output_dir), metrics, logits
+    return Path(args.output_dir), result, logits
+
+
+def _reload(folder: Path, method: str):
+    """The fine-tuned classifier as saved: a full model, or the base with its LoRA adapter."""
+    from transformers import AutoModelForSequenceClassification
+
+    if method != "lora":
+        return AutoModelForSequenceClassification.from_pretrained(folder)
+    from peft import AutoPeftModelForSequenceClassification
+
+    return AutoPeftModelForSequenceClassification.from_pretrained(folder)
 
 
 def _logits_in_fresh_process(folder: Path) -> tuple[torch.Tensor, str]:
@@ -81,7 +93,7 @@ def token(monkeypatch, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "lora"])  # lora: merged into a full model on the way out
 def test_dry_run_folder_reloads_without_hfssl(tmp_path, gpt_dir, sentiment_file, monkeypatch, no_token, method):
-    model_dir, metrics, expected = _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch)
+    model_dir, result, expected = _finetune(tmp_path, gpt_dir, sentiment_file, method, monkeypatch)
     folder = tmp_path / "upload"
     code = import_script("push").main(
         ["--model_dir", str(model_dir), "--repo_id", "someone/tiny-gpt-sst", "--dry_run", "--dry_run_dir", str(folder)]
@@ -106,7 +118,7 @@ def test_dry_run_folder_reloads_without_hfssl(tmp_path, gpt_dir, sentiment_file,
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
     assert "hfssl" in card.data.tags and method in card.data.tags
     accuracy = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
-    assert accuracy and accuracy[0].metric_value == round(metrics["accuracy"], 4)
+    assert accuracy and accuracy[0].metric_value == round(result.accuracy, 4)
     assert card.data.base_model is None  # a local base path is not a Hub id; the text names it instead
     assert str(gpt_dir) in card.text and "trust_remote_code=True" in card.text
 
@@ -171,23 +183,25 @@ def test_card_metadata_round_trips(tmp_path, gpt_dir, no_token):
     assert "README.md" in files and "checkpoints" not in files
 
 
-def test_card_carries_pretraining_and_meta_learning_metrics(tmp_path, gpt_dir, no_token):
-    (gpt_dir / "metrics.json").write_text(
-        json.dumps(
-            {
-                "final": {"eval_loss": 4.2401, "eval_perplexity": 69.4},
-                "meta_test": {"5-way 1-shot": {"accuracy": 0.9512, "ci95": 0.0123, "episodes": 600}},
-                "args": {"dataset": "someone/omniglot", "eval_split_fraction": 0.05},
-            }
-        )
-    )
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        (
+            {"final": {"eval_loss": 4.2401, "eval_perplexity": 69.4}, "log_history": []},
+            {"eval_loss (pretraining)": 4.2401, "eval_perplexity (pretraining)": 69.4},
+        ),
+        (
+            {"meta_test": {"5-way 1-shot": {"accuracy": 0.9512, "ci95": 0.0123, "episodes": 600}}},
+            {"5-way 1-shot accuracy (meta-test, +- 1.2 pts 95% CI, 600 episodes)": 0.9512},
+        ),
+    ],
+)
+def test_card_carries_pretraining_and_meta_learning_metrics(tmp_path, gpt_dir, no_token, record, expected):
+    args = {"dataset": "someone/omniglot", "eval_split_fraction": 0.05}
+    (gpt_dir / "metrics.json").write_text(json.dumps({**record, "args": args}))  # as files before typed results
     hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "someone/model")
     results = {r.metric_name: r.metric_value for r in ModelCard.load(tmp_path / "up" / "README.md").data.eval_results}
-    assert results == {
-        "eval_loss (pretraining)": 4.2401,
-        "eval_perplexity (pretraining)": 69.4,
-        "5-way 1-shot accuracy (meta-test, +- 1.2 pts 95% CI, 600 episodes)": 0.9512,
-    }
+    assert results == expected
 
 
 class RecordingApi:
@@ -226,7 +240,7 @@ def _http_error(status):
 
 
 def test_upload_calls_create_repo_and_upload_folder(tmp_path, gpt_dir, token, monkeypatch, capsys):
-    monkeypatch.setattr(hub.time, "sleep", lambda s: None)
+    monkeypatch.setattr(hub.upload.time, "sleep", lambda s: None)
     api = RecordingApi(failures=[_http_error(503)])  # one transient failure, then success
     result = hub.push_to_hub(gpt_dir, "someone/tiny", private=True, revision="v1", api=api)
     assert [c[0] for c in api.calls] == ["create_repo", "create_repo", "create_branch", "upload_folder"]
@@ -248,7 +262,7 @@ def test_upload_calls_create_repo_and_upload_folder(tmp_path, gpt_dir, token, mo
     ],
 )
 def test_push_failures_are_clear(tmp_path, gpt_dir, token, monkeypatch, failure, message):
-    monkeypatch.setattr(hub.time, "sleep", lambda s: None)
+    monkeypatch.setattr(hub.upload.time, "sleep", lambda s: None)
     with pytest.raises(hub.HubError, match=message) as info:
         hub.push_to_hub(gpt_dir, "someone/tiny", api=RecordingApi(failures=[failure] * 3))
     assert TOKEN not in str(info.value)
@@ -268,7 +282,7 @@ def test_bad_requests(tmp_path, gpt_dir, no_token, capsys):
 
 def test_scripts_push_at_the_end(tmp_path, gpt_dir, sentiment_file, token, monkeypatch):
     api = RecordingApi()
-    monkeypatch.setattr(hub, "HfApi", lambda token: api)
+    monkeypatch.setattr(hub.upload, "HfApi", lambda token: api)
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     code = import_script("probe").main(
         [

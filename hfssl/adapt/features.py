@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.helpers import cache_dir, check_fits_context, context_window, ensure_pad_token
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,8 +31,8 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir or os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "features"
+def _cache_root(folder: str | os.PathLike | None) -> Path:
+    return Path(folder) / "features" if folder else cache_dir("features")
 
 
 def cached_features(
@@ -59,16 +61,6 @@ def _default_pooling(model: nn.Module) -> str:
     return "last" if decoder_only or getattr(config, "model_type", "") == "hfssl_gpt" else "mean"
 
 
-def context_window(model: nn.Module) -> int | None:
-    """The longest input (in tokens) a text model accepts, from its config; None if it does not say."""
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 @torch.no_grad()
 def text_features(
     model: nn.Module, tokenizer, texts: list[str], *, pooling: str | None = None, batch_size: int = 32
@@ -82,22 +74,15 @@ def text_features(
     pooling = pooling or _default_pooling(model)
     if pooling not in ("last", "mean", "first"):
         raise ValueError(f"pooling must be 'last', 'mean' or 'first', got {pooling!r}.")
-    context = context_window(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    window = context_window(model)
+    ensure_pad_token(tokenizer)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(texts), batch_size):
         encoded = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt")
-        lengths = encoded["attention_mask"].sum(dim=1)
-        if context is not None and int(lengths.max()) > context:
-            bad = start + int(torch.argmax(lengths))
-            raise ValueError(
-                f"Text {bad} has {int(lengths.max())} tokens, more than the model's context window ({context}); "
-                "shorten it (nothing is truncated silently)."
-            )
+        check_fits_context(encoded["attention_mask"].sum(dim=1).tolist(), window, texts[start:], first_index=start)
         encoded = {k: v.to(device) for k, v in encoded.items()}
         outputs = model(**encoded, output_hidden_states=True)
         hidden = getattr(outputs, "last_hidden_state", None)

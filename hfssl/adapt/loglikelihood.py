@@ -22,8 +22,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from ..models.helpers import cache_kwargs, output_cache
-from .features import context_window
+from ..models.helpers import cache_kwargs, context_window, output_cache
 
 
 def prefix_token_id(tokenizer) -> int:

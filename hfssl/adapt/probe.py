@@ -9,7 +9,7 @@ the head is saved beside a pointer to its base model (`probe_head.safetensors`, 
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +18,9 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from ..data.vision import Normalize
+from ..run.arguments import require_choice, require_positive
+from ..run.output import publish
+from ..run.results import AdaptationResult, save_result
 from .features import cached_features, data_key, image_features, text_features
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
@@ -26,13 +29,20 @@ from .task import AdaptArguments, load_task
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProbeArguments(AdaptArguments):
     pooling: str | None = field(
         default=None, metadata={"help": "Text features: 'last' token (decoder default), 'mean' or 'first'."}
     )
     solver: str = field(default="lbfgs", metadata={"help": "'lbfgs' (logistic regression, default) or 'sgd'."})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the probe."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pooling is not None:
+            require_choice(self, "pooling", ("last", "mean", "first"))
+        require_choice(self, "solver", ("lbfgs", "sgd"))
+        require_positive(self, "l2")
 
 
 def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, out: Path) -> str:
@@ -67,47 +77,53 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
     return "probe_head"
 
 
-def run_linear_probe(args: ProbeArguments) -> tuple[nn.Module, dict]:
-    """Fit and evaluate a linear probe; save the adapted model and metrics.json to args.output_dir.
-
-    Returns (the probe head as an nn.Linear on raw features, metrics dict).
-    """
-    config = AutoConfig.from_pretrained(args.model_name_or_path)
-    model = AutoModel.from_pretrained(args.model_name_or_path)
-    task = load_task(args, config)
+def _feature_function(args: ProbeArguments, model: nn.Module, task):
+    """(features(inputs) -> (N, F), the model's tokenizer or image processor)."""
     if task.is_image:
         processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
         normalize = Normalize(list(processor.image_mean), list(processor.image_std))
+        return lambda pixels: image_features(model, pixels, normalize, args.per_device_eval_batch_size), processor
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
 
-        def features(pixels):
-            return image_features(model, pixels, normalize, args.batch_size)
-    else:
-        processor = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    def features(texts):
+        return text_features(model, tokenizer, texts, pooling=args.pooling, batch_size=args.per_device_eval_batch_size)
 
-        def features(texts):
-            return text_features(model, processor, texts, pooling=args.pooling, batch_size=args.batch_size)
+    return features, tokenizer
 
-    train_x, train_y, eval_x, eval_y, names = task.train_x, task.train_y, task.eval_x, task.eval_y, task.names
-    train_f, hit_train = cached_features(model, data_key(train_x, args.pooling, "train"), lambda: features(train_x))
-    eval_f, hit_eval = cached_features(model, data_key(eval_x, args.pooling, "eval"), lambda: features(eval_x))
+
+def run_linear_probe(args: ProbeArguments) -> AdaptationResult:
+    """Fit and evaluate a linear probe; save the adapted model and metrics.json to args.output_dir."""
+    config = AutoConfig.from_pretrained(args.model_name_or_path)
+    model = AutoModel.from_pretrained(args.model_name_or_path)
+    task = load_task(args, config)
+    features, processor = _feature_function(args, model, task)
+    train_f, hit_train = cached_features(
+        model, data_key(task.train_x, args.pooling, "train"), lambda: features(task.train_x)
+    )
+    eval_f, hit_eval = cached_features(
+        model, data_key(task.eval_x, args.pooling, "eval"), lambda: features(task.eval_x)
+    )
     head = fit_linear_probe(
-        train_f, train_y, len(names), LinearProbeConfig(solver=args.solver, l2=args.l2, seed=args.seed)
+        train_f, task.train_y, len(task.names), LinearProbeConfig(solver=args.solver, l2=args.l2, seed=args.seed)
     )
     with torch.no_grad():
         predictions = head(eval_f).argmax(dim=1)
-    metrics = {
-        "method": "linear_probe",
-        **classification_scores(predictions.tolist(), eval_y.tolist()),
-        "num_train": len(train_y),
-        "num_eval": len(eval_y),
-        "num_labels_per_class": args.num_labels_per_class,
-        "labels": names,
-        "feature_cache_hits": int(hit_train) + int(hit_eval),
-        "args": asdict(args),
-    }
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics["saved"] = _save_classifier(args, model, head, names, processor, out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info("linear probe: accuracy %.4f, macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
-    return head, metrics
+    result = AdaptationResult(
+        method="linear_probe",
+        task=task.task,
+        **classification_scores(predictions.tolist(), task.eval_y.tolist()),
+        num_train=len(task.train_y),
+        num_eval=len(task.eval_y),
+        num_labels_per_class=args.num_labels_per_class,
+        labels=task.names,
+        feature_cache_hits=int(hit_train) + int(hit_eval),
+        args=args.to_dict(),
+    )
+
+    def write(folder: Path) -> None:
+        result.saved = _save_classifier(args, model, head, task.names, processor, folder)
+        save_result(result, folder)
+
+    publish(args.output_dir, write)
+    logger.info("linear probe: accuracy %.4f, macro-F1 %.4f", result.accuracy, result.macro_f1)
+    return result

@@ -15,6 +15,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from ..models.helpers import cache_dir as hfssl_cache_dir
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_TEXT_DATASETS = ("stdlib_docstrings",)
@@ -79,7 +81,7 @@ def builtin_text_file(name: str, cache_dir: str | os.PathLike | None = None) -> 
     """
     if name not in BUILTIN_TEXT_DATASETS:
         raise ValueError(f"Unknown built-in text dataset {name!r}; available: {', '.join(BUILTIN_TEXT_DATASETS)}.")
-    cache = Path(cache_dir or Path(os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")))
+    cache = Path(cache_dir) if cache_dir else hfssl_cache_dir("corpora")
     cache.mkdir(parents=True, exist_ok=True)
     tag = hashlib.sha1(f"{sys.version}|{_stdlib_root()}".encode()).hexdigest()[:10]
     path = cache / f"{name}-py{sys.version_info.major}{sys.version_info.minor}-{tag}.jsonl"

@@ -15,7 +15,9 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from ..models.helpers import ensure_pad_token
 from .builtin import BUILTIN_TEXT_DATASETS, builtin_text_file
+from .sources import load_hub_dataset, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +34,6 @@ _BUILDERS = {
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
-
-
-def _looks_like_path(spec: str) -> bool:
-    """A spec meant as a local path (Hub names look like `name` or `owner/name`, with no file suffix)."""
-    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in _BUILDERS
 
 
 def _local_data_files(path: Path) -> tuple[str, dict, list[str]]:
@@ -96,19 +93,11 @@ def load_text_dataset(
             if "corresponds to no data" in str(err):
                 raise ValueError(f"{name} contains no non-empty text.") from err
             raise
-    elif _looks_like_path(spec):
+    elif looks_like_path(spec, _BUILDERS):
         raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
     else:
         name = f"Hub dataset {spec}"
-        try:
-            ds = datasets.load_dataset(spec, config_name, split=split, cache_dir=cache_dir)
-        except (ConnectionError, FileNotFoundError) as err:  # offline, misspelt, private, or no such split
-            raise FileNotFoundError(
-                f"Could not load {name} (config {config_name!r}, split {split!r}): {err}. Check the name, the "
-                "network (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and access rights; local paths must exist."
-            ) from err
-    if isinstance(ds, datasets.DatasetDict):  # a Hub dataset without a usable split argument
-        raise ValueError(f"{name} has splits {list(ds)}; pass one with --dataset_split.")
+        ds = load_hub_dataset(spec, config_name, split)
     if text_column not in ds.column_names:
         raise ValueError(
             f"{name} has no column {text_column!r}; its columns are {ds.column_names}. "
@@ -150,9 +139,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     if tokenizer.eos_token is None:
         raise ValueError(f"Tokenizer {name_or_path} has no eos token, which separates documents when packing.")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return ensure_pad_token(tokenizer)
 
 
 def iter_texts(ds: datasets.Dataset, batch_size: int = 1000) -> Iterator[list[str]]:

@@ -28,6 +28,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.helpers import cache_dir as hfssl_cache_dir
+from .sources import label_ids, load_hub_dataset, looks_like_path
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_IMAGE_DATASETS = ("digits",)
@@ -131,27 +134,16 @@ def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
         if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files) and path.is_dir():
             return datasets.load_dataset("imagefolder", data_dir=str(path), split="train"), str(spec)
         raise ValueError(f"{spec}: expected a parquet file, a folder of parquet files or an image folder.")
-    if spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() == ".parquet":
+    if looks_like_path(spec, {".parquet", ".zip"}):
         raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
-    try:
-        return datasets.load_dataset(spec, split=split), f"Hub dataset {spec}"
-    except (ConnectionError, FileNotFoundError) as err:
-        raise FileNotFoundError(
-            f"Could not load Hub dataset {spec} (split {split!r}): {err}. Check the name, the network "
-            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and access rights; local paths must exist."
-        ) from err
+    return load_hub_dataset(spec, split=split), f"Hub dataset {spec}"
 
 
 def _labels(ds: datasets.Dataset, label_column: str | None) -> tuple[torch.Tensor | None, list[str] | None]:
     if not label_column or label_column not in ds.column_names:
         return None, None
-    feature = ds.features[label_column]
-    values = list(ds[label_column])
-    if isinstance(feature, datasets.ClassLabel):
-        return torch.tensor(values, dtype=torch.long), list(feature.names)
-    names = sorted({str(v) for v in values})
-    index = {n: i for i, n in enumerate(names)}
-    return torch.tensor([index[str(v)] for v in values], dtype=torch.long), names
+    ids, names = label_ids(ds, label_column)
+    return torch.tensor(ids, dtype=torch.long), names
 
 
 def load_images(
@@ -181,7 +173,7 @@ def load_images(
         raise ValueError(f"{name} contains no images.")
     labels, label_names = _labels(ds, label_column)
 
-    cache = Path(cache_dir or os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "images"
+    cache = Path(cache_dir) / "images" if cache_dir else hfssl_cache_dir("images")
     source = Path(spec).expanduser()
     # a zip's in-memory table has no stable fingerprint: key it on the archive file instead
     identity = (

@@ -12,7 +12,7 @@ A task is (x_s, y_s) support and (x_q, y_q) query with labels 0..N-1. With theta
   logits_k(x) = -||phi(x) - c_k||^2; loss = cross-entropy on the query.
 
 The model maps x -> logits (a tensor, or an output with `.logits`); phi(x) is the input of its
-classification head (found by `hfssl.adapt.finetune.classification_head`), so ANIL and ProtoNet work with
+classification head (found by `hfssl.models.helpers.classification_head`), so ANIL and ProtoNet work with
 any classifier, including a pretrained hfssl SimCLR encoder with a fresh N-way head.
 BatchNorm uses the statistics of the batch at hand (`use_batch_statistics`), as in the MAML paper.
 
@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from ..adapt.finetune import classification_head
+from ..models.helpers import classification_head, classification_head_name
 
 ALGORITHMS = ("maml", "fomaml", "anil", "protonet")
 
@@ -101,11 +101,6 @@ def _logits(output) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
 
-def head_name(model: nn.Module) -> str:
-    head = classification_head(model)
-    return next(name for name, module in model.named_modules() if module is head)
-
-
 def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> torch.Tensor:
     """phi(x): the classification head's input, (B, F), differentiable w.r.t. the body's parameters."""
     captured = {}
@@ -149,7 +144,7 @@ class FunctionalMetaLearner:
         use_batch_statistics(model, vmap_safe=vectorize)
         if algorithm == "maml":
             allow_second_order(model)
-        self.head = head_name(model)
+        self.head = classification_head_name(model)
         self.task_threads = task_threads
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0

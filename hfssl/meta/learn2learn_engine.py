@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..adapt.finetune import classification_head
+from ..models.helpers import classification_head
 from .algorithms import _logits, allow_second_order, features, loop_meta_backward, use_batch_statistics
 
 

@@ -9,6 +9,7 @@ documents (`hfssl.data.synthetic`), whose values only copying from the context p
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -18,20 +19,112 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from ..data import synthetic
-from ..data.text import iter_texts, load_text_dataset, load_tokenizer, pack_into_blocks, train_bpe_tokenizer
+from ..data.text import pack_into_blocks, train_bpe_tokenizer
 from ..models.gpt import GPTConfig, GPTForCausalLM
-from .arguments import DataArguments, ModelArguments, PretrainArguments, VisionArguments
-from .objectives import PretrainingSetup, WarmupPhase, register_objective
+from ..models.helpers import context_window
+from ..run.arguments import require_fraction, require_non_negative, require_positive
+from .arguments import PretrainArguments
+from .objectives import PretrainingSetup, WarmupPhase
+from .text_corpus import TextCorpusArguments, run_tokenizer, training_and_held_out_documents
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_OUTPUT_DIR = "outputs/gpt-stdlib"  # the README's main command saves here; the demo preselects it
 SAMPLE_OPENING_WORDS = 3
+# in-context warm-up steps of a fresh causal LM when --icl_warmup_steps is not given (README, "Learning check:
+# does in-context learning emerge here?"); a model loaded with --model_name_or_path gets none
+DEFAULT_ICL_WARMUP_STEPS = 2500
 
 
-def split_held_out(docs: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(training documents, held-out documents) as a run without --eval_dataset splits its corpus."""
-    split = docs.train_test_split(test_size=fraction, seed=seed)
-    return split["train"], split["test"]
+@dataclass(kw_only=True)
+class CausalLMArguments(TextCorpusArguments, PretrainArguments):
+    """`--objective causal_lm`: a GPT on text. The defaults are the README's main command."""
+
+    objective: str = field(default="causal_lm", metadata={"help": "This objective: causal_lm."})
+    output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata={"help": "Where checkpoints and the model go."})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training text: a local .txt/.jsonl/.json/.csv/.tsv/.parquet file or folder, a Hub dataset name, "
+            "or the built-in 'stdlib_docstrings' (Python standard-library docstrings, the default)."
+        },
+    )
+    max_steps: int = field(
+        default=2000,
+        metadata={
+            "help": "Optimizer steps on the corpus (overrides --num_train_epochs when > 0); the in-context "
+            "warm-up comes on top."
+        },
+    )
+    learning_rate: float = field(
+        default=1e-3,
+        metadata={
+            "help": "Peak AdamW learning rate (3e-3 delayed the in-context warm-up's copying in a probe run; "
+            "small models tolerate 1e-3..3e-3)."
+        },
+    )
+    # a fresh model's shape: a 2 x 128 model trained for more steps beat 4 x 256 in the same CPU minutes, and a
+    # 1024-token output layer is ~3.5x cheaper per step than 4096 at this width
+    hidden_size: int = field(default=128, metadata={"help": "Model width d."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Number of transformer blocks."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
+    max_position_embeddings: int = field(default=256, metadata={"help": "Context window of a fresh model."})
+    dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on embeddings, residuals and attention (0 is best for short runs)."}
+    )
+    icl_warmup_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps on synthetic key -> value documents (hfssl.data.synthetic) before the corpus, so "
+            f"the model learns to copy from its context (induction heads). Default {DEFAULT_ICL_WARMUP_STEPS} for a "
+            "fresh model, 0 with --model_name_or_path; 0 turns it off."
+        },
+    )
+    icl_warmup_block_size: int = field(
+        default=64,
+        metadata={"help": "Tokens per warm-up sequence; warm-up batches hold as many tokens as corpus batches."},
+    )
+    icl_mix_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "After a warm-up, this fraction of the corpus's characters is synthetic documents too: without "
+            "them the copying is forgotten (README, 'In-context warm-up')."
+        },
+    )
+    sample_prompt: str = field(
+        default="",
+        metadata={"help": "Prompt for the sample printed at the end (default: a held-out document's first 3 words)."},
+    )
+    sample_max_new_tokens: int = field(default=80, metadata={"help": "Length of the sample printed at the end."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_corpus_arguments()
+        if self.icl_warmup_steps is None:
+            self.icl_warmup_steps = 0 if self.model_name_or_path else DEFAULT_ICL_WARMUP_STEPS
+        require_positive(
+            self,
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "sample_max_new_tokens",
+        )
+        require_non_negative(self, "icl_warmup_steps")
+        require_fraction(self, "icl_mix_fraction")
+        require_fraction(self, "dropout")
+        if self.block_size > self.max_position_embeddings and self.model_name_or_path is None:
+            raise ValueError(
+                f"block_size ({self.block_size}) is larger than max_position_embeddings "
+                f"({self.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."
+            )
+        if self.icl_warmup_steps and not 0 < self.icl_warmup_block_size <= self.block_size:
+            raise ValueError(
+                f"--icl_warmup_block_size must be in [1, block_size={self.block_size}], "
+                f"got {self.icl_warmup_block_size}."
+            )
 
 
 def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -39,51 +132,20 @@ def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids}
 
 
-@register_objective
 class CausalLMObjective:
     name = "causal_lm"
+    arguments_class = CausalLMArguments
+    task = "text-generation"
 
-    def __init__(
-        self,
-        model_args: ModelArguments,
-        data_args: DataArguments,
-        train_args: PretrainArguments,
-        vision_args: VisionArguments | None = None,
-    ):
-        self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
+    def __init__(self, args: CausalLMArguments):
+        self.args = args
         self.tokenizer, self.sample_prompt = None, ""
 
     # ---- setup -------------------------------------------------------------------------------------
-    def _load_corpus(self, spec):
-        d = self.data_args
-        return load_text_dataset(
-            spec,
-            config_name=d.dataset_config_name,
-            split=d.dataset_split,
-            text_column=d.text_column,
-            sample_by=d.text_sample_by,
-        )
-
-    def _tokenizer(self, train_docs, accelerator: Accelerator, resuming: bool):
-        """Main process trains (or loads) the tokenizer and saves it to output_dir; the others load that."""
-        m, out = self.model_args, Path(self.train_args.output_dir)
-        saved = (out / "tokenizer.json").is_file()
-        if accelerator.is_main_process:
-            if resuming and saved:
-                tokenizer = load_tokenizer(str(out))  # the run's own tokenizer: token ids must not change
-            elif m.tokenizer_name_or_path or m.model_name_or_path:
-                tokenizer = load_tokenizer(m.tokenizer_name_or_path or m.model_name_or_path)
-            else:
-                logger.info(
-                    "Training a byte-level BPE tokenizer (vocab %d) on %d documents", m.vocab_size, len(train_docs)
-                )
-                tokenizer = train_bpe_tokenizer(iter_texts(train_docs), vocab_size=m.vocab_size)
-            out.mkdir(parents=True, exist_ok=True)
-            tokenizer.save_pretrained(out)
-        accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:
-            tokenizer = load_tokenizer(str(out))
-        return tokenizer
+    @staticmethod
+    def _train_tokenizer(texts, vocab_size: int):
+        logger.info("Training a byte-level BPE tokenizer (vocab %d)", vocab_size)
+        return train_bpe_tokenizer(texts, vocab_size=vocab_size)
 
     def _icl_warmup(self, tokenizer, num_processes: int) -> WarmupPhase:
         """Blocks of synthetic key -> value documents for exactly `icl_warmup_steps` optimizer steps.
@@ -91,7 +153,7 @@ class CausalLMObjective:
         A warm-up batch holds as many tokens as a corpus batch: per-device batch x block_size / warm-up block.
         The documents depend only on the seed, so every process (and a resumed run) builds the same blocks.
         """
-        d, t = self.data_args, self.train_args
+        d = t = self.args
         block = d.icl_warmup_block_size
         per_device = max(1, t.per_device_train_batch_size * d.block_size // block)
         needed = d.icl_warmup_steps * t.gradient_accumulation_steps * per_device * num_processes
@@ -113,10 +175,10 @@ class CausalLMObjective:
 
     def _mix_in_key_value(self, train_docs: datasets.Dataset) -> datasets.Dataset:
         """The corpus plus synthetic documents making up `icl_mix_fraction` of the characters."""
-        fraction = self.data_args.icl_mix_fraction
+        fraction = self.args.icl_mix_fraction
         corpus_chars = sum(len(text) for text in train_docs["text"])
         mixed_in = synthetic.documents_for_chars(
-            int(corpus_chars * fraction / (1 - fraction)), seed=self.train_args.seed + 1_000_003
+            int(corpus_chars * fraction / (1 - fraction)), seed=self.args.seed + 1_000_003
         )  # not the warm-up's docs
         logger.info(
             "Mixing %d key -> value documents into the corpus (%.0f%% of its characters)", len(mixed_in), 100 * fraction
@@ -124,16 +186,14 @@ class CausalLMObjective:
         return datasets.concatenate_datasets([train_docs.select_columns(["text"]), mixed_in])
 
     def _model(self, tokenizer) -> nn.Module:
-        m = self.model_args
+        m = self.args
         if m.model_name_or_path:
             model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
-            context = getattr(model.config, "max_position_embeddings", None) or getattr(
-                model.config, "n_positions", None
-            )
-            if context is not None and self.data_args.block_size > context:
+            window = context_window(model)
+            if window is not None and m.block_size > window:
                 raise ValueError(
-                    f"block_size ({self.data_args.block_size}) is larger than the context window of "
-                    f"{m.model_name_or_path} ({context}): lower --block_size."
+                    f"block_size ({m.block_size}) is larger than the context window of "
+                    f"{m.model_name_or_path} ({window}): lower --block_size."
                 )
             if len(tokenizer) > model.config.vocab_size:
                 raise ValueError(
@@ -158,16 +218,9 @@ class CausalLMObjective:
         return GPTForCausalLM(config)
 
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
-        d, t = self.data_args, self.train_args
-        with accelerator.main_process_first():  # the main process fills the datasets cache first
-            train_docs = self._load_corpus(d.dataset)
-            if d.eval_dataset:
-                eval_docs = self._load_corpus(d.eval_dataset)
-            elif d.eval_split_fraction > 0 and len(train_docs) >= 2:
-                train_docs, eval_docs = split_held_out(train_docs, d.eval_split_fraction, t.seed)
-            else:
-                eval_docs = None
-        tokenizer = self._tokenizer(train_docs, accelerator, resuming)
+        d = t = self.args
+        train_docs, eval_docs = training_and_held_out_documents(d, accelerator)
+        tokenizer = run_tokenizer(d, train_docs, accelerator, resuming, self._train_tokenizer)
         self.tokenizer = tokenizer
         # without --sample_prompt the closing sample continues a corpus document's opening words: from the
         # end-of-text token alone, a run with mixed-in key -> value documents often samples one of those
@@ -224,14 +277,14 @@ class CausalLMObjective:
     # ---- end of run --------------------------------------------------------------------------------
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
         """'Sample:' and a sample from the trained model (top-k sampling, seeded)."""
-        t, tokenizer = self.train_args, self.tokenizer
+        t, tokenizer = self.args, self.tokenizer
         model.eval()
         prompt_ids = tokenizer(self.sample_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
         start = torch.tensor([[tokenizer.eos_token_id]])  # documents follow an end-of-text token in training
         input_ids = torch.cat([start, prompt_ids], dim=1).to(accelerator.device)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(t.seed)
-        context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
+        context = context_window(model) or 1024
         input_ids = input_ids[:, -(context - 1) :]  # keep room for at least one new token
         output = model.generate(
             input_ids,

@@ -9,6 +9,7 @@ the flag suggests. Use a larger per-device batch or more processes instead.
 """
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,13 +19,86 @@ from transformers import AutoModel, ViTImageProcessor
 
 from ..data.splits import held_out_split
 from ..data.vision import ImageData, ImageTensorDataset, Normalize, SimCLRAugmentation, channel_stats, load_images
-from ..losses import NTXentLoss
 from ..models.simclr import SimCLRConfig, SimCLRModel
-from .arguments import DataArguments, ModelArguments, PretrainArguments, VisionArguments
+from ..run.arguments import require_choice, require_positive
+from .arguments import PretrainArguments
 from .knn import knn_accuracy
-from .objectives import PretrainingSetup, register_objective
+from .objectives import PretrainingSetup
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class ContrastiveArguments(PretrainArguments):
+    """`--objective contrastive`: a SimCLR image encoder, with a kNN monitor on held-out labelled images."""
+
+    objective: str = field(default="contrastive", metadata={"help": "This objective: contrastive."})
+    output_dir: str = field(default="outputs/simclr-digits", metadata={"help": "Where checkpoints and the model go."})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Images: a parquet file, an image folder, a zip of images, a Hub name, or the built-in "
+            "'digits' (scikit-learn, the default)."
+        },
+    )
+    max_steps: int = field(default=500, metadata={"help": "Optimizer steps (overrides --num_train_epochs when > 0)."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
+    # ---- the encoder (a fresh one; --model_name_or_path keeps its own shape) ----
+    backbone: str = field(default="resnet", metadata={"help": "Encoder: 'resnet' (CIFAR stem) or 'vit'."})
+    image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
+    resnet_layers: list[int] = field(
+        default_factory=lambda: [2, 2, 2, 2], metadata={"help": "Basic blocks per ResNet stage (2 2 2 2 = ResNet-18)."}
+    )
+    resnet_widths: list[int] = field(
+        default_factory=lambda: [64, 128, 256, 512],
+        metadata={"help": "Channels per ResNet stage. Halve them (32 64 128 256) for ~4x faster CPU runs."},
+    )
+    projection_dims: list[int] = field(
+        default_factory=lambda: [512, 128], metadata={"help": "Projection head widths (hidden ..., output)."}
+    )
+    # ---- the loss and the augmentations ----
+    temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "NT-Xent temperature tau, stored in the model's config (contrastive_temperature), the "
+            "loss's one source. Default 0.5 for a fresh model (SimCLR used 0.5 on CIFAR-10; 0.1-0.2 for big "
+            "batches), the loaded model's own with --model_name_or_path."
+        },
+    )
+    blur: bool = field(
+        default=False, metadata={"help": "Add Gaussian blur to the augmentations (helps on large images)."}
+    )
+    # ---- data columns and the kNN monitor ----
+    image_column: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column: str = field(
+        default="label", metadata={"help": "Column of class labels, used only by the kNN monitor."}
+    )
+    knn_k: list[int] = field(default_factory=lambda: [20, 200], metadata={"help": "k values of the kNN monitor."})
+    knn_temperature: float = field(default=0.1, metadata={"help": "Vote temperature of the kNN monitor."})
+    knn_bank_size: int = field(
+        default=5000, metadata={"help": "Labelled training images in the kNN memory bank (a seeded subset)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_choice(self, "backbone", ("resnet", "vit"))
+        require_positive(
+            self,
+            "image_size",
+            "resnet_layers",
+            "resnet_widths",
+            "projection_dims",
+            "temperature",
+            "knn_k",
+            "knn_temperature",
+            "knn_bank_size",
+        )
+        if self.gradient_accumulation_steps > 1:
+            raise ValueError(
+                "--objective contrastive does not support --gradient_accumulation_steps > 1: accumulation would "
+                "contrast each image only against its own micro-batch. Raise --per_device_train_batch_size or "
+                "use more processes to get more negatives."
+            )
 
 
 def _collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -41,60 +115,43 @@ def _split(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, Imag
     return data.subset(train_idx), data.subset(eval_idx)
 
 
-@register_objective
 class ContrastiveObjective:
     name = "contrastive"
+    arguments_class = ContrastiveArguments
+    task = "image-feature-extraction"
 
-    def __init__(
-        self,
-        model_args: ModelArguments,
-        data_args: DataArguments,
-        train_args: PretrainArguments,
-        vision_args: VisionArguments | None = None,
-    ):
-        self.model_args, self.data_args, self.train_args = model_args, data_args, train_args
-        self.vision = vision_args or VisionArguments()
-        self.loss = NTXentLoss(self.vision.temperature, gather_distributed=True)
+    def __init__(self, args: ContrastiveArguments):
+        self.args = args
         self.augment = self.normalize = None
         self.memory_format = torch.contiguous_format
         self.bank: ImageData | None = None
         self.bank_loader = None
 
-    def _validate(self, accelerator: Accelerator) -> None:
-        t = self.train_args
-        if t.gradient_accumulation_steps > 1:
-            raise ValueError(
-                "--objective contrastive does not support --gradient_accumulation_steps > 1: accumulation would "
-                "contrast each image only against its own micro-batch. Raise --per_device_train_batch_size or "
-                "use more processes to get more negatives."
-            )
-        if t.per_device_train_batch_size * accelerator.num_processes < 2:
-            raise ValueError(
-                "Contrastive pretraining needs at least 2 images per global batch (with 1 there are no "
-                "negatives): raise --per_device_train_batch_size."
-            )
-
     def _load(self, spec):
-        v = self.vision
+        a = self.args
         return load_images(
             spec,
-            image_size=v.image_size,
-            split=self.data_args.dataset_split,
-            image_column=v.image_column,
-            label_column=v.label_column,
+            image_size=a.image_size,
+            split=a.dataset_split,
+            image_column=a.image_column,
+            label_column=a.label_column,
         )
 
     def _model(self, label_names) -> nn.Module:
-        v = self.vision
-        if self.model_args.model_name_or_path:
-            return AutoModel.from_pretrained(self.model_args.model_name_or_path)
+        """A fresh SimCLR encoder, or the given one; the loss's temperature is set in its config (its one source)."""
+        a = self.args
+        if a.model_name_or_path:
+            model = AutoModel.from_pretrained(a.model_name_or_path)
+            if a.temperature is not None:
+                model.config.contrastive_temperature = a.temperature
+            return model
         config = SimCLRConfig(
-            backbone=v.backbone,
-            image_size=v.image_size,
-            resnet_layers=v.resnet_layers,
-            resnet_widths=v.resnet_widths,
-            projection_dims=v.projection_dims,
-            contrastive_temperature=v.temperature,
+            backbone=a.backbone,
+            image_size=a.image_size,
+            resnet_layers=a.resnet_layers,
+            resnet_widths=a.resnet_widths,
+            projection_dims=a.projection_dims,
+            contrastive_temperature=0.5 if a.temperature is None else a.temperature,
         )
         if label_names:
             config.id2label = dict(enumerate(label_names))
@@ -102,8 +159,12 @@ class ContrastiveObjective:
         return SimCLRModel(config)
 
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
-        self._validate(accelerator)
-        d, t, v = self.data_args, self.train_args, self.vision
+        d = t = v = self.args
+        if t.per_device_train_batch_size * accelerator.num_processes < 2:
+            raise ValueError(
+                "Contrastive pretraining needs at least 2 images per global batch (with 1 there are no "
+                "negatives): raise --per_device_train_batch_size."
+            )
         with accelerator.main_process_first():  # the main process decodes and caches first
             train = self._load(d.dataset)
             held_out = self._load(d.eval_dataset) if d.eval_dataset else None
@@ -142,9 +203,7 @@ class ContrastiveObjective:
             self.augment(pixels).contiguous(memory_format=self.memory_format)  # per-image randomness
             for _ in range(2)
         )
-        out = model(pixel_values=view_1, pixel_values_2=view_2, return_loss=False)
-        z_1, z_2 = out.projections.chunk(2)
-        return self.loss(z_1, z_2)
+        return model(pixel_values=view_1, pixel_values_2=view_2).loss  # NT-Xent over the global batch
 
     def items_in_batch(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["pixel_values"].shape[0]  # images (each seen in two views)
@@ -170,9 +229,9 @@ class ContrastiveObjective:
         num_classes = len(self.bank.label_names)
         return {
             f"knn_top1_k{k}": knn_accuracy(
-                queries, query_labels, bank, bank_labels, num_classes, k, self.vision.knn_temperature
+                queries, query_labels, bank, bank_labels, num_classes, k, self.args.knn_temperature
             )
-            for k in self.vision.knn_k
+            for k in self.args.knn_k
         }
 
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,27 +22,24 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .arguments import DataArguments, ModelArguments, PretrainArguments, VisionArguments
-from .checkpointing import (
-    METRICS_FILE,
+from ..run.callbacks import CallbackList
+from ..run.checkpoints import (
+    NonFiniteLossError,
     TrainerState,
+    check_finite,
     list_checkpoints,
-    load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
-    save_pretrained_atomic,
     write_json_atomic,
 )
+from ..run.output import publish, save_pretrained_all
+from ..run.results import PretrainResult, save_result
+from .arguments import PretrainArguments
+from .checkpointing import load_checkpoint, save_checkpoint
 from .objectives import build_objective
 
 logger = logging.getLogger(__name__)
 
-# Fault injection for tests: the process dies (no cleanup, like a kill) when this optimizer step begins.
-_CRASH_AT_STEP_ENV = "HFSSL_TEST_CRASH_AT_STEP"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+__all__ = ["NonFiniteLossError", "PretrainingLoop", "run_pretraining"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -164,34 +160,42 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, warmup_phase_steps: int, step
 
 
 class PretrainingLoop:
-    """One run: built from the arguments, then `train()` and `save()`.
+    """One run: built from its objective's arguments, then `train()` and `save()`.
 
-    Every process runs the same code; Accelerate decides what each one sees and does.
+    Every process runs the same code; Accelerate decides what each one sees and does. `callbacks` (and those
+    registered with `hfssl.run.callbacks.register_callback`) are called at every step.
     """
 
-    def __init__(
-        self,
-        model_args: ModelArguments,
-        data_args: DataArguments,
-        args: PretrainArguments,
-        vision_args: VisionArguments | None = None,
-    ):
-        vision_args = vision_args or VisionArguments()
+    def __init__(self, args: PretrainArguments, callbacks=None):
         _prepare_output_dir(args)
-        self.args = args
-        self.output_dir = Path(args.output_dir)
+        self.args, self.output_dir = args, Path(args.output_dir)
+        self.callbacks = CallbackList(callbacks)
         self.accelerator = accelerator = _make_accelerator(args)
         set_seed(args.seed)
         resume = (
             resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
         )
-
-        self.objective = build_objective(args.objective, model_args, data_args, args, vision_args)
+        self.objective = build_objective(args)
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
-        model = setup.model
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            enable()
+            model = setup.model
+            (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+        optimizer = self._prepare_data_and_model(setup)
+        self._schedule(optimizer)
+        self.state = TrainerState()
+        if resume is not None:
+            self.state = load_checkpoint(accelerator, resume)
+            logger.info("Resumed from %s at step %d", resume, self.state.global_step)
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(
+                self.output_dir / "run_args.json", {**args.to_dict(), "num_processes": accelerator.num_processes}
+            )
+        accelerator.init_trackers("pretrain", config={k: v for k, v in args.to_dict().items() if v is not None})
+
+    def _prepare_data_and_model(self, setup) -> torch.optim.Optimizer:
+        """Data loaders, optimizer and model through `accelerator.prepare` (the loaders become per process)."""
+        args, accelerator = self.args, self.accelerator
         train_loader, self.sampler = _train_loader(
             setup.train_dataset, setup.collate_fn, args.per_device_train_batch_size, args
         )
@@ -208,38 +212,25 @@ class PretrainingLoop:
                 setup.eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=setup.collate_fn
             )
             self.eval_loader = accelerator.prepare(eval_loader)
-        optimizer = _optimizer(model, args)
-        self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train_loader)
+        optimizer = _optimizer(setup.model, args)
+        self.model, self.optimizer, self.train_loader = accelerator.prepare(setup.model, optimizer, train_loader)
+        return optimizer
 
-        # step counts after prepare: the loader is now per process
+    def _schedule(self, optimizer: torch.optim.Optimizer) -> None:
+        """Step counts (after prepare: the loader is now per process) and the learning-rate schedule."""
+        args, accelerator = self.args, self.accelerator
         self.batches_per_epoch = len(self.train_loader)
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"The training set ({len(setup.train_dataset)} sequences) is smaller than one global batch "
+                f"The training set ({len(self.setup.train_dataset)} items) is smaller than one global batch "
                 f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes): lower the batch size."
             )
         steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
-        corpus_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_epochs * steps_per_epoch)
+        corpus_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
         self.max_steps = self.warmup_steps + corpus_steps
         # not prepared: Accelerate's wrapper would step it once per process; registered so it is checkpointed
         self.scheduler = _lr_schedule(optimizer, self.warmup_steps, corpus_steps, args.warmup_ratio)
         accelerator.register_for_checkpointing(self.scheduler)
-
-        self.state = TrainerState()
-        if resume is not None:
-            self.state = load_checkpoint(accelerator, resume)
-            logger.info("Resumed from %s at step %d", resume, self.state.global_step)
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            run_args = {
-                **asdict(model_args),
-                **asdict(data_args),
-                **asdict(args),
-                **asdict(vision_args),
-                "num_processes": accelerator.num_processes,
-            }
-            write_json_atomic(self.output_dir / "run_args.json", run_args)
-        accelerator.init_trackers("pretrain", config={k: v for k, v in asdict(args).items() if v is not None})
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     def log(self, entry: dict) -> None:
@@ -255,16 +246,6 @@ class PretrainingLoop:
             f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         )
         return metrics
-
-    def _check_finite(self, step_loss: float) -> None:
-        if math.isfinite(step_loss):
-            return
-        kept = list_checkpoints(self.output_dir)
-        raise NonFiniteLossError(
-            f"Loss became {step_loss} at step {self.state.global_step + 1}; training stopped. "
-            + (f"Last good checkpoint: {kept[-1]}." if kept else "No checkpoint was written yet.")
-            + " Lower --learning_rate or raise --warmup_ratio, then resume or restart."
-        )
 
     def _in_warmup(self) -> bool:
         return self.state.global_step < self.warmup_steps
@@ -295,7 +276,10 @@ class PretrainingLoop:
                 return None
             step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
             micro_losses.clear()
-            self._check_finite(step_loss)  # before the optimizer step: the weights stay finite
+            # before the optimizer step: the weights stay finite
+            check_finite(
+                step_loss, self.state.global_step + 1, self.output_dir, "Lower --learning_rate or raise --warmup_ratio"
+            )
             if args.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
             self.optimizer.step()
@@ -326,12 +310,13 @@ class PretrainingLoop:
         elif state.batches_in_epoch >= self.batches_per_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         if args.save_steps > 0 and state.global_step % args.save_steps == 0 and not final:
-            save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit)
+            checkpoint = save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit)
+            self.callbacks.on_save(checkpoint)
+        self.callbacks.on_step_end(state.global_step, step_loss)
         return final
 
     def train(self) -> None:
         state = self.state
-        crash_at = int(os.environ.get(_CRASH_AT_STEP_ENV, "0"))
         progress = tqdm(
             total=self.max_steps,
             initial=state.global_step,
@@ -347,8 +332,8 @@ class PretrainingLoop:
             phase = f", {self.warmup_name}" if warmup_pass else ""
             progress.set_description(f"pretrain ({self.args.objective}{phase})")
             for batch in self._epoch_batches():
-                if crash_at and state.global_step + 1 == crash_at:
-                    os._exit(17)
+                if not micro_losses:  # the first micro-batch of an optimizer step
+                    self.callbacks.on_step_begin(state.global_step + 1)
                 step_loss = self._micro_step(batch, micro_losses)
                 items += self.objective.items_in_batch(batch)
                 state.batches_in_epoch += 1
@@ -366,35 +351,35 @@ class PretrainingLoop:
                     state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         progress.close()
 
-    def save(self) -> dict:
+    def save(self) -> PretrainResult:
         """Final evaluation, then the model, its companions and metrics.json, written atomically."""
         final_metrics = self.evaluate()
-        summary = {"output_dir": str(self.output_dir), "global_step": self.state.global_step, **final_metrics}
         accelerator = self.accelerator
+        result = PretrainResult(
+            objective=self.args.objective,
+            task=self.objective.task,
+            output_dir=str(self.output_dir),
+            global_step=self.state.global_step,
+            final=final_metrics,
+            log_history=self.state.log_history,
+            args={**self.args.to_dict(), "num_processes": accelerator.num_processes},
+        )
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(self.model)
-            save_pretrained_atomic(self.output_dir, [model, *self.setup.companions])
-            write_json_atomic(
-                self.output_dir / METRICS_FILE, {"final": final_metrics, "log_history": self.state.log_history}
-            )
-            summary["report"] = self.objective.finish(model, self.output_dir, accelerator)
+            publish(self.output_dir, save_pretrained_all([model, *self.setup.companions]))
+            result.report = self.objective.finish(model, self.output_dir, accelerator)
+            save_result(result, self.output_dir)
         accelerator.wait_for_everyone()
         accelerator.end_training()
-        return summary
+        return result
 
 
-def run_pretraining(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    args: PretrainArguments,
-    vision_args: VisionArguments | None = None,
-) -> dict:
-    """Train with the chosen objective; save the model, companions and metrics.json to args.output_dir.
+def run_pretraining(args: PretrainArguments, callbacks=None) -> PretrainResult:
+    """Train with args.objective; save the model, its companions and metrics.json to args.output_dir.
 
-    Returns a summary dict: output_dir, global_step, final metrics and, on the main process, the
-    objective's `finish` text under "report" (a sample for language models).
+    `report` (the objective's closing text, e.g. a sample) is filled on the main process only.
     """
-    loop = PretrainingLoop(model_args, data_args, args, vision_args)
+    loop = PretrainingLoop(args, callbacks)
     loop.train()
     return loop.save()

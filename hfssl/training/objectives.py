@@ -2,10 +2,11 @@
 
 An objective owns what differs between self-supervised tasks: how the model and data are built, the
 training loss of a batch, how evaluation is scored, and what is saved beside the model. The loop owns
-everything else (optimisation, accumulation, distribution, checkpoints, logging). New objectives
-register themselves in `OBJECTIVES`.
+everything else (optimisation, accumulation, distribution, checkpoints, logging). Each objective is one file
+holding its arguments class and its objective class, and one line in `OBJECTIVES`.
 """
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,11 @@ class PretrainingSetup:
 
 
 class Objective(Protocol):
+    """Built from its own arguments (`arguments_class`, a PretrainArguments subclass in the objective's file)."""
+
     name: str
+    arguments_class: type
+    task: str  # pipeline task of the saved model (text-generation, fill-mask, image-feature-extraction)
 
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
         """Build model and data on every process. `resuming`: reuse what the run saved (e.g. its tokenizer)."""
@@ -65,15 +70,26 @@ class Objective(Protocol):
         """Called on the main process after saving; returns the text the CLI prints last (e.g. a sample)."""
 
 
-OBJECTIVES: dict[str, type] = {}
+# name -> "module:class", imported when chosen: a new objective is one new file plus one line here
+OBJECTIVES: dict[str, str] = {
+    "causal_lm": "hfssl.training.causal_lm:CausalLMObjective",
+    "contrastive": "hfssl.training.contrastive:ContrastiveObjective",
+}
 
 
-def register_objective(cls: type) -> type:
-    OBJECTIVES[cls.name] = cls
-    return cls
-
-
-def build_objective(name: str, *args, **kwargs) -> Objective:
+def objective_class(name: str) -> type:
+    """The objective class registered as `name`; ValueError listing the names for an unknown one."""
     if name not in OBJECTIVES:
         raise ValueError(f"Unknown --objective {name!r}; available: {', '.join(sorted(OBJECTIVES))}.")
-    return OBJECTIVES[name](*args, **kwargs)
+    module, cls = OBJECTIVES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_objective(args) -> Objective:
+    """The objective of `args` (an instance of that objective's arguments class), built from them."""
+    cls = objective_class(args.objective)
+    if not isinstance(args, cls.arguments_class):
+        raise TypeError(
+            f"--objective {args.objective} takes {cls.arguments_class.__name__}, got {type(args).__name__}."
+        )
+    return cls(args)

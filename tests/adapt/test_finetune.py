@@ -7,17 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hfssl.adapt.finetune import (
-    FinetuneArguments,
-    _Batcher,
-    _prepare_trainable,
-    classification_head,
-    head_inputs,
-    load_classifier,
-    run_finetune,
-)
+from hfssl.adapt.classifier import Batcher, head_inputs, load_classifier
+from hfssl.adapt.finetune import FinetuneArguments, _prepare_trainable, run_finetune
 from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.adapt.task import load_task
+from hfssl.models.helpers import classification_head
 from tests.conftest import import_script
 
 finetune = import_script("finetune")
@@ -54,8 +48,8 @@ def _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file, **extra):
         output_dir=str(tmp_path / f"{kind}-{method}"),
         method=method,
         num_labels_per_class=4,
-        epochs=2,
-        batch_size=8,
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
         learning_rate=1e-3,
     )
     return FinetuneArguments(**{**base, **extra})
@@ -80,10 +74,10 @@ def test_methods_train_exactly_what_they_should(
 ):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     args = _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file)
-    _, metrics = run_finetune(args)
-    changed = set(metrics["changed_parameters"])
+    result = run_finetune(args)
+    changed = set(result.changed_parameters)
     head = {"score.weight", "score.bias"} if kind == "gpt" else {"classifier.weight", "classifier.bias"}
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num_train"] == (8 if kind == "gpt" else 40)
+    assert 0.0 <= result.accuracy <= 1.0 and result.num_train == (8 if kind == "gpt" else 40)
     if method in ("full", "lp-ft"):
         assert head <= changed and len(changed) > len(head)  # body and head moved
     elif method == "surgical":  # only the last block and the head
@@ -92,7 +86,7 @@ def test_methods_train_exactly_what_they_should(
         assert all(n in head or n.startswith(block) for n in changed), changed
     else:  # lora: the base weights are untouched; only adapters and the (saved) head train
         assert changed == set(), changed
-        assert metrics["trainable_parameters"] < 0.5 * metrics["total_parameters"]
+        assert result.trainable_parameters < 0.5 * result.total_parameters
         out = Path(args.output_dir)
         assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
         saved = load_file(str(out / "adapter_model.safetensors"))
@@ -107,9 +101,9 @@ def test_lp_ft_starts_from_the_probed_head(kind, tmp_path, gpt_dir, simclr_dir, 
 
     task = load_task(args, AutoConfig.from_pretrained(args.model_name_or_path))
     model = load_classifier(args, task)
-    batcher = _Batcher(args, task, model)
+    batcher = Batcher(args, task, model)
     model = _prepare_trainable(args, model, batcher, task)
-    features = head_inputs(model, batcher, task.train_x, args.batch_size)
+    features = head_inputs(model, batcher, task.train_x, args.per_device_eval_batch_size)
     probe = fit_linear_probe(features, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
     head = classification_head(model)
     torch.testing.assert_close(head.weight, probe.weight)
@@ -118,8 +112,8 @@ def test_lp_ft_starts_from_the_probed_head(kind, tmp_path, gpt_dir, simclr_dir, 
 
 def test_surgical_by_name_and_bad_block(tmp_path, gpt_dir, simclr_dir, sentiment_file, capsys):
     args = _args("gpt", "surgical", tmp_path, gpt_dir, simclr_dir, sentiment_file, surgical_blocks=["model.layers.0"])
-    _, metrics = run_finetune(args)
-    assert all(n.startswith("model.layers.0.") or n.startswith("score.") for n in metrics["changed_parameters"])
+    result = run_finetune(args)
+    assert all(n.startswith("model.layers.0.") or n.startswith("score.") for n in result.changed_parameters)
     argv = [
         "--model_name_or_path",
         str(gpt_dir),
@@ -131,7 +125,7 @@ def test_surgical_by_name_and_bad_block(tmp_path, gpt_dir, simclr_dir, sentiment
         "7",
         "--output_dir",
         str(tmp_path / "x"),
-        "--epochs",
+        "--num_train_epochs",
         "1",
     ]
     assert finetune.main(argv) == 2
@@ -156,12 +150,12 @@ def test_any_transformers_model(method, tmp_path, gpt2_dir, sentiment_file):
         method=method,
         output_dir=str(tmp_path / method),
         num_labels_per_class=4,
-        epochs=2,
-        batch_size=8,
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
         learning_rate=1e-3,
     )
-    _, metrics = run_finetune(args)
-    changed = set(metrics["changed_parameters"])
+    result = run_finetune(args)
+    changed = set(result.changed_parameters)
     if method == "lora":
         assert changed == set() and (tmp_path / method / "adapter_model.safetensors").is_file()
     else:
@@ -185,7 +179,7 @@ def test_text_longer_than_the_context_is_an_error(tmp_path, gpt_dir, capsys):
         str(long_file),
         "--method",
         "full",
-        "--epochs",
+        "--num_train_epochs",
         "1",
         "--output_dir",
         str(tmp_path / "o"),

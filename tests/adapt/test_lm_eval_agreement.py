@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from hfssl import GPTForCausalLM
-from hfssl.adapt.prompting import PromptClassifier, load_causal_lm
+from hfssl.adapt.prompt_classifier import PromptClassifier
 from hfssl.adapt.prompts import get_template
+from hfssl.models.loading import load_causal_lm
 from tests.conftest import tiny_gpt_config
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is a test-only extra: pip install -e '.[dev]'")

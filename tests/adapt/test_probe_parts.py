@@ -6,22 +6,22 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from hfssl.adapt.data import few_shot_indices, load_text_classification
 from hfssl.adapt.features import cached_features, data_key, model_fingerprint, text_features
 from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.adapt.metrics import classification_scores
+from hfssl.data.labelled import few_shot_indices, load_labelled
 from tests.conftest import tiny_gpt_config
 
 
 def test_label_space_text_and_table_formats(tmp_path):
     txt = tmp_path / "sst.txt"
     txt.write_text("1 a good film\n0 a dull , long film\n1 fine\n")
-    ds, names = load_text_classification(str(txt))
-    assert names == ["0", "1"] and list(ds["label"]) == [1, 0, 1] and ds[1]["text"] == "a dull , long film"
+    data = load_labelled(str(txt))
+    assert data.names == ["0", "1"] and data.labels.tolist() == [1, 0, 1] and data.inputs[1] == "a dull , long film"
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text("".join(json.dumps({"sentence": s, "y": y}) + "\n" for s, y in [("x", "neg"), ("z", "pos")]))
-    ds, names = load_text_classification(str(jsonl), text_column="sentence", label_column="y")
-    assert names == ["neg", "pos"] and list(ds["label"]) == [0, 1]
+    data = load_labelled(str(jsonl), text_column="sentence", label_column="y")
+    assert data.names == ["neg", "pos"] and data.labels.tolist() == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -35,16 +35,16 @@ def test_bad_text_sets(tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
-        load_text_classification(str(path))
+        load_labelled(str(path))
 
 
 def test_missing_label_column_and_missing_file(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"text": "x"}) + "\n")
     with pytest.raises(ValueError, match="no column 'label'"):
-        load_text_classification(str(path))
+        load_labelled(str(path))
     with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
-        load_text_classification(str(tmp_path / "nope.csv"))
+        load_labelled(str(tmp_path / "nope.csv"))
 
 
 def test_few_shot_indices_are_balanced_seeded_and_checked():

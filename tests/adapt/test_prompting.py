@@ -8,7 +8,7 @@ import torch
 
 from hfssl import GPTForCausalLM
 from hfssl.adapt.calibration import contextual_calibration, expected_calibration_error
-from hfssl.adapt.prompting import PromptClassifier
+from hfssl.adapt.prompt_classifier import PromptClassifier
 from hfssl.adapt.prompts import PromptTemplate, get_template, select_demonstrations
 from tests.conftest import import_script, tiny_gpt_config
 
@@ -123,11 +123,11 @@ def test_prompt_eval_cli(gpt_dir, sentiment_file, tmp_path, capsys, extra):
             str(sentiment_file),
             "--shots",
             "0,2",
-            "--seeds",
+            "--num_seeds",
             "2",
             "--output_file",
             str(out),
-            "--batch_size",
+            "--per_device_eval_batch_size",
             "8",
             *extra,
         ]

@@ -65,7 +65,7 @@ def test_meta_train_saves_model_and_metrics(glyph_zip, tmp_path, monkeypatch, al
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     out = tmp_path / algorithm
     code = import_script("meta_train").main(
-        ["--algorithm", algorithm, "--dataset", str(glyph_zip), "--meta_steps", "3", "--output_dir", str(out), *TINY]
+        ["--algorithm", algorithm, "--dataset", str(glyph_zip), "--max_steps", "3", "--output_dir", str(out), *TINY]
     )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
@@ -73,7 +73,7 @@ def test_meta_train_saves_model_and_metrics(glyph_zip, tmp_path, monkeypatch, al
     for row in metrics["meta_test"].values():
         assert 0 <= row["accuracy"] <= 1 and row["episodes"] == 4 and row["ci95"] >= 0
     assert [h["step"] for h in metrics["history"]] == [2, 3]
-    assert not (out / "checkpoint.pt").exists()
+    assert not (out / "checkpoints").exists()  # no checkpoint was due (save_steps 200)
     from transformers import AutoModelForImageClassification
 
     model = AutoModelForImageClassification.from_pretrained(out).eval()
@@ -87,16 +87,17 @@ def test_killed_run_resumes_exactly(glyph_zip, tmp_path):
     script = str(REPO / "scripts" / "meta_train.py")
 
     def run(out, *extra, crash_at=None):
-        e = {**env, **({"HFSSL_TEST_CRASH_AT_STEP": str(crash_at)} if crash_at else {})}
+        launcher = [str(REPO / "tests" / "helpers" / "crash_at_step.py"), str(crash_at)] if crash_at else []
         return subprocess.run(
             [
                 sys.executable,
+                *launcher,
                 script,
                 "--dataset",
                 str(glyph_zip),
                 "--output_dir",
                 str(out),
-                "--meta_steps",
+                "--max_steps",
                 "4",
                 "--save_steps",
                 "1",
@@ -105,15 +106,15 @@ def test_killed_run_resumes_exactly(glyph_zip, tmp_path):
             ],
             capture_output=True,
             text=True,
-            env=e,
+            env=env,
             timeout=300,
         )
 
     straight = run(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
     crashed = run(tmp_path / "resumed", crash_at=2)
-    assert crashed.returncode != 0 and (tmp_path / "resumed" / "checkpoint.pt").is_file()
-    resumed = run(tmp_path / "resumed", "--resume")
+    assert crashed.returncode != 0 and (tmp_path / "resumed" / "checkpoints" / "step-000001").is_dir()
+    resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
     a = load_file(tmp_path / "straight" / "model.safetensors")
@@ -137,10 +138,22 @@ def test_bad_input_is_clear(glyph_zip, tmp_path, monkeypatch, capsys):
     broken.write_bytes(b"not a zip")
     assert main(["--dataset", str(broken), "--output_dir", str(tmp_path / "y"), *TINY]) == 2
     assert "broken.zip is not a readable zip archive" in capsys.readouterr().err
-    (tmp_path / "z").mkdir()
-    (tmp_path / "z" / "checkpoint.pt").write_bytes(b"truncated")
-    assert main(["--dataset", str(glyph_zip), "--output_dir", str(tmp_path / "z"), *TINY, "--resume"]) == 2
-    assert "checkpoint.pt is corrupt or unreadable" in capsys.readouterr().err
+    checkpoint = tmp_path / "z" / "checkpoints" / "step-000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 1}')
+    (checkpoint / "training_state.pt").write_bytes(b"truncated")
+    argv = [
+        "--dataset",
+        str(glyph_zip),
+        "--output_dir",
+        str(tmp_path / "z"),
+        *TINY,
+        "--resume_from_checkpoint",
+        "latest",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Could not restore checkpoint" in err and "training_state.pt" in err
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "protonet"])
@@ -175,7 +188,7 @@ def test_meta_train_on_text_with_a_pretrained_gpt(gpt_dir, tmp_path, algorithm, 
             str(data),
             "--output_dir",
             str(out),
-            "--meta_steps",
+            "--max_steps",
             "2",
             "--ways",
             "3",

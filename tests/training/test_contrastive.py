@@ -54,7 +54,6 @@ def _args(out, *extra):
 
 def _env():
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    env.pop("HFSSL_TEST_CRASH_AT_STEP", None)
     return env
 
 
@@ -98,17 +97,18 @@ def test_dataset_without_image_column(tmp_path, capsys):
 def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path):
     common = ["--max_steps", "6", "--save_steps", "3", "--eval_steps", "2"]  # evaluations before the checkpoint too
 
-    def run(out, *extra, env=None):
+    def run(out, *extra, crash_at=None):
+        launcher = [str(REPO / "tests" / "helpers" / "crash_at_step.py"), str(crash_at)] if crash_at else []
         return subprocess.run(
-            [sys.executable, str(SCRIPT), *_args(out, *common, *extra)],
-            env=env or _env(),
+            [sys.executable, *launcher, str(SCRIPT), *_args(out, *common, *extra)],
+            env=_env(),
             capture_output=True,
             text=True,
             cwd=REPO,
         )
 
     assert run(tmp_path / "a").returncode == 0
-    crashed = run(tmp_path / "b", env={**_env(), "HFSSL_TEST_CRASH_AT_STEP": "5"})
+    crashed = run(tmp_path / "b", crash_at=5)
     assert crashed.returncode == 17, crashed.stderr[-2000:]
     resumed = run(tmp_path / "b", "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

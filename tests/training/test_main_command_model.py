@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from transformers import pipeline
 
-from hfssl.training.arguments import parse_args
+from hfssl.training.arguments import parse_pretrain_args
 from hfssl.training.loop import run_pretraining
 
 PROMPTS = ["Return the number of", "The default is", "key"]
@@ -26,7 +26,7 @@ def main_command_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpt-stdlib")
     argv = ["--output_dir", str(out), "--max_steps", "6", "--icl_warmup_steps", "4", "--eval_steps", "0"]
     argv += ["--save_steps", "0", "--report_to", "none", "--max_eval_samples", "8"]
-    run_pretraining(*parse_args(argv))
+    run_pretraining(parse_pretrain_args(argv))
     return out
 
 

@@ -17,6 +17,7 @@ from hfssl.training.loop import NonFiniteLossError
 from tests.conftest import REPO, import_script
 
 SCRIPT = REPO / "scripts" / "pretrain.py"
+CRASH_AT_STEP = REPO / "tests" / "helpers" / "crash_at_step.py"  # kills the run when a given step begins
 pretrain = import_script("pretrain")
 
 TINY = [
@@ -60,7 +61,6 @@ def _env():
     env = dict(
         os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1"
     )
-    env.pop("HFSSL_TEST_CRASH_AT_STEP", None)
     return env
 
 
@@ -86,15 +86,15 @@ def test_smoke_run_produces_a_loadable_model(tmp_path, corpus_file, capsys):
 
 
 def test_yaml_recipe_and_flag_override(tmp_path, corpus_file):
-    from hfssl.training.arguments import parse_args
+    from hfssl.training.arguments import parse_pretrain_args
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("max_steps: 7\nlearning_rate: 0.01\nhidden_size: 64\n")
-    _, _, train, _ = parse_args(["--config", str(recipe), "--learning_rate", "0.02"])
+    train = parse_pretrain_args(["--config", str(recipe), "--learning_rate", "0.02"])
     assert train.max_steps == 7 and train.learning_rate == 0.02
     recipe.write_text("max_stepz: 7\n")
     with pytest.raises(ValueError, match="max_stepz"):
-        parse_args(["--config", str(recipe)])
+        parse_pretrain_args(["--config", str(recipe)])
 
 
 @pytest.mark.parametrize(
@@ -145,12 +145,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus_f
         return loss * float("nan") if calls["n"] >= 5 else loss
 
     monkeypatch.setattr(causal_lm.CausalLMObjective, "training_loss", loss_that_explodes_at_step_5)
-    from hfssl.training.arguments import parse_args
+    from hfssl.training.arguments import parse_pretrain_args
     from hfssl.training.loop import run_pretraining
 
     out = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"step 5.*Last good checkpoint: .*step-000004"):
-        run_pretraining(*parse_args(_args(corpus_file, out, "--max_steps", "10", "--save_steps", "2")))
+        run_pretraining(parse_pretrain_args(_args(corpus_file, out, "--max_steps", "10", "--save_steps", "2")))
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")) == [
         "step-000002",
         "step-000004",
@@ -177,15 +177,16 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
         "5",
     ]
 
-    def run(out, *extra, env=None):
+    def run(out, *extra, crash_at=None):
         args = _args(corpus_file, out, *common, *extra)
+        launcher = [str(CRASH_AT_STEP), str(crash_at)] if crash_at else []
         return subprocess.run(
-            [sys.executable, str(SCRIPT), *args], env=env or _env(), capture_output=True, text=True, cwd=REPO
+            [sys.executable, *launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True, cwd=REPO
         )
 
     straight = run(tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-2000:]
-    crashed = run(tmp_path / "b", env={**_env(), "HFSSL_TEST_CRASH_AT_STEP": "6"})
+    crashed = run(tmp_path / "b", crash_at=6)
     assert crashed.returncode == 17, crashed.stderr[-2000:]
     assert not (tmp_path / "b" / "model.safetensors").exists()
     assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-000004"]
@@ -301,15 +302,15 @@ def test_existing_tokenizer_is_reused(tmp_path, corpus_file, tiny_tokenizer):
 
 
 def test_shipped_recipe_parses():
-    from hfssl.training.arguments import parse_args
+    from hfssl.training.arguments import parse_pretrain_args
 
-    model, data, train, _ = parse_args(["--config", str(REPO / "recipes" / "gpt_small.yaml"), "--max_steps", "10"])
-    assert (model.hidden_size, data.block_size, train.gradient_accumulation_steps, train.max_steps) == (384, 256, 2, 10)
+    args = parse_pretrain_args(["--config", str(REPO / "recipes" / "gpt_small.yaml"), "--max_steps", "10"])
+    assert (args.hidden_size, args.block_size, args.gradient_accumulation_steps, args.max_steps) == (384, 256, 2, 10)
 
 
 def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_path, corpus_file, monkeypatch):
     """3 warm-up steps of key -> value blocks (8 tokens, batch 4 x 16 / 8 = 8), then 5 corpus steps of 16 x 4."""
-    from hfssl.training.arguments import parse_args
+    from hfssl.training.arguments import parse_pretrain_args
     from hfssl.training.loop import run_pretraining
 
     seen = []
@@ -321,12 +322,12 @@ def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_pat
 
     monkeypatch.setattr(causal_lm.CausalLMObjective, "training_loss", recording_loss)
     out = tmp_path / "run"
-    summary = run_pretraining(
-        *parse_args(
+    result = run_pretraining(
+        parse_pretrain_args(
             _args(corpus_file, out, "--max_steps", "5", "--save_steps", "0", "--warmup_ratio", "0.4", *WARMUP, "3")
         )
     )
-    assert summary["global_step"] == 3 + 5
+    assert result.global_step == 3 + 5
     assert [shape for shape, _ in seen] == [(8, 8)] * 3 + [(4, 16)] * 5
     from hfssl.data.synthetic import VALUES
 
@@ -342,14 +343,15 @@ def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_pat
 
 
 def test_in_context_defaults_and_bad_settings():
-    from hfssl.training.arguments import DEFAULT_ICL_WARMUP_STEPS, parse_args
+    from hfssl.training.arguments import parse_pretrain_args
+    from hfssl.training.causal_lm import DEFAULT_ICL_WARMUP_STEPS
 
-    _, data, train, _ = parse_args([])
-    assert (data.icl_warmup_steps, train.max_steps, train.learning_rate) == (DEFAULT_ICL_WARMUP_STEPS, 2000, 1e-3)
-    _, data, _, _ = parse_args(["--model_name_or_path", "gpt2"])  # continuing a trained model: no warm-up
-    assert data.icl_warmup_steps == 0
-    _, data, train, _ = parse_args(["--objective", "contrastive"])
-    assert (data.icl_warmup_steps, train.max_steps, train.learning_rate) == (0, 500, 2e-3)
+    args = parse_pretrain_args([])
+    assert (args.icl_warmup_steps, args.max_steps, args.learning_rate) == (DEFAULT_ICL_WARMUP_STEPS, 2000, 1e-3)
+    args = parse_pretrain_args(["--model_name_or_path", "gpt2"])  # continuing a trained model: no warm-up
+    assert args.icl_warmup_steps == 0
+    args = parse_pretrain_args(["--objective", "contrastive"])
+    assert (getattr(args, "icl_warmup_steps", 0), args.max_steps, args.learning_rate) == (0, 500, 2e-3)
     for flags, message in [
         (["--objective", "contrastive", "--icl_warmup_steps", "5"], "causal_lm only"),
         (["--icl_mix_fraction", "1"], "icl_mix_fraction"),
@@ -357,15 +359,15 @@ def test_in_context_defaults_and_bad_settings():
         (["--icl_warmup_steps", "-1"], ">= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
-            parse_args(flags)
+            parse_pretrain_args(flags)
 
 
 def test_mixed_in_documents_make_up_the_requested_share(corpus_docs):
     import datasets
 
-    from hfssl.training.arguments import parse_args
+    from hfssl.training.arguments import parse_pretrain_args
 
-    objective = causal_lm.CausalLMObjective(*parse_args(["--icl_mix_fraction", "0.25"])[:3])
+    objective = causal_lm.CausalLMObjective(parse_pretrain_args(["--icl_mix_fraction", "0.25"]))
     corpus = datasets.Dataset.from_dict({"text": corpus_docs})
     mixed = objective._mix_in_key_value(corpus)
     synthetic_chars = sum(len(t) for t in list(mixed["text"])[len(corpus) :])

@@ -181,21 +181,26 @@ class SimCLRModel(SimCLRPreTrainedModel):
     ) -> SimCLROutput:
         """pixel_values, pixel_values_2: (B, C, S, S) normalised images (two views of the same B images).
 
-        return_loss: compute the loss when two views are given (default True); the training loop passes
-        False and applies its own, process-gathering `hfssl.losses.NTXentLoss` to `projections`.
+        return_loss: compute the loss when two views are given (default True): `contrastive_loss()` of the
+        projections, which contrasts against the views of every process when several train together.
         """
         views = pixel_values if pixel_values_2 is None else torch.cat([pixel_values, pixel_values_2], dim=0)
         h = self.encoder(views)  # (B or 2B, F): one pass, so BatchNorm sees both views together
         z = self.projection_head(h)  # (B or 2B, D)
         loss = None
         if pixel_values_2 is not None and return_loss is not False:
-            try:
-                from hfssl.losses import NTXentLoss
-            except ImportError as err:
-                raise ImportError("The contrastive loss needs the hfssl package: pip install hfssl.") from err
             z_a, z_b = z.chunk(2)
-            loss = NTXentLoss(self.config.contrastive_temperature)(z_a, z_b)
+            loss = self.contrastive_loss()(z_a, z_b)
         return SimCLROutput(loss=loss, embeddings=h, projections=z, pooler_output=h)
+
+    def contrastive_loss(self) -> nn.Module:
+        """The model's NT-Xent loss (`hfssl.losses.NTXentLoss`): temperature `config.contrastive_temperature`, its one
+        source; negatives gathered from every process (with gradients) when several train together."""
+        try:
+            from hfssl.losses import NTXentLoss
+        except ImportError as err:
+            raise ImportError("The contrastive loss needs the hfssl package: pip install hfssl.") from err
+        return NTXentLoss(self.config.contrastive_temperature, gather_distributed=True)
 
 
 class SimCLRForImageClassification(SimCLRPreTrainedModel):

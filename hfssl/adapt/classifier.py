@@ -1,0 +1,124 @@
+"""The classifier that fine-tuning trains, and its parts: loading it with a new head, turning task inputs into model
+inputs, predicting, the features its head sees, and the blocks surgical fine-tuning picks from.
+
+The classifier is `AutoModelForSequenceClassification` / `AutoModelForImageClassification` on the pretrained weights
+with a new head, so any compatible Hub model works as well as ours.
+"""
+
+import torch
+from torch import nn
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+from ..data.vision import Normalize
+from ..models.helpers import check_fits_context, classification_head, context_window, ensure_pad_token
+from .task import AdaptArguments, TaskData
+
+
+def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
+    auto = AutoModelForImageClassification if task.is_image else AutoModelForSequenceClassification
+    id2label = dict(enumerate(task.names))
+    model = auto.from_pretrained(
+        args.model_name_or_path,
+        num_labels=len(task.names),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
+    return model
+
+
+def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The model's main stack of blocks: the longest ModuleList / Sequential of repeated modules."""
+    best = ("", None)
+    for name, module in model.named_modules():
+        repeated = isinstance(module, (nn.ModuleList, nn.Sequential)) and len({type(m) for m in module}) == 1
+        if repeated and len(module) > 1 and (best[1] is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best[1] is None:
+        raise ValueError(
+            f"Cannot find a stack of blocks in {type(model).__name__} for --method surgical; "
+            "name module prefixes in --surgical_blocks instead."
+        )
+    return best
+
+
+def surgical_parameters(model: nn.Module, blocks: list[str]) -> list[str]:
+    """Names of the parameters that --method surgical trains (the chosen blocks; the head is added later)."""
+    stack_name, stack = None, None
+    chosen_prefixes = []
+    for spec in blocks:
+        if spec in ("first", "middle", "last") or spec.lstrip("-").isdigit():
+            if stack is None:
+                stack_name, stack = transformer_blocks(model)
+            index = {"first": 0, "middle": len(stack) // 2, "last": len(stack) - 1}.get(spec)
+            index = int(spec) if index is None else index
+            if not -len(stack) <= index < len(stack):
+                raise ValueError(f"Block {spec} does not exist: {stack_name} has {len(stack)} blocks.")
+            chosen_prefixes.append(f"{stack_name}.{index % len(stack)}.")
+        else:
+            chosen_prefixes.append(spec if spec.endswith(".") else spec + ".")
+    names = [n for n, _ in model.named_parameters() if any(n.startswith(p) for p in chosen_prefixes)]
+    if not names:
+        raise ValueError(f"--surgical_blocks {blocks} match no parameters.")
+    return names
+
+
+# ---- batches -------------------------------------------------------------------------------------
+class Batcher:
+    """Turns task inputs into model inputs: tokenised text (padded) or normalised images."""
+
+    def __init__(self, args: AdaptArguments, task: TaskData, model: nn.Module):
+        self.task = task
+        if task.is_image:
+            processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+            self.companion = processor
+            self.normalize = Normalize(list(processor.image_mean), list(processor.image_std))
+        else:
+            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(args.model_name_or_path), model)
+            self.companion = tokenizer
+            self.context = context_window(model)
+        self.device = next(model.parameters()).device
+
+    def __call__(self, inputs) -> dict:
+        if self.task.is_image:
+            return {"pixel_values": self.normalize(inputs).to(self.device)}
+        texts = list(inputs)
+        encoded = self.companion(texts, padding=True, return_tensors="pt")
+        check_fits_context(encoded["attention_mask"].sum(dim=1).tolist(), self.context, texts)
+        return {k: v.to(self.device) for k, v in encoded.items()}
+
+
+def take(x, index):
+    return x[index] if isinstance(x, torch.Tensor) else [x[i] for i in index.tolist()]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batcher: Batcher, inputs, batch_size: int) -> torch.Tensor:
+    model.eval()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        out.append(model(**batcher(inputs[start : start + batch_size])).logits.argmax(dim=1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def head_inputs(model: nn.Module, batcher: Batcher, inputs, batch_size: int) -> torch.Tensor:
+    """The features the classification head sees, for every input (captured with a forward pre-hook): (N, F).
+
+    Text goes one example at a time: some heads (GPT-2's) score every position and pool afterwards, and
+    without padding the last position is the pooled one.
+    """
+    captured = []
+    hook = classification_head(model).register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
+    step = batch_size if batcher.task.is_image else 1
+    try:
+        model.eval()
+        for start in range(0, len(inputs), step):
+            model(**batcher(inputs[start : start + step]))
+    finally:
+        hook.remove()
+    return torch.cat([c if c.dim() == 2 else c[:, -1] for c in captured]).float().cpu()

@@ -1,0 +1,172 @@
+"""Zero-shot and in-context (k-shot) classification with any causal LM: no gradient step.
+
+`PromptClassifier` turns labelled queries into prompts (`prompts.py`), scores every label option by its
+log-likelihood (`loglikelihood.py`, lm-evaluation-harness definitions, shared-prefix KV cache) or by
+generating and parsing an answer, and optionally applies contextual calibration (`calibration.py`).
+The shots x seeds sweep of `scripts/prompt_eval.py` is `prompt_eval.py`.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models.helpers import context_window, ensure_pad_token
+from .calibration import CONTENT_FREE_INPUTS, contextual_calibration, label_probabilities
+from .loglikelihood import encode, loglikelihoods
+from .prompts import PromptTemplate, label_options
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptScores:
+    """Per-query results. loglik: (N, C) summed option log-likelihoods; probs/calibrated: (N, C)."""
+
+    loglik: torch.Tensor
+    probs: torch.Tensor
+    calibrated: torch.Tensor | None
+    num_demonstrations: list[int]  # demonstrations each query's prompt kept after fitting the context window
+
+
+class PromptClassifier:
+    """A causal LM + tokenizer + template + label names: scores or generates answers for prompted queries."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        template: PromptTemplate,
+        label_names: list[str],
+        *,
+        batch_size: int = 16,
+        use_prefix_cache: bool = True,
+    ):
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.label_names = label_names
+        self.options = label_options(template, label_names)  # answer word of each label id
+        for word in self.options:
+            if not word.strip() or not encode(tokenizer, template.continuation(word)):
+                raise ValueError(f"The label word {word!r} tokenizes to nothing; choose another verbalizer.")
+        self.batch_size, self.use_prefix_cache = batch_size, use_prefix_cache
+        self.window = context_window(model)
+        self._warned = False
+
+    def demonstrations(self, texts: list[str], labels: list[int]) -> list[str]:
+        return [self.template.demonstration(t, self.label_names[y]) for t, y in zip(texts, labels)]
+
+    def fit_context(self, demos: list[str], query_texts: list[str]) -> list[str]:
+        """Drop demonstrations, farthest from the query first, until every prompt of `query_texts` fits.
+
+        Raises ValueError when even the zero-shot prompt is too long: the query is never truncated.
+        """
+        if self.window is None:
+            return demos
+        longest = max(self.options, key=lambda w: len(encode(self.tokenizer, self.template.continuation(w))))
+        for start in range(len(demos) + 1):
+            kept = demos[start:]
+            lengths = [
+                len(encode(self.tokenizer, self.template.context(kept, q) + self.template.continuation(longest))) - 1
+                for q in query_texts
+            ]
+            if max(lengths) <= self.window:
+                if start and not self._warned:
+                    logger.warning(
+                        "Prompts exceed the %d-token context window: dropping demonstrations (first drop: %d of %d).",
+                        self.window,
+                        start,
+                        len(demos),
+                    )
+                    self._warned = True
+                return kept
+        raise ValueError(
+            f"A query is longer than the model's context window ({self.window} tokens) even with no "
+            f"demonstrations: {query_texts[lengths.index(max(lengths))][:80]!r}"
+        )
+
+    def _grouped_contexts(self, queries: list[str], demos_per_query: list[list[str]], calibrate: bool):
+        """Group queries by demonstration list (one shared prefix each) and fit each group to the window.
+
+        -> list of (query ids, kept demonstrations, texts to prompt: the queries, then the content-free
+        inputs when calibrating).
+        """
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, demos in enumerate(demos_per_query):
+            groups.setdefault(tuple(demos), []).append(i)
+        fitted = []
+        for demos, members in groups.items():
+            texts = [queries[i] for i in members] + (list(CONTENT_FREE_INPUTS) if calibrate else [])
+            fitted.append((members, self.fit_context(list(demos), texts), texts))
+        return fitted
+
+    def score(self, queries: list[str], demos_per_query: list[list[str]], *, calibrate: bool = False) -> PromptScores:
+        """Log-likelihood of every label option for every query, with optional contextual calibration."""
+        n, c = len(queries), len(self.options)
+        fitted = self._grouped_contexts(queries, demos_per_query, calibrate)
+        continuations = [self.template.continuation(w) for w in self.options]
+        requests = [
+            [(self.template.context(kept, t), cont) for t in texts for cont in continuations]
+            for _, kept, texts in fitted
+        ]
+        scored = loglikelihoods(
+            self.model, self.tokenizer, requests, batch_size=self.batch_size, use_prefix_cache=self.use_prefix_cache
+        )
+        loglik = torch.empty(n, c, dtype=torch.float64)
+        content_free = torch.empty(n, len(CONTENT_FREE_INPUTS), c, dtype=torch.float64) if calibrate else None
+        kept_counts = [0] * n
+        for (members, kept, _), group in zip(fitted, scored):
+            values = torch.tensor([ll for ll, _ in group], dtype=torch.float64).view(-1, c)
+            loglik[members] = values[: len(members)]
+            if content_free is not None:
+                content_free[members] = label_probabilities(values[len(members) :]).unsqueeze(0)
+            for i in members:
+                kept_counts[i] = len(kept)
+        probs = label_probabilities(loglik)
+        calibrated = contextual_calibration(probs, content_free) if content_free is not None else None
+        return PromptScores(loglik, probs, calibrated, kept_counts)
+
+    @torch.no_grad()
+    def generate(
+        self, queries: list[str], demos_per_query: list[list[str]], *, max_new_tokens: int = 5
+    ) -> tuple[list[str], list[int]]:
+        """Greedy continuations and parsed predictions (label id, or -1 when no label word starts the answer)."""
+        fitted = self._grouped_contexts(queries, demos_per_query, calibrate=False)
+        contexts = [""] * len(queries)
+        for members, kept, _ in fitted:
+            for i in members:
+                contexts[i] = self.template.context(kept, queries[i])
+        tokenizer, model = self.tokenizer, self.model
+        ensure_pad_token(tokenizer)
+        side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        texts = []
+        try:
+            for start in range(0, len(contexts), self.batch_size):
+                batch = tokenizer(contexts[start : start + self.batch_size], return_tensors="pt", padding=True).to(
+                    device
+                )
+                budget = (
+                    max_new_tokens
+                    if self.window is None
+                    else min(max_new_tokens, self.window - batch["input_ids"].shape[1])
+                )
+                out = model.generate(
+                    **batch, max_new_tokens=max(budget, 1), do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+                texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        finally:
+            tokenizer.padding_side = side
+            model.train(was_training)
+        return texts, [self.parse_answer(t) for t in texts]
+
+    def parse_answer(self, generated: str) -> int:
+        """The label whose word the generated text starts with (case-insensitive, longest match), else -1."""
+        answer = generated.strip().lower()
+        matches = [(len(w), i) for i, w in enumerate(self.options) if answer.startswith(w.strip().lower())]
+        return max(matches)[1] if matches else -1
+
+
+__all__ = ["PromptClassifier", "PromptScores"]

@@ -1,0 +1,133 @@
+"""The one loader of labelled data (text or images) that adaptation, meta-learning, prompting, the Hub card and the
+demo share, and seeded few-shot subsets of it.
+
+Text sources: a Hub dataset name, a local .csv / .tsv / .jsonl / .json / .parquet file, or a .txt file of
+`label<space>text` lines (the format of ../shared/data/sst2/train.txt and trec/train.txt). Image sources: whatever
+`hfssl.data.vision.load_images` takes. Labels become ids 0..C-1 with their names kept (a ClassLabel's names when the
+source has them, else the sorted distinct values).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import torch
+
+from .sources import label_ids, load_hub_dataset, looks_like_path
+from .vision import load_images
+
+_TABLE_BUILDERS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+
+
+@dataclass
+class LabelledData:
+    """inputs: list of texts, or uint8 images (N, 3, S, S); labels: int64 (N,); names: the C class names."""
+
+    inputs: list[str] | torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+    name: str  # where the data came from, for messages
+
+    @property
+    def is_image(self) -> bool:
+        return isinstance(self.inputs, torch.Tensor)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices) -> "LabelledData":
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        inputs = self.inputs[indices] if self.is_image else [self.inputs[i] for i in indices.tolist()]
+        return LabelledData(inputs, self.labels[indices], self.names, self.name)
+
+
+def _label_space_text(path: Path) -> datasets.Dataset:
+    labels, texts = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, _, text = line.strip().partition(" ")
+        if not text:
+            raise ValueError(f"{path}, line {n}: expected 'label<space>text', got {line[:60]!r}.")
+        labels.append(label)
+        texts.append(text)
+    return datasets.Dataset.from_dict({"text": texts, "label": labels})
+
+
+def _text_table(spec: str, split: str, config_name: str | None) -> tuple[datasets.Dataset, str]:
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return _label_space_text(path), str(path)
+    if path.is_file() and path.suffix.lower() in _TABLE_BUILDERS:
+        builder, options = _TABLE_BUILDERS[path.suffix.lower()]
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **options), str(path)
+    if looks_like_path(spec, {*_TABLE_BUILDERS, ".txt"}):
+        raise FileNotFoundError(f"Dataset file not found: {spec}")
+    return load_hub_dataset(spec, config_name, split), f"Hub dataset {spec}"
+
+
+def _labelled_text(spec, split, config_name, text_column: str, label_column: str) -> LabelledData:
+    ds, name = _text_table(spec, split, config_name)
+    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
+        if column not in ds.column_names:
+            raise ValueError(f"{name} has no column {column!r}; its columns are {ds.column_names}. Pass {flag}.")
+    if len(ds) == 0:
+        raise ValueError(f"{name} is empty.")
+    ids, names = label_ids(ds, label_column)
+    texts = [str(t) for t in ds[text_column]]
+    return LabelledData(texts, torch.tensor(ids, dtype=torch.long), names, name)
+
+
+def _labelled_images(spec, split, image_size: int, image_column: str, label_column: str) -> LabelledData:
+    images = load_images(spec, image_size=image_size, split=split, image_column=image_column, label_column=label_column)
+    if images.labels is None:
+        raise ValueError(f"{images.name} has no label column {label_column!r}: pass --label_column.")
+    return LabelledData(images.pixels, images.labels, images.label_names, images.name)
+
+
+def load_labelled(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    split: str = "train",
+    config_name: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    image_column: str = "image",
+) -> LabelledData:
+    """Labelled texts, or (with image_size) labelled images resized to image_size x image_size.
+
+    Raises FileNotFoundError for a missing local path or an unreachable Hub dataset, ValueError for a missing
+    column, an empty set or a single class.
+    """
+    if image_size is None:
+        data = _labelled_text(spec, split, config_name, text_column, label_column)
+    else:
+        data = _labelled_images(spec, split, image_size, image_column, label_column)
+    present = sorted(set(data.labels.tolist()))
+    if len(present) < 2:
+        raise ValueError(f"{data.name} has a single class ({data.names[present[0]]!r}): classification needs two.")
+    return data
+
+
+def few_shot_indices(labels: list[int] | torch.Tensor, k: int, seed: int) -> list[int]:
+    """Seeded class-balanced subset: k example indices of every class, in a shuffled order.
+
+    Raises ValueError if a class has fewer than k examples (naming it).
+    """
+    labels = torch.as_tensor(labels)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in sorted(set(labels.tolist())):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < k:
+            raise ValueError(f"--num_labels_per_class {k} is larger than class {c}, which has {len(members)} examples.")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    picked = torch.cat(chosen)
+    return picked[torch.randperm(len(picked), generator=generator)].tolist()

@@ -1,0 +1,33 @@
+"""The frame of every command-line entry point: logging, then the run, then one `error:` line for any expected
+failure (exit code 2) instead of a traceback. Unexpected exceptions (bugs) keep their traceback.
+
+    def main(argv=None) -> int:
+        return run_cli(lambda: report(run_finetune(parse_cli(FinetuneArguments, argv))))
+"""
+
+import logging
+import sys
+from collections.abc import Callable
+
+from .errors import error_message
+
+NOISY_LOGGERS = ("httpx", "httpx2", "urllib3", "filelock", "accelerate", "huggingface_hub")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_cli(run: Callable[[], int | None]) -> int:
+    """Call `run()` and return the process exit code: its own, 0, or 2 with an `error:` line on stderr."""
+    configure_logging()
+    try:
+        return run() or 0
+    except Exception as err:
+        message = error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,90 @@
+"""What the text objectives share: corpus and tokenizer settings, the training / held-out documents, the tokenizer.
+
+The tokenizer a run trains is stored with the run's working files (`output_dir/.hfssl/tokenizer/`), not beside a
+model: a run that fails early leaves a saved model in --output_dir untouched, and a resumed run reads the same
+tokenizer back (its token ids must not change). The final save writes it beside the model.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from accelerate import Accelerator
+
+from ..data.text import iter_texts, load_text_dataset, load_tokenizer
+from ..run.arguments import require_choice, require_positive
+
+TOKENIZER_DIR = Path(".hfssl") / "tokenizer"  # inside --output_dir: the run's working files
+
+
+@dataclass(kw_only=True)
+class TextCorpusArguments:
+    """Corpus and tokenizer settings of the text objectives (mixed into their arguments classes)."""
+
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Use this tokenizer (folder or Hub id) instead of training one on the corpus."},
+    )
+    vocab_size: int = field(default=1024, metadata={"help": "Vocabulary size when training a tokenizer."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    text_sample_by: str = field(
+        default="paragraph",
+        metadata={"help": "For .txt files, one document is a 'line', a 'paragraph' or the whole 'document'."},
+    )
+    block_size: int = field(default=128, metadata={"help": "Tokens per training sequence (packed across documents)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+
+    def check_corpus_arguments(self) -> None:
+        require_positive(self, "vocab_size", "block_size", "preprocessing_num_workers")
+        require_choice(self, "text_sample_by", ("line", "paragraph", "document"))
+
+
+def split_held_out(docs: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(training documents, held-out documents) as a run without --eval_dataset splits its corpus."""
+    split = docs.train_test_split(test_size=fraction, seed=seed)
+    return split["train"], split["test"]
+
+
+def load_corpus(args, spec: str | None) -> datasets.Dataset:
+    return load_text_dataset(
+        spec,
+        config_name=args.dataset_config_name,
+        split=args.dataset_split,
+        text_column=args.text_column,
+        sample_by=args.text_sample_by,
+    )
+
+
+def training_and_held_out_documents(args, accelerator: Accelerator):
+    """(training documents, held-out documents or None): --eval_dataset, else a seeded held-out part of --dataset."""
+    with accelerator.main_process_first():  # the main process fills the datasets cache first
+        train_docs = load_corpus(args, args.dataset)
+        if args.eval_dataset:
+            return train_docs, load_corpus(args, args.eval_dataset)
+        if args.eval_split_fraction > 0 and len(train_docs) >= 2:
+            return split_held_out(train_docs, args.eval_split_fraction, args.seed)
+        return train_docs, None
+
+
+def run_tokenizer(args, train_docs: datasets.Dataset, accelerator: Accelerator, resuming: bool, train_new):
+    """The run's tokenizer: its own when resuming, else --tokenizer_name_or_path / the model's, else a new one.
+
+    train_new(texts, vocab_size) trains a new tokenizer. The main process decides and stores it under
+    TOKENIZER_DIR; the other processes load that, so every process has the same token ids.
+    """
+    own = Path(args.output_dir) / TOKENIZER_DIR
+    if accelerator.is_main_process:
+        if resuming and (own / "tokenizer.json").is_file():
+            tokenizer = load_tokenizer(str(own))
+        elif resuming and (Path(args.output_dir) / "tokenizer.json").is_file():  # runs saved before TOKENIZER_DIR
+            tokenizer = load_tokenizer(args.output_dir)
+        elif args.tokenizer_name_or_path or args.model_name_or_path:
+            tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
+        else:
+            tokenizer = train_new(iter_texts(train_docs), args.vocab_size)
+        own.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(own)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        tokenizer = load_tokenizer(str(own))
+    return tokenizer
