@@ -27,7 +27,8 @@ import torch
 from hfssl.data.episodes import EpisodeSampler
 from hfssl.data.vision import channel_stats, load_images
 from hfssl.meta.algorithms import FunctionalMetaLearner
-from hfssl.meta.trainer import EpisodeData, MetaArguments, build_model
+from hfssl.meta.episode_data import EpisodeData
+from hfssl.meta.trainer import MetaArguments, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
@@ -64,7 +65,7 @@ def main():
     mean, std = channel_stats(images.pixels)
     data = EpisodeData(images.pixels, images.labels, mean, std)
     sampler = EpisodeSampler(images.labels, None, ways=5, shots=1, queries=15, seed=0)
-    meta_args = MetaArguments(dataset="bench", algorithm=args.algorithm)
+    meta_args = MetaArguments(dataset="bench", algorithm=args.algorithm, seed=0)  # seed 0: the recorded weights
     base = build_model(meta_args)
     variants = {
         "hfssl (torch.func)": {},

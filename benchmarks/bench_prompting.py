@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from hfssl import GPTConfig, GPTForCausalLM
-from hfssl.adapt.data import load_text_classification
-from hfssl.adapt.prompting import PromptClassifier
+from hfssl.adapt.prompt_classifier import PromptClassifier
 from hfssl.adapt.prompts import get_template, select_demonstrations
+from hfssl.data.labelled import load_labelled
 from hfssl.data.text import train_bpe_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_prompting.json"
 
 def load_sentences() -> tuple[list[str], list[int], str]:
     if SST2.is_file():
-        ds, _ = load_text_classification(str(SST2))
-        return list(ds["text"]), list(ds["label"]), "SST-2"
+        data = load_labelled(str(SST2))
+        return list(data.inputs), data.labels.tolist(), "SST-2"
     rng = random.Random(0)
     words = {1: ["good", "fine", "moving", "warm", "clever"], 0: ["dull", "bad", "flat", "tired", "empty"]}
     labels = [rng.randint(0, 1) for _ in range(2000)]

@@ -38,7 +38,9 @@ from hfssl.adapt.finetune import FinetuneArguments, run_finetune
 from hfssl.adapt.probe import ProbeArguments, run_linear_probe
 from hfssl.models.gpt import GPTForCausalLM
 from hfssl.models.simclr import SimCLRModel
-from hfssl.training.arguments import parse_args
+from hfssl.training.arguments import PretrainArguments
+from hfssl.training.causal_lm import CausalLMArguments
+from hfssl.training.contrastive import ContrastiveArguments
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,18 +54,18 @@ def _reset():
     GradientState._reset_state()
 
 
-def pretrain(flags: list[str]) -> Path:
+def pretrain(args: PretrainArguments) -> Path:
     _reset()
-    summary = run_pretraining(*parse_args(flags))
-    return Path(summary["output_dir"])
+    return Path(run_pretraining(args).output_dir)
 
 
-def pretrained_once(target: Path, flags: list[str]) -> Path:
-    """`pretrain(flags)` into target, or the model already saved there by an earlier run with this --work_dir."""
+def pretrained_once(args: PretrainArguments) -> Path:
+    """`pretrain(args)` into args.output_dir, or the model an earlier run with this --work_dir saved there."""
+    target = Path(args.output_dir)
     if (target / "config.json").is_file():
         logging.getLogger(__name__).info("reusing the model in %s", target)
         return target
-    return pretrain([*flags, "--output_dir", str(target)])
+    return pretrain(args)
 
 
 def random_init_copy(pretrained: Path, model_cls, target: Path) -> Path:
@@ -87,37 +89,23 @@ def text_setup(work: Path, minutes: float, quick: bool) -> tuple[dict, Path, Pat
         (corpus / name.replace("/", "_")).write_text((DATA / name).read_text(encoding="utf-8"), encoding="utf-8")
     steps = max(20, int(minutes * 60 / 0.3))  # ~0.3 s per step of this model on 2 CPU cores
     pretrained = pretrained_once(
-        work / "gpt",
-        [
-            "--dataset",
-            str(corpus),
-            "--vocab_size",
-            "2048",
-            "--hidden_size",
-            "256",
-            "--num_hidden_layers",
-            "4",
-            "--num_attention_heads",
-            "4",
-            "--max_position_embeddings",
-            "256",
-            "--block_size",
-            "128",
-            "--max_steps",
-            str(steps),
-            "--learning_rate",
-            "2e-3",
-            "--icl_warmup_steps",
-            "0",  # the settings this experiment was recorded with
-            "--eval_steps",
-            "0",
-            "--save_steps",
-            "0",
-            "--report_to",
-            "none",
-            "--overwrite_output_dir",
-            "true",
-        ],
+        CausalLMArguments(
+            output_dir=str(work / "gpt"),
+            dataset=str(corpus),
+            vocab_size=2048,
+            hidden_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            block_size=128,
+            max_steps=steps,
+            learning_rate=2e-3,
+            icl_warmup_steps=0,  # the settings this experiment was recorded with
+            eval_steps=0,
+            save_steps=0,
+            report_to="none",
+            overwrite_output_dir=True,
+        )
     )
     untrained = random_init_copy(pretrained, GPTForCausalLM, work / "gpt-random")
     lines = [line for line in (DATA / "sst2" / "train.txt").read_text().splitlines() if line.strip()]
@@ -137,35 +125,18 @@ def image_setup(work: Path, minutes: float) -> tuple[dict, Path, Path]:
     split["test"].select(range(2000)).to_parquet(held_out)
     steps = max(8, int(minutes * 60 / 0.8))  # ~0.8 s per step of this model on 2 CPU cores
     pretrained = pretrained_once(
-        work / "simclr",
-        [
-            "--objective",
-            "contrastive",
-            "--dataset",
-            str(train),
-            "--resnet_layers",
-            "1",
-            "1",
-            "1",
-            "1",
-            "--resnet_widths",
-            "32",
-            "64",
-            "128",
-            "256",
-            "--per_device_train_batch_size",
-            "128",
-            "--max_steps",
-            str(steps),
-            "--eval_steps",
-            "0",
-            "--save_steps",
-            "0",
-            "--report_to",
-            "none",
-            "--overwrite_output_dir",
-            "true",
-        ],
+        ContrastiveArguments(
+            output_dir=str(work / "simclr"),
+            dataset=str(train),
+            resnet_layers=[1, 1, 1, 1],
+            resnet_widths=[32, 64, 128, 256],
+            per_device_train_batch_size=128,
+            max_steps=steps,
+            eval_steps=0,
+            save_steps=0,
+            report_to="none",
+            overwrite_output_dir=True,
+        )
     )
     untrained = random_init_copy(pretrained, SimCLRModel, work / "simclr-random")
     return {"pretrained": pretrained, "random init": untrained}, train, held_out
@@ -175,22 +146,28 @@ def adapt(
     method: str, model: Path, train: Path, held_out: Path, k: int | None, seed: int, work: Path, epochs: int
 ) -> float:
     """Held-out accuracy of `method` on `model` with K labels per class (None: all); epochs of fine-tuning."""
-    common = dict(
-        model_name_or_path=str(model),
-        dataset=str(train),
-        eval_dataset=str(held_out),
-        num_labels_per_class=k,
-        seed=seed,
-        output_dir=str(work / "adapted"),
-    )
-    if method == "probe":
-        _, metrics = run_linear_probe(ProbeArguments(**common))
-    else:
-        lr = 1e-3 if method == "lora" else 1e-4
-        _, metrics = run_finetune(
-            FinetuneArguments(**common, method=method, epochs=epochs, learning_rate=lr, batch_size=32)
+    with tempfile.TemporaryDirectory(dir=work) as cell:  # each cell's adapted model is scored, then dropped
+        common = dict(
+            model_name_or_path=str(model),
+            dataset=str(train),
+            eval_dataset=str(held_out),
+            num_labels_per_class=k,
+            seed=seed,
+            output_dir=str(Path(cell) / "adapted"),
         )
-    return metrics["accuracy"]
+        if method == "probe":
+            return run_linear_probe(ProbeArguments(**common)).accuracy
+        lr = 1e-3 if method == "lora" else 1e-4
+        return run_finetune(
+            FinetuneArguments(
+                **common,
+                method=method,
+                num_train_epochs=epochs,
+                learning_rate=lr,
+                per_device_train_batch_size=32,
+                per_device_eval_batch_size=32,
+            )
+        ).accuracy
 
 
 def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=lambda rows: None) -> list[dict]:

@@ -27,8 +27,7 @@ from accelerate.state import AcceleratorState, GradientState
 import hfssl  # noqa: F401
 from hfssl.losses import NTXentLoss
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
-from hfssl.training.arguments import parse_args
-from hfssl.training.contrastive import ContrastiveObjective, _collate_images
+from hfssl.training.contrastive import ContrastiveArguments, ContrastiveObjective, _collate_images
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,25 +35,19 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.parquet"
 RESULTS = ROOT / "benchmarks" / "results" / "exp_contrastive.json"
 PLOT = ROOT / "benchmarks" / "results" / "exp_contrastive.png"
 
+# the ContrastiveArguments every run of this experiment shares (recorded as "flags" in the results JSON)
 FLAGS = {
     "objective": "contrastive",
-    "resnet_layers": "1 1 1 1",
-    "resnet_widths": "32 64 128 256",
-    "projection_dims": "512 128",
+    "resnet_layers": [1, 1, 1, 1],
+    "resnet_widths": [32, 64, 128, 256],
+    "projection_dims": [512, 128],
     "per_device_train_batch_size": 128,
     "learning_rate": 2e-3,
     "image_size": 32,
-    "knn_k": "20 200",
+    "knn_k": [20, 200],
     "knn_bank_size": 5000,
     "eval_split_fraction": 0.05,
 }
-
-
-def _flags(**extra) -> list[str]:
-    out = []
-    for key, value in {**FLAGS, **extra}.items():
-        out += [f"--{key}", *str(value).split()]
-    return out
 
 
 def _reset_accelerate():
@@ -80,10 +73,9 @@ def seconds_per_step() -> float:
 def random_init_knn(seed: int, workdir: Path) -> dict[str, float]:
     """kNN accuracy of the untrained encoder on exactly the bank and queries the pretraining run uses."""
     _reset_accelerate()
-    model_args, data_args, train_args, vision_args = parse_args(
-        _flags(dataset=CIFAR, seed=seed, output_dir=workdir / "random_init")
+    objective = ContrastiveObjective(
+        ContrastiveArguments(**FLAGS, dataset=str(CIFAR), seed=seed, output_dir=str(workdir / "random_init"))
     )
-    objective = ContrastiveObjective(model_args, data_args, train_args, vision_args)
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(seed)
     setup = objective.setup(accelerator)
@@ -125,31 +117,29 @@ def main():
         baseline = random_init_knn(seed, args.output_dir)
         _reset_accelerate()
         start = time.perf_counter()
-        summary = run_pretraining(
-            *parse_args(
-                _flags(
-                    dataset=CIFAR,
-                    seed=seed,
-                    output_dir=args.output_dir / f"seed{seed}",
-                    max_steps=max_steps,
-                    eval_steps=max(max_steps // 4, 1),
-                    save_steps=0,
-                    logging_steps=10,
-                    report_to="none",
-                    overwrite_output_dir="true",
-                )
+        result = run_pretraining(
+            ContrastiveArguments(
+                **FLAGS,
+                dataset=str(CIFAR),
+                seed=seed,
+                output_dir=str(args.output_dir / f"seed{seed}"),
+                max_steps=max_steps,
+                eval_steps=max(max_steps // 4, 1),
+                save_steps=0,
+                logging_steps=10,
+                report_to="none",
+                overwrite_output_dir=True,
             )
         )
         minutes = (time.perf_counter() - start) / 60
-        history = json.loads((args.output_dir / f"seed{seed}" / "metrics.json").read_text())["log_history"]
         curve = [(0, baseline["knn_top1_k20"])] + [
-            (e["step"], e["knn_top1_k20"]) for e in history if "knn_top1_k20" in e
+            (e["step"], e["knn_top1_k20"]) for e in result.log_history if "knn_top1_k20" in e
         ]
         runs.append(
             {
                 "seed": seed,
                 "random_init": baseline,
-                "pretrained": {k: v for k, v in summary.items() if k.startswith("knn")},
+                "pretrained": {k: v for k, v in result.final.items() if k.startswith("knn")},
                 "minutes": minutes,
                 "curve_k20": curve,
             }

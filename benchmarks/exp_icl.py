@@ -4,8 +4,8 @@ Part 1 (key -> value, the induction pattern A B ... A -> B). Every training docu
 mapping from 4 of 26 letter keys to 8 colour words and writes lines `key value` with keys drawn with
 replacement, so a key's value can only be known from earlier lines of the same document. A small GPT
 is pretrained on it with scripts/pretrain.py's code path (`run_pretraining`). Evaluation uses held-out
-mappings (seeds never used in training) through `hfssl.adapt.prompting.PromptClassifier` (log-likelihood of
-each of the 8 value words, shared-prefix cache): queries are the mapping's 4 keys, demonstrations are k
+mappings (seeds never used in training) through `hfssl.adapt.prompt_classifier.PromptClassifier` (log-likelihood
+of each of the 8 value words, shared-prefix cache): queries are the mapping's 4 keys, demonstrations are k
 lines drawn from a pool of 32 lines of that mapping. Chance is 1/8. If the model learned to use its
 context, accuracy rises with k (the query key appears among k random lines with probability about
 1 - (3/4)^k) while zero-shot stays at chance. (With 8 keys per mapping, a 2-layer model had not formed
@@ -34,10 +34,12 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 import hfssl  # noqa: F401
-from hfssl.adapt.prompting import PromptClassifier, PromptEvalArguments, format_table, load_causal_lm, run_prompt_eval
+from hfssl.adapt.prompt_classifier import PromptClassifier
+from hfssl.adapt.prompt_eval import PromptEvalArguments, format_table, run_prompt_eval
 from hfssl.adapt.prompts import get_template, select_demonstrations
 from hfssl.data.synthetic import KEYS_PER_MAPPING, VALUES, draw_lines, draw_mapping, key_value_documents
-from hfssl.training.arguments import parse_args
+from hfssl.models.loading import load_causal_lm
+from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 POOL_LINES = 32
 
-# the model learns from the key -> value corpus itself: no in-context warm-up on top
+# CausalLMArguments of the model (the model learns from the key -> value corpus itself: no in-context warm-up on top)
 MODEL_FLAGS = dict(
     vocab_size=320,
     hidden_size=128,
@@ -195,26 +197,29 @@ def main():
         write_corpus(corpus, num_docs, seed=0)
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        flags = [f"--{k}={v}" for k, v in MODEL_FLAGS.items()] + [
-            f"--dataset={corpus}",
-            f"--output_dir={args.output_dir}",
-            f"--max_steps={args.max_steps}",
-            f"--eval_steps={max(args.max_steps // 4, 1)}",
-            "--save_steps=0",
-            "--overwrite_output_dir",
-            "--seed=0",
-            "--report_to=none",
-            "--logging_steps=100",
-            "--sample_prompt=a red\nb blue\na",
-            "--sample_max_new_tokens=12",
-        ]
-        summary = run_pretraining(*parse_args(flags))
+        result = run_pretraining(
+            CausalLMArguments(
+                **MODEL_FLAGS,
+                dataset=str(corpus),
+                output_dir=str(args.output_dir),
+                max_steps=args.max_steps,
+                eval_steps=max(args.max_steps // 4, 1),
+                save_steps=0,
+                overwrite_output_dir=True,
+                seed=0,
+                report_to="none",
+                logging_steps=100,
+                sample_prompt="a red\nb blue\na",
+                sample_max_new_tokens=12,
+            )
+        )
     train_minutes = (time.perf_counter() - start) / 60
+    eval_loss = result.final["eval_loss"]
     table = evaluate_key_value(args.output_dir, args.shots, args.seeds, args.num_mappings)
     print(
         f"\nPart 1: key -> value in context. "
         f"GPT {MODEL_FLAGS['num_hidden_layers']} layers x {MODEL_FLAGS['hidden_size']}, "
-        f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {summary['eval_loss']:.3f}; "
+        f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {eval_loss:.3f}; "
         f"{args.num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries; chance {1 / len(VALUES):.3f}"
     )
     print_key_value_table(table)
@@ -223,19 +228,21 @@ def main():
     sst2_file = SHARED / "sst2" / "train.txt"
     if not args.quick and args.sst2_model.is_dir() and sst2_file.is_file():
         AcceleratorState._reset_state(reset_partial_state=True)
-        sst2 = run_prompt_eval(
+        sst2_result = run_prompt_eval(
             PromptEvalArguments(
                 model_name_or_path=str(args.sst2_model),
                 dataset=str(sst2_file),
                 shots="0,1,4,8",
-                seeds=len(args.seeds),
+                seed=0,  # demonstration seeds 0 .. n-1, as recorded
+                num_seeds=len(args.seeds),
                 calibrate=True,
                 max_eval_examples=args.sst2_queries,
                 strategy="balanced",
             )
         )
         print(f"\nPart 2: SST-2 k-shot with the Tiny Shakespeare GPT ({args.sst2_model}), balanced demonstrations")
-        print(format_table(sst2))
+        print(format_table(sst2_result))
+        sst2 = sst2_result.to_dict()
     elif not args.quick:
         print(f"\nPart 2 skipped: {args.sst2_model} or {sst2_file} is missing (run benchmarks/exp_lm.py first).")
 
@@ -247,7 +254,7 @@ def main():
                 "key_value": {str(k): v for k, v in table.items()},
                 "train_steps": args.max_steps,
                 "train_minutes": train_minutes,
-                "eval_loss": summary["eval_loss"],
+                "eval_loss": eval_loss,
                 "model": MODEL_FLAGS,
                 "sst2": sst2,
             },

@@ -17,6 +17,7 @@ Prints the table and writes benchmarks/results/exp_icl_warmup.json.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -31,11 +32,12 @@ from accelerate.state import AcceleratorState, GradientState
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exp_icl
 
-from hfssl.adapt.prompting import load_causal_lm
 from hfssl.data.text import load_text_dataset
-from hfssl.training.arguments import parse_args
-from hfssl.training.causal_lm import split_held_out
+from hfssl.models.loading import load_causal_lm
+from hfssl.training.arguments import parse_pretrain_args
+from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
+from hfssl.training.text_corpus import split_held_out
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = [0, 4, 8]
@@ -67,24 +69,17 @@ def measure(model_dir: Path, num_mappings: int) -> dict:
     }
 
 
-def train(flags: list[str], output_dir: Path) -> float:
+def train(flags: list[str], seed: int, output_dir: Path) -> float:
+    """Pretrain the main command (`CausalLMArguments`' defaults), changed by a variant's pretrain.py flags, with this
+    seed into output_dir; returns the minutes it took. `--variant` takes command-line flags, so those are parsed."""
+    args = parse_pretrain_args(flags) if flags else CausalLMArguments()
+    args = dataclasses.replace(
+        args, seed=seed, output_dir=str(output_dir), overwrite_output_dir=True, report_to="none", save_steps=0
+    )
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     start = time.perf_counter()
-    run_pretraining(
-        *parse_args(
-            [
-                *flags,
-                "--output_dir",
-                str(output_dir),
-                "--overwrite_output_dir",
-                "--report_to",
-                "none",
-                "--save_steps",
-                "0",
-            ]
-        )
-    )
+    run_pretraining(args)
     return (time.perf_counter() - start) / 60
 
 
@@ -112,7 +107,7 @@ def main():
         runs = []
         for seed in args.seeds:
             out = args.work_dir / f"{name.replace(' ', '_')}-seed{seed}"
-            minutes = train([*flags, "--seed", str(seed)], out)
+            minutes = train(flags, seed, out)
             runs.append({"seed": seed, "minutes": minutes, **measure(out, args.num_mappings)})
             print(f"{name} seed {seed}: {runs[-1]}", flush=True)
         rows.append({"model": name, "flags": flags, "runs": runs})

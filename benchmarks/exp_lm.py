@@ -33,13 +33,14 @@ from accelerate.state import AcceleratorState, GradientState
 import hfssl  # noqa: F401
 from hfssl.data.text import load_text_dataset, load_tokenizer, pack_into_blocks
 from hfssl.models.gpt import GPTConfig, GPTForCausalLM
-from hfssl.training.arguments import parse_args
+from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "exp_lm.json"
 
+# CausalLMArguments of the model and its training (recorded as "config" in the results JSON)
 MODEL_FLAGS = dict(
     vocab_size=2048,
     hidden_size=256,
@@ -128,29 +129,30 @@ def main():
             AcceleratorState._reset_state(reset_partial_state=True)
             GradientState._reset_state()
             out = args.output_dir / f"seed{seed}"
-            flags = [f"--{k}={v}" for k, v in MODEL_FLAGS.items()] + [
-                f"--dataset={train_file}",
-                f"--eval_dataset={held_out_file}",
-                f"--output_dir={out}",
-                f"--max_steps={max_steps}",
-                f"--eval_steps={max(max_steps // 4, 1)}",
-                "--save_steps=0",
-                "--max_eval_samples=100000",
-                f"--seed={seed}",
-                "--overwrite_output_dir",
-                "--sample_prompt=ROMEO:",
-                "--sample_max_new_tokens=120",
-                "--report_to=none",
-                "--logging_steps=50",
-            ]
+            run_args = CausalLMArguments(
+                **MODEL_FLAGS,
+                dataset=str(train_file),
+                eval_dataset=str(held_out_file),
+                output_dir=str(out),
+                max_steps=max_steps,
+                eval_steps=max(max_steps // 4, 1),
+                save_steps=0,
+                max_eval_samples=100000,
+                seed=seed,
+                overwrite_output_dir=True,
+                sample_prompt="ROMEO:",
+                sample_max_new_tokens=120,
+                report_to="none",
+                logging_steps=50,
+            )
             start = time.perf_counter()
-            summary = run_pretraining(*parse_args(flags))
+            result = run_pretraining(run_args)
             runs.append(
                 {
                     "seed": seed,
-                    "loss": summary["eval_loss"],
+                    "loss": result.final["eval_loss"],
                     "minutes": (time.perf_counter() - start) / 60,
-                    "sample": summary["report"].removeprefix("Sample:\n"),
+                    "sample": result.report.removeprefix("Sample:\n"),
                 }
             )
         # the BPE tokenizer is a deterministic function of the training text: the baselines are seed-free

@@ -22,6 +22,7 @@ Prints the table, writes benchmarks/results/exp_meta.json and exp_meta.png.
 """
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -37,8 +38,9 @@ from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.data.episodes import EpisodeSampler, split_classes
 from hfssl.data.vision import channel_stats, load_images
 from hfssl.meta.algorithms import features, use_batch_statistics
-from hfssl.meta.trainer import EpisodeData, MetaArguments, build_model, mean_ci95, run_meta_training
-from hfssl.training.arguments import parse_args
+from hfssl.meta.episode_data import EpisodeData
+from hfssl.meta.trainer import MetaArguments, build_model, mean_ci95, run_meta_training
+from hfssl.training.contrastive import ContrastiveArguments
 from hfssl.training.loop import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,48 +59,27 @@ def simclr_pretrain(images, train_classes, out: Path, steps: int) -> Path:
             Image.fromarray(images.pixels[i].permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        flags = [
-            "--objective",
-            "contrastive",
-            "--dataset",
-            tmp,
-            "--image_size",
-            "28",
-            "--resnet_layers",
-            "1",
-            "1",
-            "1",
-            "1",
-            "--resnet_widths",
-            *map(str, WIDTHS),
-            "--projection_dims",
-            "128",
-            "64",
-            "--per_device_train_batch_size",
-            "128",
-            "--learning_rate",
-            "2e-3",
-            "--max_steps",
-            str(steps),
-            "--eval_steps",
-            "0",
-            "--save_steps",
-            "0",
-            "--output_dir",
-            str(out),
-            "--overwrite_output_dir",
-            "--report_to",
-            "none",
-            "--knn_k",
-            "20",
-            "--knn_bank_size",
-            "1000",
-            "--eval_split_fraction",
-            "0.05",
-            "--seed",
-            "0",
-        ]
-        run_pretraining(*parse_args(flags))
+        run_pretraining(
+            ContrastiveArguments(
+                dataset=tmp,
+                image_size=28,
+                resnet_layers=[1, 1, 1, 1],
+                resnet_widths=list(WIDTHS),
+                projection_dims=[128, 64],
+                per_device_train_batch_size=128,
+                learning_rate=2e-3,
+                max_steps=steps,
+                eval_steps=0,
+                save_steps=0,
+                output_dir=str(out),
+                overwrite_output_dir=True,
+                report_to="none",
+                knn_k=[20],
+                knn_bank_size=1000,
+                eval_split_fraction=0.05,
+                seed=0,
+            )
+        )
     return out
 
 
@@ -194,15 +175,16 @@ def main():
                 **extra,
                 shots=k,
                 test_shots=[k],
-                meta_steps=args.meta_steps,
+                max_steps=args.meta_steps,
                 eval_steps=0,
                 save_steps=0,
                 test_episodes=args.episodes,
                 output_dir=str(args.output_dir / f"{name.replace(' ', '_')}-{k}shot"),
+                overwrite_output_dir=True,
             )
-            _, metrics = run_meta_training(meta)
+            result = run_meta_training(meta)
             timings[f"{name} {k}-shot"] = time.perf_counter() - start
-            row = metrics["meta_test"][f"5-way {k}-shot"]
+            row = dataclasses.asdict(result.meta_test[f"5-way {k}-shot"])  # accuracy, ci95, episodes
             table.setdefault(name, {})[f"{k}-shot"] = row
             print(f"{name:<24} 5-way {k}-shot: {100 * row['accuracy']:5.1f} +- {100 * row['ci95']:.1f}", flush=True)
 
