@@ -19,6 +19,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -33,12 +34,12 @@ from ..run.checkpoints import (
     check_finite,
     load_training_state,
     read_trainer_state,
-    resolve_checkpoint,
     save_training_state,
     write_checkpoint,
 )
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
+from ..run.start import prepare_run
 from .classifier import Batcher, head_inputs, load_classifier, predict, surgical_parameters, take
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
@@ -77,6 +78,14 @@ class FinetuneArguments(AdaptArguments):
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' or a checkpoint folder: continue that run exactly."}
     )
+
+    # a resumed fine-tune may checkpoint on another schedule and train for more epochs (hfssl.run.resume)
+    RESUME_SAFE: ClassVar[frozenset] = AdaptArguments.RESUME_SAFE | {
+        "num_train_epochs",
+        "save_steps",
+        "save_total_limit",
+        "per_device_eval_batch_size",
+    }
 
     def __post_init__(self):
         super().__post_init__()
@@ -142,15 +151,16 @@ def _optimizer(args: FinetuneArguments, model: nn.Module, num_examples: int):
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
 
 
-def _train(args: FinetuneArguments, model: nn.Module, batcher: Batcher, task: TaskData, callbacks=None) -> list[float]:
+def _train(
+    args: FinetuneArguments, model: nn.Module, batcher: Batcher, task: TaskData, checkpoint=None, callbacks=None
+) -> list[float]:
     """Cross-entropy on the labelled examples, epoch by epoch; the order of epoch e is a function of (seed, e), so a
-    run resumed from a checkpoint continues exactly. Returns the loss of every step."""
+    run resumed from `checkpoint` continues exactly. Returns the loss of every step."""
     callbacks = CallbackList(callbacks)
     optimizer, scheduler = _optimizer(args, model, len(task.train_y))
     trainable = [p for p in model.parameters() if p.requires_grad]
     state = TrainerState()
-    if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is not None:
         state = read_trainer_state(checkpoint)
         load_training_state(checkpoint, model, optimizer, scheduler)
     model.train()
@@ -172,7 +182,10 @@ def _train(args: FinetuneArguments, model: nn.Module, batcher: Batcher, task: Ta
             state.log_history.append({"step": state.global_step, "loss": loss.item()})
             if args.save_steps and state.global_step % args.save_steps == 0:
                 save = lambda folder: save_training_state(folder, model, optimizer, scheduler)  # noqa: E731
-                callbacks.on_save(write_checkpoint(args.output_dir, state, save, keep=args.save_total_limit))
+                written = write_checkpoint(
+                    args.output_dir, state, save, keep=args.save_total_limit, run_args=args.to_dict()
+                )
+                callbacks.on_save(written)
             callbacks.on_step_end(state.global_step, loss.item())
         state.epoch, state.batches_in_epoch = state.epoch + 1, 0
     return [entry["loss"] for entry in state.log_history]
@@ -185,13 +198,14 @@ def _changed_parameters(model: nn.Module, snapshot: dict, lora: bool) -> list[st
 
 def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult:
     """Adapt with args.method; save the adapted model (or LoRA adapter) and metrics.json to args.output_dir."""
+    checkpoint = prepare_run(args, [args.model_name_or_path])
     torch.manual_seed(args.seed)
     task = load_task(args, AutoConfig.from_pretrained(args.model_name_or_path))
     model = load_classifier(args, task)
     batcher = Batcher(args, task, model)
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
     model = _prepare_trainable(args, model, batcher, task)
-    losses = _train(args, model, batcher, task, callbacks)
+    losses = _train(args, model, batcher, task, checkpoint, callbacks)
     predictions = predict(model, batcher, task.eval_x, args.per_device_eval_batch_size)
     lora = args.method == "lora"
     result = AdaptationResult(

@@ -21,6 +21,7 @@ from ..data.vision import Normalize
 from ..run.arguments import require_choice, require_positive
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
+from ..run.start import prepare_run
 from .features import cached_features, data_key, image_features, text_features
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
@@ -93,6 +94,7 @@ def _feature_function(args: ProbeArguments, model: nn.Module, task):
 
 def run_linear_probe(args: ProbeArguments) -> AdaptationResult:
     """Fit and evaluate a linear probe; save the adapted model and metrics.json to args.output_dir."""
+    prepare_run(args, [args.model_name_or_path])
     config = AutoConfig.from_pretrained(args.model_name_or_path)
     model = AutoModel.from_pretrained(args.model_name_or_path)
     task = load_task(args, config)

@@ -1,6 +1,7 @@
 """Settings of `scripts/meta_train.py`, valid when constructed."""
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..run.arguments import RunArguments, require_choice, require_non_negative, require_positive
 from .algorithms import ALGORITHMS
@@ -67,6 +68,20 @@ class MetaArguments(RunArguments):
         default_factory=lambda: [32, 32, 64, 64],
         metadata={"help": "Stage widths of the fresh ResNet (one basic block per stage)."},
     )
+
+    # a resumed run may validate, test and checkpoint on another schedule, train for more steps and use other task
+    # threads (the same meta-gradient); everything else must match its checkpoint (hfssl.run.resume)
+    RESUME_SAFE: ClassVar[frozenset] = RunArguments.RESUME_SAFE | {
+        "max_steps",
+        "eval_steps",
+        "val_episodes",
+        "test_episodes",
+        "test_shots",
+        "eval_inner_steps",
+        "save_steps",
+        "save_total_limit",
+        "task_threads",
+    }
 
     def __post_init__(self):
         super().__post_init__()

@@ -37,12 +37,12 @@ from ..run.checkpoints import (
     check_finite,
     load_training_state,
     read_trainer_state,
-    resolve_checkpoint,
     save_training_state,
     write_checkpoint,
 )
 from ..run.output import publish
 from ..run.results import MetaResult, MetaTestScore, save_result
+from ..run.start import prepare_run
 from .algorithms import FunctionalMetaLearner, restore_batch_norm
 from .arguments import MetaArguments
 from .episode_data import EpisodeData, load_episode_data
@@ -149,12 +149,11 @@ def _episodes(args: MetaArguments, model: nn.Module, tokenizer) -> _Episodes:
     )
 
 
-def _meta_train(args: MetaArguments, model, learner, episodes: _Episodes, callbacks: CallbackList) -> TrainerState:
-    """The outer loop, from the checkpoint named by --resume_from_checkpoint or from step 0."""
+def _meta_train(args: MetaArguments, model, learner, episodes: _Episodes, checkpoint, callbacks: CallbackList):
+    """The outer loop, from `checkpoint` or from step 0. Returns the TrainerState at the end."""
     optimizer = torch.optim.Adam(model.parameters(), lr=args.outer_lr)
     state = TrainerState()
-    if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is not None:
         state = read_trainer_state(checkpoint)
         load_training_state(checkpoint, model, optimizer)
         logger.info("resumed from %s at step %d", checkpoint, state.global_step)
@@ -174,7 +173,10 @@ def _meta_train(args: MetaArguments, model, learner, episodes: _Episodes, callba
         _validate_on_schedule(args, learner, episodes, state, mean_loss)
         if args.save_steps and state.global_step % args.save_steps == 0 and state.global_step < args.max_steps:
             save = lambda folder: save_training_state(folder, model, optimizer)  # noqa: E731
-            callbacks.on_save(write_checkpoint(args.output_dir, state, save, keep=args.save_total_limit))
+            written = write_checkpoint(
+                args.output_dir, state, save, keep=args.save_total_limit, run_args=args.to_dict()
+            )
+            callbacks.on_save(written)
         callbacks.on_step_end(state.global_step, mean_loss)
     progress.close()
     return state
@@ -202,6 +204,7 @@ def _meta_test(args: MetaArguments, learner, episodes: _Episodes) -> dict[str, M
 
 def run_meta_training(args: MetaArguments, callbacks=None) -> MetaResult:
     """Meta-train, meta-test, and save the model and metrics.json to args.output_dir."""
+    checkpoint = prepare_run(args, [args.model_name_or_path])
     torch.manual_seed(args.seed)
     model = build_model(args)
     tokenizer = None
@@ -210,7 +213,7 @@ def run_meta_training(args: MetaArguments, callbacks=None) -> MetaResult:
     episodes = _episodes(args, model, tokenizer)
     learner = make_learner(args, model)
     start = time.perf_counter()
-    state = _meta_train(args, model, learner, episodes, CallbackList(callbacks))
+    state = _meta_train(args, model, learner, episodes, checkpoint, CallbackList(callbacks))
     train_minutes = (time.perf_counter() - start) / 60
     result = MetaResult(
         method=f"meta-learning ({args.algorithm})",

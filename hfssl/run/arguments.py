@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import yaml
 from transformers import HfArgumentParser
@@ -75,6 +75,19 @@ class HubArguments:
 @dataclass(kw_only=True)
 class RunArguments(HubArguments):
     """What every run that writes a folder has: where, with which seed, and whether it may replace an earlier run."""
+
+    # settings a resumed run may change (hfssl.run.resume): they do not change what the run computes
+    RESUME_SAFE: ClassVar[frozenset] = frozenset(
+        {
+            "output_dir",
+            "overwrite_output_dir",
+            "resume_from_checkpoint",
+            "push_to_hub",
+            "hub_model_id",
+            "hub_private_repo",
+            "hub_adapter_only",
+        }
+    )
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the model, metrics and checkpoints go."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order, splits and sampling."})

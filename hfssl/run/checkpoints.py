@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
-TRAINING_STATE = "training_state.pt"  # model, optimizer, scheduler and RNG of the loops that do not use Accelerate
+TRAINING_STATE = "training_state.pt"  # model, optimizer, scheduler and RNG of the loops without Accelerate
+RUN_ARGS_FILE = "run_args.json"  # the arguments the checkpoint was written with (hfssl.run.resume compares them)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,14 +91,16 @@ def write_checkpoint(
     write: Callable[[Path], None],
     *,
     keep: int,
+    run_args: dict | None = None,
     is_main: bool = True,
     barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Write a checkpoint of `state` atomically; every process calls this. Returns the final folder.
 
     write(folder) stores the loop's own state there (on every process: each may add its part). The main process
-    then adds trainer_state.json, renames the folder into place and keeps the newest `keep` checkpoints (0: all).
-    A full disk stops the run with that said; the last complete checkpoint stays as it was.
+    then adds trainer_state.json and the run's arguments (`run_args`, which a resume compares against), renames the
+    folder into place and keeps the newest `keep` checkpoints (0: all). A full disk stops the run with that said;
+    the last complete checkpoint stays as it was.
     """
     root = checkpoints_dir(output_dir)
     final = root / f"step-{state.global_step:06d}"
@@ -113,6 +116,8 @@ def write_checkpoint(
         barrier()
         if is_main:
             write_json_atomic(tmp / TRAINER_STATE, asdict(state))
+            if run_args is not None:
+                write_json_atomic(tmp / RUN_ARGS_FILE, run_args)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if err.errno == errno.ENOSPC:

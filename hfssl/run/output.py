@@ -43,3 +43,62 @@ def save_pretrained_all(objects: list) -> Callable[[Path], None]:
             obj.save_pretrained(folder)
 
     return write
+
+
+# ---- whose folder is it? --------------------------------------------------------------------------------------
+WORK_DIR = ".hfssl"  # inside an output folder: the run's working files (its tokenizer, files set aside)
+
+
+def occupants(folder: Path) -> list[str]:
+    """The entries of `folder` other than hfssl's working files (sorted), [] when it does not exist."""
+    if not folder.is_dir():
+        return [folder.name] if folder.exists() else []
+    return sorted(p.name for p in folder.iterdir() if p.name != WORK_DIR)
+
+
+def _same_or_nested(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def check_output_dir(output_dir, *, resume: bool, overwrite: bool, inputs=(), has_checkpoints: bool = False) -> None:
+    """Refuse, before any work, to write where this run would mix with or replace what it did not create.
+
+    - never into (or around) an input model's folder, whatever the flags;
+    - a folder holding anything (another run's model, checkpoints, other files) only when resuming that run or
+      when --overwrite_output_dir says so (the old files are then set aside by `set_aside_previous`, not deleted).
+    """
+    output_dir = Path(output_dir)
+    for source in inputs:
+        if source and Path(source).expanduser().exists() and _same_or_nested(output_dir, Path(source).expanduser()):
+            raise ValueError(
+                f"--output_dir {output_dir} is (or contains, or is inside) the input {source}: the run would write "
+                "into the model it reads. Choose another --output_dir."
+            )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder.")
+    found = occupants(output_dir)
+    if not found or resume or overwrite:
+        return
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    resume_hint = "continue that run with --resume_from_checkpoint latest, " if has_checkpoints else ""
+    raise FileExistsError(
+        f"{output_dir} already holds {shown}: {resume_hint}replace them with --overwrite_output_dir (they are set "
+        f"aside in {output_dir / WORK_DIR}/replaced-*/, not deleted), or choose another --output_dir."
+    )
+
+
+def set_aside_previous(output_dir) -> Path | None:
+    """With --overwrite_output_dir: move what an earlier run left in `output_dir` into .hfssl/replaced-<time>/, so
+    the new run starts clean (its checkpoint rotation can only ever remove its own). Returns that folder."""
+    import time
+
+    output_dir = Path(output_dir)
+    found = occupants(output_dir)
+    if not found:
+        return None
+    aside = output_dir / WORK_DIR / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside.mkdir(parents=True)
+    for name in found:
+        os.replace(output_dir / name, aside / name)
+    return aside

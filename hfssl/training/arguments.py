@@ -8,6 +8,7 @@ are saved as `run_args.json` in the output folder.
 """
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..run.arguments import (
     RunArguments,
@@ -25,6 +26,23 @@ DEFAULT_OBJECTIVE = "causal_lm"  # the README's main command
 
 @dataclass(kw_only=True)
 class PretrainArguments(RunArguments):
+    # a resumed run may log, evaluate and checkpoint on another schedule and train for more steps (the cosine decay
+    # then stretches over the new total); everything else must match its checkpoint (hfssl.run.resume)
+    RESUME_SAFE: ClassVar[frozenset] = RunArguments.RESUME_SAFE | {
+        "max_steps",
+        "num_train_epochs",
+        "logging_steps",
+        "eval_steps",
+        "max_eval_samples",
+        "save_steps",
+        "save_total_limit",
+        "report_to",
+        "cpu_threads",
+        "dataloader_num_workers",
+        "per_device_eval_batch_size",
+        "sample_prompt",
+        "sample_max_new_tokens",
+    }
     objective: str = field(
         default=DEFAULT_OBJECTIVE,
         metadata={

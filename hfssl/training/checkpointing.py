@@ -12,13 +12,14 @@ from accelerate import Accelerator
 from ..run.checkpoints import TrainerState, read_trainer_state, write_checkpoint
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir, state: TrainerState, keep: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, output_dir, state: TrainerState, keep: int, run_args: dict) -> Path:
     """Save the full training state atomically; every process must call this. Returns the final folder."""
     return write_checkpoint(
         output_dir,
         state,
         lambda folder: accelerator.save_state(str(folder)),
         keep=keep,
+        run_args=run_args,
         is_main=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
     )

@@ -24,15 +24,15 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
+    RUN_ARGS_FILE,
     NonFiniteLossError,
     TrainerState,
     check_finite,
-    list_checkpoints,
-    resolve_checkpoint,
     write_json_atomic,
 )
 from ..run.output import publish, save_pretrained_all
 from ..run.results import PretrainResult, save_result
+from ..run.start import prepare_run
 from .arguments import PretrainArguments
 from .checkpointing import load_checkpoint, save_checkpoint
 from .objectives import build_objective
@@ -94,14 +94,6 @@ def _tracker(report_to: str) -> str | None:
             logger.warning("tensorboard is not installed: metrics go to metrics.json only.")
             return None
     return report_to
-
-
-def _prepare_output_dir(args: PretrainArguments) -> None:
-    if args.resume_from_checkpoint is None and list_checkpoints(args.output_dir) and not args.overwrite_output_dir:
-        raise FileExistsError(
-            f"{args.output_dir} holds checkpoints of an earlier run. Continue it with --resume_from_checkpoint "
-            "latest, start afresh with --overwrite_output_dir, or choose another --output_dir."
-        )
 
 
 def _make_accelerator(args: PretrainArguments) -> Accelerator:
@@ -167,14 +159,18 @@ class PretrainingLoop:
     """
 
     def __init__(self, args: PretrainArguments, callbacks=None):
-        _prepare_output_dir(args)
         self.args, self.output_dir = args, Path(args.output_dir)
         self.callbacks = CallbackList(callbacks)
         self.accelerator = accelerator = _make_accelerator(args)
-        set_seed(args.seed)
-        resume = (
-            resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
+        self.run_args = {**args.to_dict(), "num_processes": accelerator.num_processes}
+        resume = prepare_run(
+            args,
+            [args.model_name_or_path, getattr(args, "tokenizer_name_or_path", None)],
+            recorded=self.run_args,
+            is_main=accelerator.is_main_process,
         )
+        accelerator.wait_for_everyone()
+        set_seed(args.seed)
         self.objective = build_objective(args)
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
@@ -188,9 +184,7 @@ class PretrainingLoop:
             logger.info("Resumed from %s at step %d", resume, self.state.global_step)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(
-                self.output_dir / "run_args.json", {**args.to_dict(), "num_processes": accelerator.num_processes}
-            )
+            write_json_atomic(self.output_dir / RUN_ARGS_FILE, self.run_args)
         accelerator.init_trackers("pretrain", config={k: v for k, v in args.to_dict().items() if v is not None})
 
     def _prepare_data_and_model(self, setup) -> torch.optim.Optimizer:
@@ -310,7 +304,7 @@ class PretrainingLoop:
         elif state.batches_in_epoch >= self.batches_per_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         if args.save_steps > 0 and state.global_step % args.save_steps == 0 and not final:
-            checkpoint = save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit)
+            checkpoint = save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit, self.run_args)
             self.callbacks.on_save(checkpoint)
         self.callbacks.on_step_end(state.global_step, step_loss)
         return final
