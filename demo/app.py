@@ -1,16 +1,19 @@
 """hfssl playground: few-shot prompts with any causal LM, nearest neighbours with a SimCLR encoder.
 
-    python demo/app.py [--models_root outputs] [--model gpt-stdlib] [--port 7860]
+    python demo/app.py [--models_root outputs] [--model gpt-stdlib] [--port 7860] [--allow_hub_models]
 
-Models are folders under --models_root (picked from a list; nothing outside it is ever read) or Hub ids
-(`owner/name`); loaded models stay cached, so switching back is instant. Scoring uses the same
-`PromptClassifier` as scripts/prompt_eval.py (lm-evaluation-harness log-likelihoods, contextual calibration).
-Errors are shown in the page (gr.Error), never as tracebacks.
+Models are folders under --models_root (picked from a list; nothing outside it is ever read, symlinks included)
+or, with --allow_hub_models, Hub ids (`owner/name`) that name no local path; the last --max_cached_models loaded
+models stay in memory. Scoring uses the same `PromptClassifier` as scripts/prompt_eval.py (lm-evaluation-harness
+log-likelihoods, contextual calibration). Errors are shown in the page (gr.Error) without the server's paths, never
+as tracebacks.
 """
 
 import json
+import os
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +24,9 @@ import hfssl  # noqa: F401  (registers the hfssl models)
 from hfssl.adapt.prompt_classifier import PromptClassifier
 from hfssl.adapt.prompts import PRESETS, PromptTemplate
 from hfssl.models.helpers import context_window, is_image_model
-from hfssl.models.loading import load_causal_lm
-from hfssl.run.arguments import parse_cli
+from hfssl.models.loading import load_causal_lm, load_pretrained
+from hfssl.run.arguments import parse_cli, require_positive
+from hfssl.run.errors import error_message
 from hfssl.training.causal_lm import DEFAULT_OUTPUT_DIR
 
 MAX_PROMPT_TOKENS = 2048
@@ -124,12 +128,22 @@ def _is_causal_lm(config: dict) -> bool:
 
 
 class ModelStore:
-    """Resolves model names to folders under `root` (or Hub ids) and caches what it loaded."""
+    """Resolves model names to folders under `root` (or, when allowed, Hub ids) and keeps the last few it loaded.
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
-        self._cache: dict[tuple[str, str], tuple] = {}
+    Confinement: a local name resolves against the root only, after following symlinks (a link out of the root is
+    refused); a Hub id is taken only with allow_hub_models, when it names no local path, and not offline. Messages
+    never show the server's paths.
+    """
+
+    def __init__(self, root: str | Path, *, allow_hub_models: bool = False, max_cached: int = 2):
+        self.root = Path(os.path.realpath(Path(root).expanduser()))
+        self.allow_hub_models, self.max_cached = allow_hub_models, max(1, max_cached)
+        self._cache: OrderedDict[tuple[str, str], tuple] = OrderedDict()
         self._lock = threading.Lock()
+
+    def hide_paths(self, message: str) -> str:
+        """`message` with the server's folders replaced by what the page calls them."""
+        return message.replace(str(self.root), "<models root>").replace(str(Path.cwd()), "<server>")
 
     def local_models(self, kind: str | None = None) -> list[str]:
         """Folders below the root holding a saved model (config.json), as paths relative to the root.
@@ -157,41 +171,73 @@ class ModelStore:
         return sorted(found)
 
     def resolve(self, name: str) -> str:
-        """A folder inside the root, or a Hub id; anything else (../, absolute paths elsewhere) is refused."""
+        """The real path of a model folder inside the root, or an allowed Hub id; anything else is refused."""
         name = (name or "").strip()
         if not name:
             raise ValueError("Choose a model first.")
-        candidate = (self.root / name).resolve()
-        if candidate.is_relative_to(self.root) and (candidate / "config.json").is_file():
-            return str(candidate)
-        if name.startswith(("/", ".", "~")) or ".." in name or name.count("/") > 1 or "\\" in name:
-            raise ValueError(f"{name!r} is not a model under the models root or a Hub id (owner/name).")
-        return name  # a Hub id: from_pretrained fetches it (or finds it in the local cache)
+        if "\x00" in name or "\\" in name:
+            raise ValueError(f"{name!r} is not a model name.")
+        real = Path(os.path.realpath(self.root / name))  # an absolute name stays absolute: checked below
+        if real.is_relative_to(self.root) and (real / "config.json").is_file():
+            return str(real)
+        local = (self.root / name).exists() or Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
+        hub_form = name.count("/") == 1 and ".." not in name and not local
+        if not self.allow_hub_models or not hub_form:
+            also = " or a Hub id (owner/name)" if self.allow_hub_models else " (Hub models are off: --allow_hub_models)"
+            raise ValueError(f"{name!r} is not a model under the models root{also}.")
+        if _offline():
+            raise ValueError(f"{name!r} is a Hub id, but this server is offline (HF_HUB_OFFLINE): it cannot fetch it.")
+        return name
+
+    def _cached(self, key: tuple[str, str], load):
+        """The cached value of `key`, else `load()`; the least recently used entry goes beyond max_cached."""
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            value = load()
+            self._cache[key] = value
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+            return value
 
     def causal_lm(self, name: str):
-        key = ("lm", self.resolve(name))
-        with self._lock:
-            if key not in self._cache:
-                model, tokenizer = load_causal_lm(key[1])
-                self._cache[key] = (model.eval(), tokenizer)
-            return self._cache[key]
+        def load():
+            model, tokenizer = load_causal_lm(path)
+            return model.eval(), tokenizer
+
+        path = self.resolve(name)
+        try:
+            return self._cached(("lm", path), load)
+        except (OSError, ValueError) as err:
+            raise OSError(f"Could not load {name!r} as a causal LM: {self.hide_paths(str(err))}") from None
 
     def encoder(self, name: str):
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
+        def load():
+            processor = AutoImageProcessor.from_pretrained(path)
+            architectures = AutoConfig.from_pretrained(path).architectures or [""]
+            has_head = "ForImageClassification" in architectures[0]  # a trained head, not a fresh one
+            model = load_pretrained(AutoModelForImageClassification if has_head else AutoModel, path)
+            return model.eval(), processor, has_head
+
         path = self.resolve(name)
-        key = ("vision", path)
-        with self._lock:
-            if key not in self._cache:
-                try:
-                    processor = AutoImageProcessor.from_pretrained(path)
-                    architectures = AutoConfig.from_pretrained(path).architectures or [""]
-                    has_head = "ForImageClassification" in architectures[0]  # a trained head, not a fresh one
-                    model = (AutoModelForImageClassification if has_head else AutoModel).from_pretrained(path)
-                except (OSError, ValueError) as err:
-                    raise OSError(f"Could not load an image encoder from {name!r}: {err}") from err
-                self._cache[key] = (model.eval(), processor, has_head)
-            return self._cache[key]
+        try:
+            return self._cached(("vision", path), load)
+        except (OSError, ValueError) as err:
+            raise OSError(f"Could not load an image encoder from {name!r}: {self.hide_paths(str(err))}") from None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False)) or os.environ.get("HF_HUB_OFFLINE", "").lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
 
 
 def describe(store: ModelStore, name: str) -> str:
@@ -381,10 +427,14 @@ def neighbours(store, encoder_name, image, reference: str, k: int = 5):
     return gallery, prediction
 
 
-def _friendly(fn):
-    """Turn expected errors into messages shown in the page."""
+def _friendly(fn, store: ModelStore):
+    """Turn expected errors into messages shown in the page (the same kinds the scripts report in one line), with
+    the server's paths hidden."""
     import functools
     import inspect
+
+    def page_error(err: Exception) -> gr.Error:
+        return gr.Error(store.hide_paths(error_message(err) or type(err).__name__))
 
     if inspect.isgeneratorfunction(fn):
 
@@ -392,22 +442,32 @@ def _friendly(fn):
         def wrapper(*args):
             try:
                 yield from fn(*args)
-            except (ValueError, OSError) as err:
-                raise gr.Error(str(err)) from None
+            except Exception as err:
+                if error_message(err) is None:
+                    raise
+                raise page_error(err) from None
     else:
 
         @functools.wraps(fn)
         def wrapper(*args):
             try:
                 return fn(*args)
-            except (ValueError, OSError) as err:
-                raise gr.Error(str(err)) from None
+            except Exception as err:
+                if error_message(err) is None:
+                    raise
+                raise page_error(err) from None
 
     return wrapper
 
 
-def build_app(models_root: str | Path = "outputs", default_model: str | None = None) -> gr.Blocks:
-    store = ModelStore(models_root)
+def build_app(
+    models_root: str | Path = "outputs",
+    default_model: str | None = None,
+    *,
+    allow_hub_models: bool = False,
+    max_cached_models: int = 2,
+) -> gr.Blocks:
+    store = ModelStore(models_root, allow_hub_models=allow_hub_models, max_cached=max_cached_models)
     choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
     if default_model is None and choices:  # prefer the model the README's main command saves
         main_model = Path(DEFAULT_OUTPUT_DIR).name
@@ -422,7 +482,7 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                     choices,
                     value=default_model,
                     allow_custom_value=True,
-                    label=f"Model (a folder under {store.root} or a Hub id)",
+                    label="Model (a folder under the models root" + (" or a Hub id)" if allow_hub_models else ")"),
                     elem_id="model",
                 )
                 info = gr.Markdown(elem_id="model-info")
@@ -473,26 +533,26 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
             fields = [model_box, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query]
 
             preset.change(
-                _friendly(preset_fields),
+                _friendly(preset_fields, store),
                 preset,
                 [input_prefix, output_prefix, delimiter, labels, demos, query, preset_note],
                 api_name="preset",
             )
-            model_box.change(_friendly(lambda name: describe(store, name)), model_box, info, api_name="describe")
+            model_box.change(_friendly(lambda name: describe(store, name), store), model_box, info, api_name="describe")
 
             def on_score(*args):
                 table, text, count = score_labels(store, *args)
                 return table, table[["label", "kind", "probability"]].round(4), text, count
 
             score_button.click(
-                _friendly(on_score),
+                _friendly(on_score, store),
                 fields,
                 [chart, probabilities, prompt, tokens],
                 api_name="score",
                 concurrency_limit=CONCURRENCY,
             )
             generate_button.click(
-                _friendly(lambda *a: (yield from generate(store, *a))),
+                _friendly(lambda *a: (yield from generate(store, *a)), store),
                 fields + [max_new, temperature],
                 continuation,
                 api_name="generate",
@@ -515,19 +575,19 @@ def build_app(models_root: str | Path = "outputs", default_model: str | None = N
                 return neighbours(store, name, img, ref, k)
 
             find.click(
-                _friendly(on_find),
+                _friendly(on_find, store),
                 [encoder_box, image, reference, topk],
                 [gallery, predicted],
                 api_name="neighbours",
                 concurrency_limit=CONCURRENCY,
             )
-        app.load(_friendly(lambda name: describe(store, name) if name else ""), model_box, info)
+        app.load(_friendly(lambda name: describe(store, name) if name else "", store), model_box, info)
     app.queue(default_concurrency_limit=CONCURRENCY)
     return app
 
 
 def _inside(root: Path, name: str) -> str:
-    path = (root / name).resolve()
+    path = Path(os.path.realpath(root / name))
     if not path.is_relative_to(root) or not path.exists():
         raise ValueError(f"Reference data {name!r} must be an existing path under the models root.")
     return str(path)
@@ -539,13 +599,21 @@ class DemoArguments:
     model: str | None = field(default=None, metadata={"help": "Folder under --models_root or Hub id to preselect."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on."})
     port: int = field(default=7860, metadata={"help": "Port to serve on."})
+    allow_hub_models: bool = field(
+        default=False, metadata={"help": "Also load Hub ids (owner/name) that name no local path (needs the network)."}
+    )
+    max_cached_models: int = field(default=2, metadata={"help": "Loaded models kept in memory (least recent goes)."})
+
+    def __post_init__(self):
+        require_positive(self, "port", "max_cached_models")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_cli(DemoArguments, argv)
-    build_app(args.models_root, args.model).launch(
-        server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True
+    app = build_app(
+        args.models_root, args.model, allow_hub_models=args.allow_hub_models, max_cached_models=args.max_cached_models
     )
+    app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True)
     return 0
 
 

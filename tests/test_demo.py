@@ -48,8 +48,57 @@ def test_store_lists_resolves_caches_and_refuses_outside_paths(models_root):
     for bad in ["../secret", "/etc", "gpt/../../secret", "~/x"]:
         with pytest.raises(ValueError, match="not a model under the models root"):
             store.resolve(bad)
-    assert store.resolve("someone/model") == "someone/model"  # a Hub id
+    with pytest.raises(ValueError, match="Hub models are off"):
+        store.resolve("someone/model")
     assert "parameters, context 256 tokens" in app.describe(store, "gpt")
+
+
+def test_hub_ids_only_when_allowed_online_and_naming_no_local_path(models_root, monkeypatch):
+    store = app.ModelStore(models_root, allow_hub_models=True)
+    with pytest.raises(ValueError, match="offline"):  # the suite runs with HF_HUB_OFFLINE=1
+        store.resolve("someone/model")
+    monkeypatch.setattr(app, "_offline", lambda: False)
+    assert store.resolve("someone/model") == "someone/model"
+    with pytest.raises(ValueError, match="not a model under the models root"):
+        store.resolve("../secret")
+
+
+def test_names_never_resolve_outside_the_root(models_root, tmp_path, monkeypatch):
+    """`models/ok` used to load a model from the server's working directory, and a symlink out of the root was
+    followed (with --models_root .)."""
+    import shutil
+
+    elsewhere = tmp_path / "cwd"
+    shutil.copytree(models_root / "gpt", elsewhere / "models" / "ok")
+    (models_root / "link").symlink_to(elsewhere / "models" / "ok", target_is_directory=True)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(app, "_offline", lambda: False)
+    for store in (app.ModelStore(models_root), app.ModelStore(models_root, allow_hub_models=True)):
+        for name in ("models/ok", "link", "link/"):
+            with pytest.raises(ValueError, match="not a model under the models root"):
+                store.resolve(name)
+
+
+def test_load_errors_do_not_show_server_paths(models_root):
+    broken = models_root / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "hfssl_gpt", "vocab_size": ')
+    with pytest.raises(OSError) as info:
+        app.ModelStore(models_root).causal_lm("broken")
+    assert "'broken'" in str(info.value) and str(models_root) not in str(info.value)
+
+
+def test_model_cache_is_bounded(models_root, tiny_tokenizer):
+    import shutil
+
+    for name in ("gpt2", "gpt3"):
+        shutil.copytree(models_root / "gpt", models_root / name)
+    store = app.ModelStore(models_root, max_cached=2)
+    first = store.causal_lm("gpt")
+    store.causal_lm("gpt2")
+    assert store.causal_lm("gpt") is first  # still cached, now the most recent
+    store.causal_lm("gpt3")  # evicts gpt2, the least recently used
+    assert len(store._cache) == 2 and ("lm", str(models_root / "gpt2")) not in store._cache
 
 
 def test_score_labels_directly(models_root):
@@ -151,7 +200,7 @@ def test_bad_input_messages(models_root):
         app.score_labels(store, "gpt", *FIELDS[:5], "positive", FIELDS[6], "x")
     with pytest.raises(ValueError, match="Type a query"):
         app.score_labels(store, "gpt", *FIELDS[:7], "  ")
-    wrapped = app._friendly(lambda: app.score_labels(store, "../secret", *FIELDS))
+    wrapped = app._friendly(lambda: app.score_labels(store, "../secret", *FIELDS), store)
     with pytest.raises(gr.Error):
         wrapped()
 

@@ -120,7 +120,12 @@ def test_dry_run_folder_reloads_without_hfssl(tmp_path, gpt_dir, sentiment_file,
     accuracy = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
     assert accuracy and accuracy[0].metric_value == round(result.accuracy, 4)
     assert card.data.base_model is None  # a local base path is not a Hub id; the text names it instead
-    assert str(gpt_dir) in card.text and "trust_remote_code=True" in card.text
+    relative_base = os.path.relpath(gpt_dir, model_dir)
+    assert f"Base model: `{relative_base}`" in card.text and "trust_remote_code=True" in card.text
+    # published records name local files relative to the run, never by the author's absolute paths
+    for path in folder.iterdir():
+        if path.suffix in (".json", ".md", ".txt"):
+            assert str(tmp_path) not in path.read_text(), path.name
 
 
 @pytest.mark.slow
@@ -135,9 +140,9 @@ def test_adapter_only_folder_loads_onto_its_base(tmp_path, gpt_dir, sentiment_fi
     folder = Path(result["folder"])
     assert "adapter_config.json" in result["files"] and "adapter_model.safetensors" in result["files"]
     assert "model.safetensors" not in result["files"]
-    base = AutoModelForSequenceClassification.from_pretrained(
-        json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"], num_labels=2
-    )
+    base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert not os.path.isabs(base_path)  # relative to the run's folder: no local absolute path is published
+    base = AutoModelForSequenceClassification.from_pretrained(model_dir / base_path, num_labels=2)
     model = PeftModel.from_pretrained(base, str(folder)).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=torch.tensor(INPUT_IDS)).logits, expected)
@@ -300,3 +305,36 @@ def test_scripts_push_at_the_end(tmp_path, gpt_dir, sentiment_file, token, monke
     assert code == 0
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert "metrics.json" in api.calls[1][1]
+
+
+def test_dry_run_never_removes_a_folder_it_did_not_write(tmp_path, gpt_dir, no_token, capsys):
+    """--dry_run_dir used to be removed whatever it held, the model folder itself included."""
+    push = import_script("push").main
+    before = {p.name: p.read_bytes() for p in gpt_dir.iterdir()}
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(gpt_dir)]) == 2
+    assert "is (or contains, or is inside) the model folder" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in gpt_dir.iterdir()} == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(mine)]) == 2
+    assert "is not an earlier hfssl dry run" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "my notes"
+    # an earlier dry run is replaced
+    earlier = tmp_path / "earlier"
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(earlier)]) == 0
+    assert push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(earlier)]) == 0
+    assert "README.md" in {p.name for p in earlier.iterdir()}
+
+
+def test_any_string_of_a_token_s_form_is_refused_without_printing_it(tmp_path, gpt_dir, no_token, capsys):
+    """Only the current HF_TOKEN used to be found; any other token went up with the files."""
+    leaked = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+    (gpt_dir / "notes.txt").write_text(f"line one\nmy other token {leaked}\n")
+    push = import_script("push").main
+    assert (
+        push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(tmp_path / "u")]) == 2
+    )
+    captured = capsys.readouterr()
+    assert "notes.txt, line 2, holds what looks like a Hugging Face access token" in captured.err
+    assert leaked not in captured.err + captured.out and leaked[3:12] not in captured.err + captured.out

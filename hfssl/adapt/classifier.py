@@ -16,14 +16,17 @@ from transformers import (
 
 from ..data.vision import Normalize
 from ..models.helpers import check_fits_context, classification_head, context_window, ensure_pad_token
+from ..models.loading import load_pretrained
 from .task import AdaptArguments, TaskData
 
 
 def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
     auto = AutoModelForImageClassification if task.is_image else AutoModelForSequenceClassification
     id2label = dict(enumerate(task.names))
-    model = auto.from_pretrained(
+    model = load_pretrained(
+        auto,
         args.model_name_or_path,
+        new_head=True,
         num_labels=len(task.names),
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from ..data.vision import Normalize
+from ..models.loading import load_pretrained
 from ..run.arguments import require_choice, require_positive
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
@@ -54,8 +55,10 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
         from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
         auto = AutoModelForSequenceClassification if model_type == "hfssl_gpt" else AutoModelForImageClassification
-        classifier = auto.from_pretrained(
+        classifier = load_pretrained(
+            auto,
             args.model_name_or_path,
+            new_head=True,
             num_labels=len(names),
             id2label=id2label,
             label2id={v: k for k, v in id2label.items()},
@@ -96,7 +99,7 @@ def run_linear_probe(args: ProbeArguments) -> AdaptationResult:
     """Fit and evaluate a linear probe; save the adapted model and metrics.json to args.output_dir."""
     prepare_run(args, [args.model_name_or_path])
     config = AutoConfig.from_pretrained(args.model_name_or_path)
-    model = AutoModel.from_pretrained(args.model_name_or_path)
+    model = load_pretrained(AutoModel, args.model_name_or_path)
     task = load_task(args, config)
     features, processor = _feature_function(args, model, task)
     train_f, hit_train = cached_features(

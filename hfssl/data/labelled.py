@@ -13,7 +13,7 @@ from pathlib import Path
 import datasets
 import torch
 
-from .sources import label_ids, load_hub_dataset, looks_like_path
+from .sources import check_data_file, label_ids, load_hub_dataset, looks_like_path
 from .vision import load_images
 
 _TABLE_BUILDERS = {
@@ -62,11 +62,16 @@ def _label_space_text(path: Path) -> datasets.Dataset:
 
 def _text_table(spec: str, split: str, config_name: str | None) -> tuple[datasets.Dataset, str]:
     path = Path(spec).expanduser()
+    if path.is_file():
+        check_data_file(path)  # empty, or not UTF-8: say so by name
     if path.is_file() and path.suffix.lower() == ".txt":
         return _label_space_text(path), str(path)
     if path.is_file() and path.suffix.lower() in _TABLE_BUILDERS:
         builder, options = _TABLE_BUILDERS[path.suffix.lower()]
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **options), str(path)
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **options), str(path)
+        except datasets.exceptions.DatasetGenerationError as err:
+            raise ValueError(f"{path} could not be read as {builder} data: {err.__cause__ or err}") from None
     if looks_like_path(spec, {*_TABLE_BUILDERS, ".txt"}):
         raise FileNotFoundError(f"Dataset file not found: {spec}")
     return load_hub_dataset(spec, config_name, split), f"Hub dataset {spec}"

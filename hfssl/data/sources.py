@@ -38,3 +38,34 @@ def label_ids(ds: datasets.Dataset, column: str) -> tuple[list[int], list[str]]:
     names = sorted(set(raw))
     index = {name: i for i, name in enumerate(names)}
     return [index[v] for v in raw], names
+
+
+TEXT_SUFFIXES = {".txt", ".text", ".json", ".jsonl", ".csv", ".tsv"}
+
+
+def check_data_file(path: Path) -> None:
+    """ValueError naming `path` when it is empty, or is a text format (.txt/.json/.jsonl/.csv/.tsv) that is not UTF-8
+    (Latin-1 text, a binary file), saying where: the first undecodable byte's line and column."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes).")
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        return
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, column = 1, 1
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                done = decoder.decode(chunk[: err.start]) if err.start else ""
+                line += done.count("\n")
+                column = len(done) - done.rfind("\n") if "\n" in done else column + len(done)
+                raise ValueError(
+                    f"{path} is not UTF-8 text: byte 0x{chunk[err.start]:02x} at line {line}, column {column} "
+                    f"cannot be decoded ({err.reason}). Re-save it as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)."
+                ) from None
+            line += text.count("\n")
+            column = len(text) - text.rfind("\n") if "\n" in text else column + len(text)

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..models.helpers import ensure_pad_token
 from .builtin import BUILTIN_TEXT_DATASETS, builtin_text_file
-from .sources import load_hub_dataset, looks_like_path
+from .sources import check_data_file, load_hub_dataset, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +87,16 @@ def load_text_dataset(
         if builder == "text":
             options["sample_by"] = sample_by
         name = str(spec)
+        for file in files:
+            check_data_file(Path(file))  # empty, or not UTF-8: say so by name before datasets fails inside
         try:
             ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **options)
         except ValueError as err:  # datasets' wording for files with no rows at all
             if "corresponds to no data" in str(err):
                 raise ValueError(f"{name} contains no non-empty text.") from err
             raise
+        except datasets.exceptions.DatasetGenerationError as err:
+            raise ValueError(f"{name} could not be read as {builder} data: {err.__cause__ or err}") from None
     elif looks_like_path(spec, _BUILDERS):
         raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
     else:

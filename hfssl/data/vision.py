@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.helpers import cache_dir as hfssl_cache_dir
-from .sources import label_ids, load_hub_dataset, looks_like_path
+from .sources import check_data_file, label_ids, load_hub_dataset, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +129,14 @@ def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         if any(p.suffix.lower() == ".parquet" for p in files):
-            parquet = [str(p) for p in files if p.suffix.lower() == ".parquet"]
-            return datasets.load_dataset("parquet", data_files=parquet, split="train"), str(spec)
+            parquet = [p for p in files if p.suffix.lower() == ".parquet"]
+            for file in parquet:
+                check_data_file(file)
+            try:
+                ds = datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train")
+            except datasets.exceptions.DatasetGenerationError as err:
+                raise ValueError(f"{spec} could not be read as parquet: {err.__cause__ or err}") from None
+            return ds, str(spec)
         if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files) and path.is_dir():
             return datasets.load_dataset("imagefolder", data_dir=str(path), split="train"), str(spec)
         raise ValueError(f"{spec}: expected a parquet file, a folder of parquet files or an image folder.")

@@ -20,16 +20,19 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
+from ..models.loading import load_pretrained
 from ..run.arguments import HubArguments
 from ..run.results import load_result
 from .card import build_model_card, read_json
 from .errors import NETWORK_ERRORS, HubError
+from .records import local_path_as_relative, refuse_tokens, relative_local_paths
 
 logger = logging.getLogger(__name__)
 
 # top-level files of a saved model that belong on the Hub (folders such as checkpoints/ and logs never do)
 _UPLOAD_SUFFIXES = {".json", ".safetensors", ".py", ".txt", ".model", ".jinja"}
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+UPLOAD_MARKER = ".hfssl-upload"  # marks a --dry_run folder, which a later dry run may replace
 
 
 def _run_result(model_dir: Path):
@@ -67,7 +70,7 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
     auto = {"SEQ_CLS": AutoModelForSequenceClassification, "CAUSAL_LM": AutoModelForCausalLM}.get(
         peft_config.task_type, AutoModelForImageClassification if labels else AutoModel
     )
-    base = auto.from_pretrained(peft_config.base_model_name_or_path, **kwargs)
+    base = load_pretrained(auto, peft_config.base_model_name_or_path, new_head=bool(labels), **kwargs)
     PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload().save_pretrained(out)
 
 
@@ -84,7 +87,7 @@ def _ensure_remote_code(out: Path) -> None:
     model_type = config.get("model_type", "")
     if not model_type.startswith("hfssl_"):
         return
-    package = Path(__file__).parent / "models" / model_type.removeprefix("hfssl_")
+    package = Path(__file__).parents[1] / "models" / model_type.removeprefix("hfssl_")
     for module in modules:
         if not (out / f"{module}.py").is_file():
             source = package / f"{module}.py"
@@ -93,13 +96,48 @@ def _ensure_remote_code(out: Path) -> None:
             shutil.copy2(source, out / source.name)
 
 
+def _fresh_upload_folder(out: Path, model_dir: Path, mark: bool) -> None:
+    """Make `out` an empty folder to prepare the upload in, removing nothing that hfssl did not write.
+
+    A non-empty `out` is only reused when it is an earlier dry run (it holds UPLOAD_MARKER); the model folder itself
+    (or a folder around or inside it) is refused.
+    """
+    resolved, source = out.resolve(), model_dir.resolve()
+    if resolved == source or resolved.is_relative_to(source) or source.is_relative_to(resolved):
+        raise HubError(f"The upload folder {out} is (or contains, or is inside) the model folder {model_dir}.")
+    if out.exists() and not out.is_dir():
+        raise HubError(f"The upload folder {out} is a file.")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / UPLOAD_MARKER).is_file():
+            raise HubError(
+                f"{out} is not empty and is not an earlier hfssl dry run (it has no {UPLOAD_MARKER}): choose an "
+                "empty or new --dry_run_dir."
+            )
+        shutil.rmtree(out)  # an earlier dry run: every file in it was written by hfssl
+    out.mkdir(parents=True, exist_ok=True)
+    if mark:
+        (out / UPLOAD_MARKER).write_text("Written by hfssl's push --dry_run; the next dry run may replace it.\n")
+
+
+def _uploaded_files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name != UPLOAD_MARKER)
+
+
 def prepare_upload_folder(
-    model_dir: str | Path, out: str | Path, repo_id: str, *, adapter_only: bool = False, license: str = "apache-2.0"
+    model_dir: str | Path,
+    out: str | Path,
+    repo_id: str,
+    *,
+    adapter_only: bool = False,
+    license: str = "apache-2.0",
+    mark: bool = False,
 ) -> list[str]:
     """Write the exact folder that would be uploaded to `out`; return its file names (sorted).
 
     A LoRA adapter folder is merged into its base unless adapter_only; adapter_only on a full model is an
-    error. Raises HubError with a clear message for a missing or unrecognised folder.
+    error. Local paths in the records become paths relative to the model folder, and a file holding anything of a
+    Hub token's form is refused. mark: label `out` as a dry run (which a later dry run may replace). Raises
+    HubError with a clear message for a missing or unrecognised folder.
     """
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
@@ -109,10 +147,7 @@ def prepare_upload_folder(
         raise HubError(f"{model_dir} holds neither config.json (a model) nor adapter_config.json (an adapter).")
     if adapter_only and not adapter:
         raise HubError(f"--adapter_only: {model_dir} holds a full model, not a LoRA adapter (no adapter_config.json).")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    base_model = None
+    _fresh_upload_folder(out, model_dir, mark)
     if adapter:
         base_model = read_json(model_dir / "adapter_config.json").get("base_model_name_or_path")
         if adapter_only:
@@ -126,13 +161,12 @@ def prepare_upload_folder(
         args = result.args if result is not None else read_json(model_dir / "run_args.json")
         base_model = args.get("model_name_or_path")
     _ensure_remote_code(out)
-    token = get_token()
-    if token:  # a token must never travel with the files (weights are binary: only text files can hold one)
-        for path in out.iterdir():
-            if path.suffix != ".safetensors" and token in path.read_bytes().decode("utf-8", "ignore"):
-                raise HubError(f"{path.name} contains your Hugging Face token; remove it before pushing.")
-    build_model_card(out, repo_id, base_model=base_model, license=license).save(out / "README.md")
-    return sorted(p.name for p in out.iterdir())
+    relative_local_paths(out, model_dir)
+    refuse_tokens(out)
+    build_model_card(out, repo_id, base_model=local_path_as_relative(base_model, model_dir), license=license).save(
+        out / "README.md"
+    )
+    return _uploaded_files(out)
 
 
 def _with_retries(action, what: str, attempts: int = 3, wait_s: float = 2.0):
@@ -185,7 +219,7 @@ def push_to_hub(
         raise HubError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run).")
     if dry_run:
         folder = Path(dry_run_dir or Path(model_dir).with_name(Path(model_dir).name + "-hub-upload"))
-        files = prepare_upload_folder(model_dir, folder, repo_id, adapter_only=adapter_only)
+        files = prepare_upload_folder(model_dir, folder, repo_id, adapter_only=adapter_only, mark=True)
         return {"dry_run": True, "folder": str(folder), "files": files}
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:

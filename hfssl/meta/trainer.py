@@ -30,6 +30,7 @@ from transformers import (
 
 from ..data.episodes import EpisodeSampler, split_classes
 from ..models.helpers import ensure_pad_token, is_image_model
+from ..models.loading import load_pretrained
 from ..models.simclr import SimCLRConfig, SimCLRForImageClassification
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
@@ -65,7 +66,9 @@ def build_model(args: MetaArguments) -> nn.Module:
     if args.model_name_or_path:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
         auto = AutoModelForImageClassification if is_image_model(config) else AutoModelForSequenceClassification
-        return auto.from_pretrained(args.model_name_or_path, num_labels=args.ways, ignore_mismatched_sizes=True, **ways)
+        return load_pretrained(
+            auto, args.model_name_or_path, new_head=True, num_labels=args.ways, ignore_mismatched_sizes=True, **ways
+        )
     config = SimCLRConfig(
         image_size=args.image_size,
         resnet_layers=[1] * len(args.resnet_widths),

@@ -22,6 +22,7 @@ from ..data import synthetic
 from ..data.text import pack_into_blocks, train_bpe_tokenizer
 from ..models.gpt import GPTConfig, GPTForCausalLM
 from ..models.helpers import context_window
+from ..models.loading import load_pretrained
 from ..run.arguments import require_fraction, require_non_negative, require_positive
 from .arguments import PretrainArguments
 from .objectives import PretrainingSetup, WarmupPhase
@@ -188,7 +189,7 @@ class CausalLMObjective:
     def _model(self, tokenizer) -> nn.Module:
         m = self.args
         if m.model_name_or_path:
-            model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
+            model = load_pretrained(AutoModelForCausalLM, m.model_name_or_path)
             window = context_window(model)
             if window is not None and m.block_size > window:
                 raise ValueError(

@@ -19,6 +19,7 @@ from transformers import AutoModel, ViTImageProcessor
 
 from ..data.splits import held_out_split
 from ..data.vision import ImageData, ImageTensorDataset, Normalize, SimCLRAugmentation, channel_stats, load_images
+from ..models.loading import load_pretrained
 from ..models.simclr import SimCLRConfig, SimCLRModel
 from ..run.arguments import require_choice, require_positive
 from .arguments import PretrainArguments
@@ -141,7 +142,7 @@ class ContrastiveObjective:
         """A fresh SimCLR encoder, or the given one; the loss's temperature is set in its config (its one source)."""
         a = self.args
         if a.model_name_or_path:
-            model = AutoModel.from_pretrained(a.model_name_or_path)
+            model = load_pretrained(AutoModel, a.model_name_or_path)
             if a.temperature is not None:
                 model.config.contrastive_temperature = a.temperature
             return model
