@@ -26,6 +26,7 @@ from hfssl.adapt.prompts import PRESETS, PromptTemplate
 from hfssl.models.helpers import context_window, is_image_model
 from hfssl.models.loading import load_causal_lm, load_pretrained
 from hfssl.run.arguments import parse_cli, require_positive
+from hfssl.run.cli import run_cli
 from hfssl.run.errors import error_message
 from hfssl.training.causal_lm import DEFAULT_OUTPUT_DIR
 
@@ -609,12 +610,17 @@ class DemoArguments:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_cli(DemoArguments, argv)
-    app = build_app(
-        args.models_root, args.model, allow_hub_models=args.allow_hub_models, max_cached_models=args.max_cached_models
-    )
-    app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True)
-    return 0
+    def run() -> None:
+        args = parse_cli(DemoArguments, argv)
+        app = build_app(
+            args.models_root,
+            args.model,
+            allow_hub_models=args.allow_hub_models,
+            max_cached_models=args.max_cached_models,
+        )
+        app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True)
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,36 @@ of the wrong shape. A `config.json` whose model_type names another architecture 
 A truncated or corrupt weights file is reported by folder, not by a deep safetensors error.
 """
 
+import contextlib
+import logging
+from pathlib import Path
+
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .helpers import classification_head_name
 
+logger = logging.getLogger(__name__)
+
 _SHOWN = 4  # weight names quoted in an error
+# transformers logs a table of every missing / unexpected weight; load_pretrained says what matters in one line
+_LOAD_REPORT_LOGGER = "transformers.modeling_utils"
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    report = logging.getLogger(_LOAD_REPORT_LOGGER)
+    level = report.level
+    report.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report.setLevel(level)
+
+
+def _check_local(name_or_path: str) -> None:
+    """FileNotFoundError for a name meant as a local path that does not exist (else the Hub would be asked)."""
+    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+        raise FileNotFoundError(f"Could not load {name_or_path}: no such folder.")
 
 
 def _named(kind: str, keys: list[str]) -> str:
@@ -33,8 +58,10 @@ def _loading_error(name_or_path: str, err: Exception) -> OSError:
 def load_pretrained(auto_class, name_or_path: str, *, new_head: bool = False, **kwargs):
     """`auto_class.from_pretrained(name_or_path, **kwargs)`, checked: every weight of the model comes from the
     checkpoint except a new classification head (`new_head=True`). ValueError naming what does not fit."""
+    _check_local(name_or_path)
     try:
-        model, info = auto_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        with _quiet_load_report():
+            model, info = auto_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as err:
         raise _loading_error(name_or_path, err) from None
     except Exception as err:
@@ -59,11 +86,18 @@ def load_pretrained(auto_class, name_or_path: str, *, new_head: bool = False, **
             f"{model.config.model_type!r} in its config.json): {'; '.join(problems)} weights. Is config.json the one "
             "saved with these weights?"
         )
+    if head and any(k.startswith(head) for k in info.get("missing_keys", [])):
+        logger.info(
+            "%s: a new classification head (%s) was initialised; everything else comes from the checkpoint",
+            name_or_path,
+            head.rstrip("."),
+        )
     return model
 
 
 def load_causal_lm(name_or_path: str, trust_remote_code: bool = False):
     """(model, tokenizer) of a causal LM from a saved folder or Hub id; OSError naming it when it cannot be loaded."""
+    _check_local(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

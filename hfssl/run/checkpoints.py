@@ -162,7 +162,10 @@ def load_training_state(checkpoint: Path, model, optimizer, scheduler=None) -> N
             scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"])
     except Exception as err:  # truncated, foreign or mismatched: name the file, not torch's internals
-        raise ValueError(f"Could not restore checkpoint {path}: {type(err).__name__}: {err}") from None
+        raise ValueError(
+            f"Could not restore checkpoint {path}: it is truncated or not a checkpoint hfssl wrote "
+            f"({type(err).__name__}: {err})."
+        ) from None
 
 
 def check_finite(loss: float, step: int, output_dir: str | os.PathLike, advice: str) -> None:

@@ -21,7 +21,7 @@ def prepare_run(args, inputs=(), *, recorded: dict | None = None, is_main: bool 
         resume=bool(resume),
         overwrite=args.overwrite_output_dir,
         inputs=inputs,
-        has_checkpoints=bool(list_checkpoints(args.output_dir)),
+        has_checkpoints=hasattr(args, "resume_from_checkpoint") and bool(list_checkpoints(args.output_dir)),
     )
     if resume:
         checkpoint = resolve_checkpoint(resume, args.output_dir)
