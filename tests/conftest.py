@@ -31,6 +31,17 @@ def import_script(name: str):
     return module
 
 
+# the tiny models of the command-line tests, as flags: a GPT of hidden 32 x 2 layers over a 300-token BPE, and
+# 3-way episodes of 12 x 12 glyphs for a two-stage ResNet of width 8
+TINY_LM_FLAGS = (
+    "--vocab_size 300 --hidden_size 32 --num_hidden_layers 2 --num_attention_heads 4 --max_position_embeddings 64 "
+    "--block_size 16 --per_device_train_batch_size 4 --report_to none --icl_warmup_steps 0"
+).split()
+TINY_META_FLAGS = (
+    "--image_size 12 --resnet_widths 8 8 --ways 3 --shots 1 --queries 2 --meta_batch_size 2 --test_shots 1 2 "
+    "--class_split 0.6 0.2 0.2"
+).split()
+
 _SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river", "our king"]
 _VERBS = ["sees", "likes", "follows", "remembers", "finds", "watches", "calls", "forgets"]
 _OBJECTS = ["the house", "a letter", "the garden", "the moon", "a song", "the road", "an apple", "the ship"]
@@ -112,6 +123,28 @@ def gpt_dir(tmp_path, tiny_tokenizer):
     path = tmp_path / "gpt"
     torch.manual_seed(0)
     GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer))).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def gpt2_dir(tmp_path, tiny_tokenizer):
+    """A tiny transformers-native GPT-2 with the tiny tokenizer, standing in for any Hub causal LM."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tiny_tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
 

@@ -23,59 +23,12 @@ from PIL import Image
 from transformers import ViTImageProcessor
 
 from hfssl import GPTForCausalLM, SimCLRConfig, SimCLRModel
-from tests.conftest import import_script, make_corpus, tiny_gpt_config
+from tests.conftest import TINY_LM_FLAGS, TINY_META_FLAGS, import_script, make_corpus, tiny_gpt_config
 
 TOKEN_LIKE = "hf_" + "Zz9" * 11 + "Q"  # 34 characters after hf_, the form of a Hub access token
 
-TINY_LM = [
-    "--vocab_size",
-    "300",
-    "--hidden_size",
-    "32",
-    "--num_hidden_layers",
-    "2",
-    "--num_attention_heads",
-    "4",
-    "--max_position_embeddings",
-    "64",
-    "--block_size",
-    "16",
-    "--per_device_train_batch_size",
-    "4",
-    "--report_to",
-    "none",
-    "--icl_warmup_steps",
-    "0",
-    "--max_steps",
-    "2",
-]
-TINY_META = [
-    "--image_size",
-    "12",
-    "--resnet_widths",
-    "8",
-    "8",
-    "--ways",
-    "3",
-    "--shots",
-    "1",
-    "--queries",
-    "2",
-    "--meta_batch_size",
-    "2",
-    "--eval_steps",
-    "0",
-    "--test_episodes",
-    "2",
-    "--test_shots",
-    "1",
-    "--class_split",
-    "0.6",
-    "0.2",
-    "0.2",
-    "--max_steps",
-    "2",
-]
+TINY_LM = [*TINY_LM_FLAGS, "--max_steps", "2"]
+TINY_META = [*TINY_META_FLAGS, *"--eval_steps 0 --test_episodes 2 --max_steps 2".split()]
 
 
 @dataclass

@@ -8,33 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import import_script
+from tests.conftest import TINY_LM_FLAGS, import_script
 
 pretrain = import_script("pretrain")
-TINY = [
-    "--vocab_size",
-    "300",
-    "--hidden_size",
-    "32",
-    "--num_hidden_layers",
-    "2",
-    "--num_attention_heads",
-    "4",
-    "--max_position_embeddings",
-    "64",
-    "--block_size",
-    "16",
-    "--per_device_train_batch_size",
-    "4",
-    "--report_to",
-    "none",
-    "--icl_warmup_steps",
-    "0",
-    "--eval_steps",
-    "0",
-    "--logging_steps",
-    "1",
-]
+TINY = [*TINY_LM_FLAGS, *"--eval_steps 0 --logging_steps 1".split()]
 
 
 def _run(corpus, out, *extra) -> int:

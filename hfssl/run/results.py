@@ -21,8 +21,17 @@ METRICS_FILE = "metrics.json"
 SCHEMA_VERSION = 1
 
 
-def _dataset_stem(name: str) -> str:
-    return Path(name).stem or name
+def _entry(task: str, dataset: str, split: str, metric_type: str, metric_name: str, value: float) -> EvalResult:
+    """One model-index entry: `metric_name` = `value` (4 decimals) for `task` on `dataset` (`split`)."""
+    return EvalResult(
+        task_type=task,
+        dataset_type=Path(dataset).stem or dataset,
+        dataset_name=dataset,
+        dataset_split=split,
+        metric_type=metric_type,
+        metric_name=metric_name,
+        metric_value=round(float(value), 4),
+    )
 
 
 @dataclass(kw_only=True)
@@ -64,15 +73,7 @@ class PretrainResult(RunResult):
             return []
         held_out = "its --eval_dataset" if self.args.get("eval_dataset") else "a held-out part of the data"
         return [
-            EvalResult(
-                task_type=self.task,
-                dataset_type=_dataset_stem(self.dataset),
-                dataset_name=self.dataset,
-                dataset_split=held_out,
-                metric_type=key,
-                metric_name=f"{key} (pretraining)",
-                metric_value=round(float(value), 4),
-            )
+            _entry(self.task, self.dataset, held_out, key, f"{key} (pretraining)", value)
             for key, value in self.final.items()
             if isinstance(value, (int, float))
         ]
@@ -104,14 +105,13 @@ class AdaptationResult(RunResult):
             return []
         split = "validation" if self.args.get("eval_dataset") else "held-out part of the training file"
         return [
-            EvalResult(
-                task_type=self.task,
-                dataset_type=_dataset_stem(self.dataset),
-                dataset_name=self.dataset,
-                dataset_split=split,
-                metric_type="f1" if metric == "macro_f1" else metric,
-                metric_name=f"{metric} ({self.method})",
-                metric_value=round(float(getattr(self, metric)), 4),
+            _entry(
+                self.task,
+                self.dataset,
+                split,
+                "f1" if metric == "macro_f1" else metric,
+                f"{metric} ({self.method})",
+                getattr(self, metric),
             )
             for metric in ("accuracy", "macro_f1")
         ]
@@ -147,15 +147,13 @@ class MetaResult(RunResult):
     def eval_results(self) -> list[EvalResult]:
         dataset = self.dataset or "episodes"
         return [
-            EvalResult(
-                task_type=self.task,
-                dataset_type=_dataset_stem(dataset),
-                dataset_name=dataset,
-                dataset_split="meta-test classes",
-                metric_type="accuracy",
-                metric_name=f"{setting} accuracy (meta-test, +- {100 * score.ci95:.1f} pts 95% CI, "
-                f"{score.episodes} episodes)",
-                metric_value=round(float(score.accuracy), 4),
+            _entry(
+                self.task,
+                dataset,
+                "meta-test classes",
+                "accuracy",
+                f"{setting} accuracy (meta-test, +- {100 * score.ci95:.1f} pts 95% CI, {score.episodes} episodes)",
+                score.accuracy,
             )
             for setting, score in self.meta_test.items()
         ]
@@ -174,22 +172,20 @@ class PromptEvalResult(RunResult):
     shots: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     def eval_results(self) -> list[EvalResult]:
-        results = []
-        for k, row in self.shots.items():
-            for metric in ("accuracy", "accuracy_calibrated"):
-                if metric in row:
-                    results.append(
-                        EvalResult(
-                            task_type="text-classification",
-                            dataset_type=_dataset_stem(self.dataset or "prompts"),
-                            dataset_name=self.dataset or "prompts",
-                            dataset_split="held-out queries",
-                            metric_type="accuracy",
-                            metric_name=f"{metric} {k}-shot in context",
-                            metric_value=round(row[metric]["mean"], 4),
-                        )
-                    )
-        return results
+        dataset = self.dataset or "prompts"
+        return [
+            _entry(
+                "text-classification",
+                dataset,
+                "held-out queries",
+                "accuracy",
+                f"{metric} {k}-shot in context",
+                row[metric]["mean"],
+            )
+            for k, row in self.shots.items()
+            for metric in ("accuracy", "accuracy_calibrated")
+            if metric in row
+        ]
 
 
 RESULT_KINDS: dict[str, type[RunResult]] = {

@@ -17,29 +17,6 @@ from tests.conftest import import_script
 finetune = import_script("finetune")
 
 
-@pytest.fixture
-def gpt2_dir(tmp_path, tiny_tokenizer):
-    """A transformers-native model (GPT-2), standing in for any Hub model."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    path = tmp_path / "gpt2"
-    torch.manual_seed(0)
-    GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tiny_tokenizer),
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=1,
-        )
-    ).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
 def _args(kind, method, tmp_path, gpt_dir, simclr_dir, sentiment_file, **extra):
     model, data = (gpt_dir, sentiment_file) if kind == "gpt" else (simclr_dir, "digits")
     base = dict(

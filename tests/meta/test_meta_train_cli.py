@@ -12,36 +12,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, import_script
+from tests.conftest import REPO, TINY_META_FLAGS, import_script
 
-TINY = [
-    "--image_size",
-    "12",
-    "--resnet_widths",
-    "8",
-    "8",
-    "--ways",
-    "3",
-    "--shots",
-    "1",
-    "--queries",
-    "2",
-    "--meta_batch_size",
-    "2",
-    "--eval_steps",
-    "2",
-    "--val_episodes",
-    "3",
-    "--test_episodes",
-    "4",
-    "--class_split",
-    "0.6",
-    "0.2",
-    "0.2",
-    "--test_shots",
-    "1",
-    "2",
-]
+TINY = [*TINY_META_FLAGS, *"--eval_steps 2 --val_episodes 3 --test_episodes 4".split()]
 
 
 @pytest.fixture

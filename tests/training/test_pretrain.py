@@ -14,41 +14,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfssl.training import causal_lm
 from hfssl.training.loop import NonFiniteLossError
-from tests.conftest import REPO, import_script
+from tests.conftest import REPO, TINY_LM_FLAGS, import_script
 
 SCRIPT = REPO / "scripts" / "pretrain.py"
 CRASH_AT_STEP = REPO / "tests" / "helpers" / "crash_at_step.py"  # kills the run when a given step begins
 pretrain = import_script("pretrain")
 
 TINY = [
-    "--vocab_size",
-    "300",
-    "--hidden_size",
-    "32",
-    "--num_hidden_layers",
-    "2",
-    "--num_attention_heads",
-    "4",
-    "--max_position_embeddings",
-    "64",
-    "--block_size",
-    "16",
-    "--per_device_train_batch_size",
-    "4",
-    "--learning_rate",
-    "3e-3",
-    "--warmup_ratio",
-    "0.1",
-    "--report_to",
-    "none",
-    "--logging_steps",
-    "1",
-    "--sample_max_new_tokens",
-    "8",
-    "--eval_split_fraction",
-    "0.1",
-    "--icl_warmup_steps",
-    "0",
+    *TINY_LM_FLAGS,
+    *"--learning_rate 3e-3 --warmup_ratio 0.1 --logging_steps 1 --sample_max_new_tokens 8".split(),
+    *"--eval_split_fraction 0.1".split(),
 ]
 WARMUP = ["--icl_warmup_block_size", "8", "--icl_warmup_steps"]  # + the number of warm-up steps
 
@@ -254,24 +229,9 @@ def test_bf16_mixed_precision_runs(tmp_path, corpus_file):
     assert (out / "model.safetensors").is_file()
 
 
-def test_continue_pretraining_any_causal_lm_with_its_tokenizer(tmp_path, corpus_file, tiny_tokenizer):
+def test_continue_pretraining_any_causal_lm_with_its_tokenizer(tmp_path, corpus_file, gpt2_dir, tiny_tokenizer):
     """--model_name_or_path takes any AutoModelForCausalLM (here GPT-2) and its tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    base = tmp_path / "gpt2-tiny"
-    GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tiny_tokenizer),
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=1,
-        )
-    ).save_pretrained(base)
-    tiny_tokenizer.save_pretrained(base)
+    base = gpt2_dir
     out = tmp_path / "run"
     assert pretrain.main(_args(corpus_file, out, "--max_steps", "3", "--model_name_or_path", str(base))) == 0
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "gpt2"
