@@ -21,15 +21,18 @@ import gradio as gr
 import torch
 
 import hfssl  # noqa: F401  (registers the hfssl models)
-from hfssl.adapt.prompt_classifier import PromptClassifier
+from hfssl.adapt.prompt_classifier import PromptClassifier, stop_token_ids
 from hfssl.adapt.prompts import PRESETS, PromptTemplate
+from hfssl.models.gguf import GGUF_SUFFIX
 from hfssl.models.helpers import context_window, is_image_model
 from hfssl.models.loading import load_causal_lm, load_pretrained
+from hfssl.reference import REFERENCE_MODELS, reference_model_path, reference_root
 from hfssl.run.arguments import parse_cli, require_positive
 from hfssl.run.cli import run_cli
 from hfssl.run.errors import error_message
 from hfssl.training.causal_lm import DEFAULT_OUTPUT_DIR
 
+REFERENCE_PREFIX = "reference/"  # how the page names the models `python -m hfssl.reference fetch` fetched
 MAX_PROMPT_TOKENS = 2048
 MAX_NEW_TOKENS = 128
 MAX_UPLOAD = "5mb"
@@ -129,22 +132,37 @@ def _is_causal_lm(config: dict) -> bool:
 
 
 class ModelStore:
-    """Resolves model names to folders under `root` (or, when allowed, Hub ids) and keeps the last few it loaded.
+    """Resolves model names to folders (or .gguf files) under `root`, to the fetched reference models
+    (`reference/<name>`, see `hfssl.reference`) or, when allowed, to Hub ids, and keeps the last few it loaded.
 
-    Confinement: a local name resolves against the root only, after following symlinks (a link out of the root is
+    Confinement: a local name resolves against its root only, after following symlinks (a link out of the root is
     refused); a Hub id is taken only with allow_hub_models, when it names no local path, and not offline. Messages
     never show the server's paths.
     """
 
     def __init__(self, root: str | Path, *, allow_hub_models: bool = False, max_cached: int = 2):
         self.root = Path(os.path.realpath(Path(root).expanduser()))
+        self.reference_root = Path(os.path.realpath(reference_root()))
         self.allow_hub_models, self.max_cached = allow_hub_models, max(1, max_cached)
         self._cache: OrderedDict[tuple[str, str], tuple] = OrderedDict()
         self._lock = threading.Lock()
 
     def hide_paths(self, message: str) -> str:
         """`message` with the server's folders replaced by what the page calls them."""
-        return message.replace(str(self.root), "<models root>").replace(str(Path.cwd()), "<server>")
+        for folder, shown in (
+            (self.reference_root, REFERENCE_PREFIX.rstrip("/")),
+            (self.root, "<models root>"),
+            (Path.cwd(), "<server>"),
+        ):
+            message = message.replace(str(folder), shown)
+        return message
+
+    def reference_models(self, kind: str | None = None) -> list[str]:
+        """The fetched reference models the page can offer: SmolLM2 for the prompt tab (none is an image encoder)."""
+        if kind == "vision":
+            return []
+        wanted = ["smollm2"] if kind == "causal_lm" else list(REFERENCE_MODELS)
+        return [REFERENCE_PREFIX + REFERENCE_MODELS[k].folder for k in wanted if reference_model_path(k) is not None]
 
     def local_models(self, kind: str | None = None) -> list[str]:
         """Folders below the root holding a saved model (config.json), as paths relative to the root.
@@ -169,7 +187,9 @@ class ModelStore:
             if kind == "causal_lm" and not _is_causal_lm(content):
                 continue
             found.append(str(config.parent.relative_to(self.root)))
-        return sorted(found)
+        if kind in (None, "causal_lm"):  # llama.cpp checkpoints: causal LMs
+            found += [str(p.relative_to(self.root)) for p in self.root.rglob(f"*{GGUF_SUFFIX}") if p.is_file()]
+        return sorted(found) + self.reference_models(kind)
 
     def resolve(self, name: str) -> str:
         """The real path of a model folder inside the root, or an allowed Hub id; anything else is refused."""
@@ -178,8 +198,11 @@ class ModelStore:
             raise ValueError("Choose a model first.")
         if "\x00" in name or "\\" in name:
             raise ValueError(f"{name!r} is not a model name.")
-        real = Path(os.path.realpath(self.root / name))  # an absolute name stays absolute: checked below
-        if real.is_relative_to(self.root) and (real / "config.json").is_file():
+        root, relative = self.root, name
+        if name.startswith(REFERENCE_PREFIX):
+            root, relative = self.reference_root, name.removeprefix(REFERENCE_PREFIX)
+        real = Path(os.path.realpath(root / relative))  # an absolute name stays absolute: checked below
+        if real.is_relative_to(root) and ((real / "config.json").is_file() or _is_gguf_file(real)):
             return str(real)
         local = (self.root / name).exists() or Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
         hub_form = name.count("/") == 1 and ".." not in name and not local
@@ -228,6 +251,10 @@ class ModelStore:
             return self._cached(("vision", path), load)
         except (OSError, ValueError) as err:
             raise OSError(f"Could not load an image encoder from {name!r}: {self.hide_paths(str(err))}") from None
+
+
+def _is_gguf_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == GGUF_SUFFIX
 
 
 def _offline() -> bool:
@@ -301,13 +328,15 @@ def _rows(demos) -> list:
     return demos.values.tolist() if hasattr(demos, "values") else list(demos or [])
 
 
-def prepare(store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query):
+def prepare(
+    store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query, chat=False
+):
     model, tokenizer = store.causal_lm(model_name)
     template, words = build_template(preset, instruction, input_prefix, output_prefix, delimiter, labels)
     texts, label_ids = parse_demonstrations(_rows(demos), words)
     if not str(query or "").strip():
         raise ValueError("Type a query.")
-    classifier = PromptClassifier(model, tokenizer, template, words, batch_size=8)
+    classifier = PromptClassifier(model, tokenizer, template, words, batch_size=8, chat_template=bool(chat))
     demos_text = classifier.demonstrations(texts, label_ids)
     return classifier, template, demos_text, str(query).strip()
 
@@ -315,20 +344,22 @@ def prepare(store, model_name, preset, instruction, input_prefix, output_prefix,
 def prompt_info(classifier, template, demos_text, query) -> tuple[str, str]:
     """(the exact prompt, its token count against the context window)."""
     kept = classifier.fit_context(demos_text, [query])
-    prompt = template.context(kept, query)
-    n = len(classifier.tokenizer(prompt)["input_ids"])
+    prompt = classifier.context(kept, query)  # with the chat template when it is on
+    n = len(classifier.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if n > MAX_PROMPT_TOKENS:
         raise ValueError(f"The prompt has {n} tokens; this demo accepts at most {MAX_PROMPT_TOKENS}.")
     dropped = f" ({len(demos_text) - len(kept)} demonstrations dropped to fit)" if len(kept) < len(demos_text) else ""
     return prompt, f"{n} tokens of a {classifier.window or 'unlimited'}-token context window{dropped}"
 
 
-def score_labels(store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query):
+def score_labels(
+    store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query, chat=False
+):
     """Per-label probabilities, raw and contextually calibrated, plus the prompt and its token count."""
     import pandas as pd
 
     classifier, template, demos_text, query = prepare(
-        store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query
+        store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query, chat
     )
     prompt, tokens = prompt_info(classifier, template, demos_text, query)
     scores = classifier.score([query], [demos_text], calibrate=True)
@@ -357,16 +388,18 @@ def generate(
     query,
     max_new_tokens,
     temperature,
+    chat=False,
 ):
-    """Stream the continuation of the prompt (greedy at temperature 0)."""
+    """Stream the continuation of the prompt (greedy at temperature 0); with the chat template it stops at the end of
+    the assistant's turn."""
     from transformers import TextIteratorStreamer
 
     classifier, template, demos_text, query = prepare(
-        store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query
+        store, model_name, preset, instruction, input_prefix, output_prefix, delimiter, labels, demos, query, chat
     )
     prompt, _ = prompt_info(classifier, template, demos_text, query)
     model, tokenizer = classifier.model, classifier.tokenizer
-    inputs = tokenizer(prompt, return_tensors="pt")
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     room = (classifier.window or 10**9) - inputs["input_ids"].shape[1]
     new_tokens = max(1, min(int(max_new_tokens), MAX_NEW_TOKENS, room))
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -377,6 +410,7 @@ def generate(
         streamer=streamer,
         do_sample=sampling,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        eos_token_id=stop_token_ids(tokenizer),
     )
     if sampling:
         kwargs["temperature"] = float(temperature)
@@ -517,6 +551,9 @@ def build_app(
                 generate_button = gr.Button("Generate", elem_id="generate")
                 max_new = gr.Slider(1, MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
                 temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: greedy)")
+                chat = gr.Checkbox(
+                    value=False, label="Chat template (instruct models: the prompt is one user turn)", elem_id="chat"
+                )
             chart = gr.BarPlot(
                 x="bar",
                 y="probability",
@@ -547,14 +584,14 @@ def build_app(
 
             score_button.click(
                 _friendly(on_score, store),
-                fields,
+                fields + [chat],
                 [chart, probabilities, prompt, tokens],
                 api_name="score",
                 concurrency_limit=CONCURRENCY,
             )
             generate_button.click(
                 _friendly(lambda *a: (yield from generate(store, *a)), store),
-                fields + [max_new, temperature],
+                fields + [max_new, temperature, chat],
                 continuation,
                 api_name="generate",
                 concurrency_limit=CONCURRENCY,

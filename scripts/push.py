@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             dry_run=args.dry_run,
             dry_run_dir=args.dry_run_dir,
+            gguf_file=args.gguf_file,
         )
         if result["dry_run"]:
             print(f"dry run: {result['folder']} holds what would be uploaded to {args.repo_id}:")

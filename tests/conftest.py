@@ -150,6 +150,17 @@ def gpt2_dir(tmp_path, tiny_tokenizer):
 
 
 @pytest.fixture
+def tiny_gguf(tmp_path, tiny_tokenizer) -> Path:
+    """A tiny llama-architecture GGUF checkpoint (tests/helpers/tiny_gguf.py), alone in its folder."""
+    pytest.importorskip("gguf", reason="GGUF checkpoints need the gguf package: pip install -e '.[dev]'")
+    from tests.helpers.tiny_gguf import write_tiny_llama_gguf
+
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    return write_tiny_llama_gguf(folder / "tiny-llama.F32.gguf", tiny_tokenizer)
+
+
+@pytest.fixture
 def simclr_dir(tmp_path):
     path = tmp_path / "simclr"
     torch.manual_seed(0)

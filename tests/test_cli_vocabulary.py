@@ -54,6 +54,7 @@ SHARED_FLAGS = {
     ],
     "prompt_eval": ["--model_name_or_path", "--dataset", "--seed", "--per_device_eval_batch_size", "--config"],
     "push": ["--config"],
+    "convert_gguf": ["--model_name_or_path", "--gguf_file", "--output_dir", "--overwrite_output_dir", "--config"],
 }
 # spellings the scripts used before they shared one vocabulary
 RETIRED = ["--epochs", "--batch_size", "--meta_steps", "--resume", "--num_epochs", "--seeds"]

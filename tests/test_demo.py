@@ -28,6 +28,12 @@ FIELDS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_reference_models(tmp_path, monkeypatch):
+    """The page lists fetched reference models too: these tests run against an empty hfssl cache."""
+    monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "hfssl-cache"))
+
+
 @pytest.fixture
 def models_root(tmp_path, tiny_tokenizer):
     root = tmp_path / "models"

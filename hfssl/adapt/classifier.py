@@ -11,12 +11,11 @@ from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
 )
 
 from ..data.vision import Normalize
 from ..models.helpers import check_fits_context, classification_head, context_window, ensure_pad_token
-from ..models.loading import load_pretrained
+from ..models.loading import load_pretrained, load_tokenizer
 from .task import AdaptArguments, TaskData
 
 
@@ -25,7 +24,7 @@ def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
     id2label = dict(enumerate(task.names))
     model = load_pretrained(
         auto,
-        args.model_name_or_path,
+        args.source,
         new_head=True,
         num_labels=len(task.names),
         id2label=id2label,
@@ -81,7 +80,7 @@ class Batcher:
             self.companion = processor
             self.normalize = Normalize(list(processor.image_mean), list(processor.image_std))
         else:
-            tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(args.model_name_or_path), model)
+            tokenizer = ensure_pad_token(load_tokenizer(args.source), model)
             self.companion = tokenizer
             self.context = context_window(model)
         self.device = next(model.parameters()).device

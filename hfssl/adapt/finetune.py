@@ -24,9 +24,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from ..models.helpers import classification_head, classification_head_name
+from ..models.loading import load_config
 from ..run.arguments import require_choice, require_fraction, require_non_negative, require_positive
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
@@ -198,9 +199,9 @@ def _changed_parameters(model: nn.Module, snapshot: dict, lora: bool) -> list[st
 
 def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult:
     """Adapt with args.method; save the adapted model (or LoRA adapter) and metrics.json to args.output_dir."""
-    checkpoint = prepare_run(args, [args.model_name_or_path])
+    checkpoint = prepare_run(args, [args.source.input_path])
     torch.manual_seed(args.seed)
-    task = load_task(args, AutoConfig.from_pretrained(args.model_name_or_path))
+    task = load_task(args, load_config(args.source))
     model = load_classifier(args, task)
     batcher = Batcher(args, task, model)
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}

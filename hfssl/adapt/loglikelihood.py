@@ -34,7 +34,9 @@ def prefix_token_id(tokenizer) -> int:
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text)["input_ids"]
+    """Token ids of `text` without the tokenizer's own special tokens (lm-evaluation-harness' `tok_encode` for
+    causal models); a chat-templated context carries its special tokens in the text."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

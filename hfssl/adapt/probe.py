@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+from transformers import AutoImageProcessor, AutoModel
 
 from ..data.vision import Normalize
-from ..models.loading import load_pretrained
+from ..models.loading import load_config, load_pretrained, load_tokenizer
 from ..run.arguments import require_choice, require_positive
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
@@ -57,7 +57,7 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
         auto = AutoModelForSequenceClassification if model_type == "hfssl_gpt" else AutoModelForImageClassification
         classifier = load_pretrained(
             auto,
-            args.model_name_or_path,
+            args.source,
             new_head=True,
             num_labels=len(names),
             id2label=id2label,
@@ -87,7 +87,7 @@ def _feature_function(args: ProbeArguments, model: nn.Module, task):
         processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
         normalize = Normalize(list(processor.image_mean), list(processor.image_std))
         return lambda pixels: image_features(model, pixels, normalize, args.per_device_eval_batch_size), processor
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(args.source)
 
     def features(texts):
         return text_features(model, tokenizer, texts, pooling=args.pooling, batch_size=args.per_device_eval_batch_size)
@@ -97,9 +97,9 @@ def _feature_function(args: ProbeArguments, model: nn.Module, task):
 
 def run_linear_probe(args: ProbeArguments) -> AdaptationResult:
     """Fit and evaluate a linear probe; save the adapted model and metrics.json to args.output_dir."""
-    prepare_run(args, [args.model_name_or_path])
-    config = AutoConfig.from_pretrained(args.model_name_or_path)
-    model = load_pretrained(AutoModel, args.model_name_or_path)
+    prepare_run(args, [args.source.input_path])
+    config = load_config(args.source)
+    model = load_pretrained(AutoModel, args.source)
     task = load_task(args, config)
     features, processor = _feature_function(args, model, task)
     train_f, hit_train = cached_features(

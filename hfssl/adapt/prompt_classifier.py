@@ -30,6 +30,17 @@ class PromptScores:
     num_demonstrations: list[int]  # demonstrations each query's prompt kept after fitting the context window
 
 
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Where generation stops: the end-of-text token and the end-of-turn tokens of common chat templates (ChatML's
+    <|im_end|>, Llama 3's <|eot_id|>, Gemma's <end_of_turn>, ...) that the vocabulary has."""
+    vocab = tokenizer.get_vocab()
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return list(dict.fromkeys(ids + [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]))
+
+
 class PromptClassifier:
     """A causal LM + tokenizer + template + label names: scores or generates answers for prompted queries."""
 
@@ -42,16 +53,33 @@ class PromptClassifier:
         *,
         batch_size: int = 16,
         use_prefix_cache: bool = True,
+        chat_template: bool = False,
     ):
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.label_names = label_names
+        self.chat_template = chat_template
+        if chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("--apply_chat_template: this model's tokenizer has no chat template.")
         self.options = label_options(template, label_names)  # answer word of each label id
         for word in self.options:
-            if not word.strip() or not encode(tokenizer, template.continuation(word)):
+            if not word.strip() or not encode(tokenizer, self.continuation(word)):
                 raise ValueError(f"The label word {word!r} tokenizes to nothing; choose another verbalizer.")
         self.batch_size, self.use_prefix_cache = batch_size, use_prefix_cache
         self.window = context_window(model)
         self._warned = False
+
+    def context(self, demonstrations: list[str], query: str) -> str:
+        """The text before the answer. With the chat template (as lm-evaluation-harness' --apply_chat_template), the
+        whole k-shot prompt is one user turn and the context ends where the assistant's turn begins."""
+        prompt = self.template.context(demonstrations, query)
+        if not self.chat_template:
+            return prompt
+        turn = [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+
+    def continuation(self, answer_word: str) -> str:
+        """The scored answer: after the assistant turn's opening, the word itself (no target delimiter)."""
+        return answer_word if self.chat_template else self.template.continuation(answer_word)
 
     def demonstrations(self, texts: list[str], labels: list[int]) -> list[str]:
         return [self.template.demonstration(t, self.label_names[y]) for t, y in zip(texts, labels)]
@@ -63,12 +91,11 @@ class PromptClassifier:
         """
         if self.window is None:
             return demos
-        longest = max(self.options, key=lambda w: len(encode(self.tokenizer, self.template.continuation(w))))
+        longest = max(self.options, key=lambda w: len(encode(self.tokenizer, self.continuation(w))))
         for start in range(len(demos) + 1):
             kept = demos[start:]
             lengths = [
-                len(encode(self.tokenizer, self.template.context(kept, q) + self.template.continuation(longest))) - 1
-                for q in query_texts
+                len(encode(self.tokenizer, self.context(kept, q) + self.continuation(longest))) - 1 for q in query_texts
             ]
             if max(lengths) <= self.window:
                 if start and not self._warned:
@@ -104,10 +131,9 @@ class PromptClassifier:
         """Log-likelihood of every label option for every query, with optional contextual calibration."""
         n, c = len(queries), len(self.options)
         fitted = self._grouped_contexts(queries, demos_per_query, calibrate)
-        continuations = [self.template.continuation(w) for w in self.options]
+        continuations = [self.continuation(w) for w in self.options]
         requests = [
-            [(self.template.context(kept, t), cont) for t in texts for cont in continuations]
-            for _, kept, texts in fitted
+            [(self.context(kept, t), cont) for t in texts for cont in continuations] for _, kept, texts in fitted
         ]
         scored = loglikelihoods(
             self.model, self.tokenizer, requests, batch_size=self.batch_size, use_prefix_cache=self.use_prefix_cache
@@ -135,7 +161,7 @@ class PromptClassifier:
         contexts = [""] * len(queries)
         for members, kept, _ in fitted:
             for i in members:
-                contexts[i] = self.template.context(kept, queries[i])
+                contexts[i] = self.context(kept, queries[i])
         tokenizer, model = self.tokenizer, self.model
         ensure_pad_token(tokenizer)
         side, tokenizer.padding_side = tokenizer.padding_side, "left"
@@ -145,16 +171,23 @@ class PromptClassifier:
         texts = []
         try:
             for start in range(0, len(contexts), self.batch_size):
-                batch = tokenizer(contexts[start : start + self.batch_size], return_tensors="pt", padding=True).to(
-                    device
-                )
+                batch = tokenizer(
+                    contexts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,  # as scoring encodes: the chat template brings its own
+                ).to(device)
                 budget = (
                     max_new_tokens
                     if self.window is None
                     else min(max_new_tokens, self.window - batch["input_ids"].shape[1])
                 )
                 out = model.generate(
-                    **batch, max_new_tokens=max(budget, 1), do_sample=False, pad_token_id=tokenizer.pad_token_id
+                    **batch,
+                    max_new_tokens=max(budget, 1),
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=stop_token_ids(tokenizer),
                 )
                 texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         finally:
@@ -169,4 +202,4 @@ class PromptClassifier:
         return max(matches)[1] if matches else -1
 
 
-__all__ = ["PromptClassifier", "PromptScores"]
+__all__ = ["PromptClassifier", "PromptScores", "stop_token_ids"]

@@ -15,7 +15,7 @@ import torch
 from ..data.labelled import LabelledData, load_labelled
 from ..data.splits import held_out_split
 from ..models.loading import load_causal_lm
-from ..run.arguments import require_choice, require_fraction, require_positive
+from ..run.arguments import ModelSourceArguments, require_choice, require_fraction, require_positive
 from ..run.results import PromptEvalResult, save_result
 from .calibration import expected_calibration_error
 from .features import text_features
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class PromptEvalArguments:
+class PromptEvalArguments(ModelSourceArguments):
     model_name_or_path: str = field(metadata={"help": "A saved causal LM folder or a Hub id (with its tokenizer)."})
     dataset: str = field(metadata={"help": "Labelled queries: 'label text' .txt, csv/tsv/jsonl/parquet or a Hub name."})
     demos_dataset: str | None = field(
@@ -47,6 +47,14 @@ class PromptEvalArguments:
     strategy: str = field(default="random", metadata={"help": "Demonstrations: random, balanced or nearest."})
     calibrate: bool = field(default=False, metadata={"help": "Also report contextual calibration (Zhao et al. 2021)."})
     mode: str = field(default="loglikelihood", metadata={"help": "loglikelihood (score each label) or generate."})
+    apply_chat_template: bool = field(
+        default=False,
+        metadata={
+            "help": "Wrap each k-shot prompt in the model's chat template as one user turn and score the label "
+            "word right after the assistant turn's opening (lm-evaluation-harness' --apply_chat_template); "
+            "generation stops at the end-of-turn token. For instruct models."
+        },
+    )
     max_eval_examples: int | None = field(default=200, metadata={"help": "Seeded subset of queries (None: all)."})
     demo_fraction: float = field(
         default=0.5, metadata={"help": "Part of --dataset used as the pool when no --demos_dataset."}
@@ -61,6 +69,7 @@ class PromptEvalArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub models with custom code."})
 
     def __post_init__(self):
+        self.check_model_source()
         self.shot_counts = parse_shots(self.shots)
         require_positive(self, "num_seeds", "max_eval_examples", "max_new_tokens", "per_device_eval_batch_size")
         require_choice(self, "mode", ("loglikelihood", "generate"))
@@ -152,7 +161,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         output_prefix=args.output_prefix,
         verbalizer=parse_verbalizer(args.verbalizer) if args.verbalizer else None,
     )
-    model, tokenizer = load_causal_lm(args.model_name_or_path, args.trust_remote_code)
+    model, tokenizer = load_causal_lm(args.source, args.trust_remote_code)
     classifier = PromptClassifier(
         model,
         tokenizer,
@@ -160,6 +169,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         queries.names,
         batch_size=args.per_device_eval_batch_size,
         use_prefix_cache=not args.no_prefix_cache,
+        chat_template=args.apply_chat_template,
     )
     embeddings = (None, None)
     if args.strategy == "nearest":

@@ -7,11 +7,11 @@ import torch
 from ..data.labelled import LabelledData, few_shot_indices, load_labelled
 from ..data.splits import held_out_split
 from ..models.helpers import is_image_model
-from ..run.arguments import RunArguments, require_fraction, require_positive
+from ..run.arguments import ModelSourceArguments, RunArguments, require_fraction, require_positive
 
 
 @dataclass(kw_only=True)
-class AdaptArguments(RunArguments):
+class AdaptArguments(ModelSourceArguments, RunArguments):
     """What every adaptation method needs: the pretrained model and the labelled task."""
 
     model_name_or_path: str = field(metadata={"help": "Pretrained model: a saved folder or a Hub id."})
@@ -40,6 +40,7 @@ class AdaptArguments(RunArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_model_source()
         require_positive(self, "num_labels_per_class", "per_device_eval_batch_size")
         require_fraction(self, "eval_split_fraction", low_open=True)
 

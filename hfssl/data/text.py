@@ -13,7 +13,7 @@ from pathlib import Path
 
 import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ..models.helpers import ensure_pad_token
 from .builtin import BUILTIN_TEXT_DATASETS, builtin_text_file
@@ -138,9 +138,11 @@ def train_bpe_tokenizer(texts: Iterator[str] | list[str], vocab_size: int = 8192
     )
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
+def load_tokenizer(name_or_path) -> PreTrainedTokenizerFast:
     """An existing tokenizer (Hub id or local folder); a pad token is added as eos if it has none."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    from ..models.loading import load_tokenizer as load_any_tokenizer
+
+    tokenizer = load_any_tokenizer(name_or_path)
     if tokenizer.eos_token is None:
         raise ValueError(f"Tokenizer {name_or_path} has no eos token, which separates documents when packing.")
     return ensure_pad_token(tokenizer)

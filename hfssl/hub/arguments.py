@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 @dataclass(kw_only=True)
 class PushArguments:
     model_dir: str = field(
-        metadata={"help": "A folder written by pretrain.py, probe.py, finetune.py or meta_train.py."}
+        metadata={
+            "help": "A folder written by pretrain.py, probe.py, finetune.py or meta_train.py, or a GGUF "
+            "checkpoint (a .gguf path, or a folder with --gguf_file), which is uploaded converted to safetensors."
+        }
     )
+    gguf_file: str | None = field(default=None, metadata={"help": "The GGUF file inside --model_dir."})
     repo_id: str = field(metadata={"help": "Hub repository id: user/name or org/name."})
     private: bool = field(default=False, metadata={"help": "Create the repository as private."})
     adapter_only: bool = field(default=False, metadata={"help": "Push the LoRA adapter only (base_model in its card)."})

@@ -10,12 +10,25 @@ from ..models.helpers import is_image_model
 from ..run.results import METRICS_FILE, load_result
 from .errors import HubError
 
-PIPELINE_TAGS = {
-    "GPTForCausalLM": "text-generation",
-    "GPTForSequenceClassification": "text-classification",
-    "SimCLRModel": "image-feature-extraction",
-    "SimCLRForImageClassification": "image-classification",
+# an architecture's pipeline task by the ending of its class name (transformers' own naming), or by name
+PIPELINE_TAGS = {"SimCLRModel": "image-feature-extraction", "BertModel": "feature-extraction"}
+PIPELINE_SUFFIXES = {
+    "ForCausalLM": "text-generation",
+    "LMHeadModel": "text-generation",
+    "ForSequenceClassification": "text-classification",
+    "ForImageClassification": "image-classification",
+    "ForMaskedLM": "fill-mask",
 }
+
+
+def pipeline_tag(architecture: str | None) -> str | None:
+    if not architecture:
+        return None
+    if architecture in PIPELINE_TAGS:
+        return PIPELINE_TAGS[architecture]
+    return next((task for suffix, task in PIPELINE_SUFFIXES.items() if architecture.endswith(suffix)), None)
+
+
 PROMPT_EVAL_FILE = "prompt_eval.json"
 
 _LIMITATIONS = """A small research model for learning and experimentation: trained on little data on a CPU budget, it
@@ -84,7 +97,7 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
         base_model=hub_id(base_model),
         datasets=sorted(datasets) or None,
         tags=["hfssl", *filter(None, [config.get("model_type"), method])] + (["lora"] if adapter else []),
-        pipeline_tag=PIPELINE_TAGS.get(architecture or ""),
+        pipeline_tag=pipeline_tag(architecture),
         license=license,
         model_name=repo_id,
         eval_results=eval_results or None,

@@ -62,7 +62,8 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
     )
 
     peft_config = PeftConfig.from_pretrained(str(model_dir))
-    labels = getattr(_run_result(model_dir), "labels", None)
+    result = _run_result(model_dir)
+    labels = getattr(result, "labels", None)
     kwargs = {}
     if labels:
         id2label = dict(enumerate(labels))
@@ -70,7 +71,12 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
     auto = {"SEQ_CLS": AutoModelForSequenceClassification, "CAUSAL_LM": AutoModelForCausalLM}.get(
         peft_config.task_type, AutoModelForImageClassification if labels else AutoModel
     )
-    base = load_pretrained(auto, peft_config.base_model_name_or_path, new_head=bool(labels), **kwargs)
+    base = peft_config.base_model_name_or_path
+    if result is not None and result.args.get("model_name_or_path"):  # the run's own naming: a GGUF base too
+        from ..models.gguf import model_source
+
+        base = model_source(result.args["model_name_or_path"], result.args.get("gguf_file"))
+    base = load_pretrained(auto, base, new_head=bool(labels), **kwargs)
     PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload().save_pretrained(out)
 
 
@@ -123,6 +129,23 @@ def _uploaded_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name != UPLOAD_MARKER)
 
 
+def _prepare_gguf_upload(model_dir: Path, gguf_file, out: Path, repo_id: str, *, license: str, mark: bool):
+    """A GGUF checkpoint goes up as what transformers loads fastest: converted to a safetensors folder."""
+    from ..models.convert import convert_gguf
+    from ..models.gguf import model_source
+
+    try:
+        source = model_source(str(model_dir), gguf_file)
+    except (OSError, ValueError) as err:
+        raise HubError(str(err)) from None
+    _fresh_upload_folder(out, Path(source.input_path), mark)
+    convert_gguf(source, out)
+    refuse_tokens(out)
+    base = local_path_as_relative(source.input_path, Path(source.path))
+    build_model_card(out, repo_id, base_model=base, license=license).save(out / "README.md")
+    return _uploaded_files(out)
+
+
 def prepare_upload_folder(
     model_dir: str | Path,
     out: str | Path,
@@ -131,6 +154,7 @@ def prepare_upload_folder(
     adapter_only: bool = False,
     license: str = "apache-2.0",
     mark: bool = False,
+    gguf_file: str | None = None,
 ) -> list[str]:
     """Write the exact folder that would be uploaded to `out`; return its file names (sorted).
 
@@ -140,6 +164,8 @@ def prepare_upload_folder(
     HubError with a clear message for a missing or unrecognised folder.
     """
     model_dir, out = Path(model_dir), Path(out)
+    if model_dir.suffix.lower() == ".gguf" or gguf_file:
+        return _prepare_gguf_upload(model_dir, gguf_file, out, repo_id, license=license, mark=mark)
     if not model_dir.is_dir():
         raise HubError(f"Model folder not found: {model_dir}")
     adapter = _is_adapter(model_dir)
@@ -210,8 +236,12 @@ def push_to_hub(
     dry_run_dir: str | Path | None = None,
     api: HfApi | None = None,
     commit_message: str | None = None,
+    gguf_file: str | None = None,
 ) -> dict:
-    """Prepare the upload folder and push it (or, with dry_run, only write it). Returns a summary dict."""
+    """Prepare the upload folder and push it (or, with dry_run, only write it). Returns a summary dict.
+
+    model_dir: a saved folder, or a GGUF checkpoint (a .gguf path, or a folder with gguf_file), uploaded converted.
+    """
     if not repo_id or repo_id.count("/") != 1:
         raise HubError(f"--repo_id must look like user/name, got {repo_id!r}.")
     token = get_token()
@@ -219,11 +249,13 @@ def push_to_hub(
         raise HubError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run).")
     if dry_run:
         folder = Path(dry_run_dir or Path(model_dir).with_name(Path(model_dir).name + "-hub-upload"))
-        files = prepare_upload_folder(model_dir, folder, repo_id, adapter_only=adapter_only, mark=True)
+        files = prepare_upload_folder(
+            model_dir, folder, repo_id, adapter_only=adapter_only, mark=True, gguf_file=gguf_file
+        )
         return {"dry_run": True, "folder": str(folder), "files": files}
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
-        files = prepare_upload_folder(model_dir, tmp, repo_id, adapter_only=adapter_only)
+        files = prepare_upload_folder(model_dir, tmp, repo_id, adapter_only=adapter_only, gguf_file=gguf_file)
         url = _with_retries(
             lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"), f"Creating {repo_id}"
         )

@@ -102,7 +102,10 @@ def _logits(output) -> torch.Tensor:
 
 
 def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> torch.Tensor:
-    """phi(x): the classification head's input, (B, F), differentiable w.r.t. the body's parameters."""
+    """phi(x): the classification head's input, (B, F), differentiable w.r.t. the body's parameters.
+
+    Heads that score every position and pool afterwards (transformers' GPT-2, Llama, ... sequence classifiers) see
+    (B, T, F): phi is then the last real token's row (x holds right-padded token ids, as `TextEpisodeData` makes)."""
     captured = {}
     head = classification_head(model)
     handle = head.register_forward_hook(lambda module, args, out: captured.setdefault("x", args[0]))
@@ -113,7 +116,13 @@ def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> t
             functional_call(model, params, (x,))
     finally:
         handle.remove()
-    return captured["x"]
+    phi = captured["x"]
+    if phi.dim() == 3:  # (B, T, F): pool at the last token that is not padding, as those heads' own pooling does
+        pad = getattr(model.config, "pad_token_id", None)
+        real = (x != pad) if pad is not None else torch.ones_like(x, dtype=torch.bool)
+        last = (torch.arange(x.shape[1], device=x.device) * real).argmax(dim=1)
+        phi = phi[torch.arange(phi.shape[0], device=phi.device), last]
+    return phi
 
 
 class FunctionalMetaLearner:

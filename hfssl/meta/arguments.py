@@ -3,14 +3,14 @@
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..run.arguments import RunArguments, require_choice, require_non_negative, require_positive
+from ..run.arguments import ModelSourceArguments, RunArguments, require_choice, require_non_negative, require_positive
 from .algorithms import ALGORITHMS
 
 ENGINES = ("torch.func", "learn2learn")
 
 
 @dataclass(kw_only=True)
-class MetaArguments(RunArguments):
+class MetaArguments(ModelSourceArguments, RunArguments):
     dataset: str = field(
         metadata={
             "help": "Labelled images (Omniglot-style zip, image folder, parquet, Hub name) or, "
@@ -85,6 +85,7 @@ class MetaArguments(RunArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_model_source()
         require_choice(self, "algorithm", ALGORITHMS)
         require_choice(self, "engine", ENGINES)
         require_positive(

@@ -21,16 +21,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
-    AutoConfig,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     ViTImageProcessor,
 )
 
 from ..data.episodes import EpisodeSampler, split_classes
 from ..models.helpers import ensure_pad_token, is_image_model
-from ..models.loading import load_pretrained
+from ..models.loading import load_config, load_pretrained, load_tokenizer
 from ..models.simclr import SimCLRConfig, SimCLRForImageClassification
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
@@ -64,10 +62,10 @@ def build_model(args: MetaArguments) -> nn.Module:
     """An N-way classifier: a pretrained image encoder or text model with a fresh head, or a fresh small ResNet."""
     ways = dict(id2label={i: f"way {i}" for i in range(args.ways)}, label2id={f"way {i}": i for i in range(args.ways)})
     if args.model_name_or_path:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        config = load_config(args.source)
         auto = AutoModelForImageClassification if is_image_model(config) else AutoModelForSequenceClassification
         return load_pretrained(
-            auto, args.model_name_or_path, new_head=True, num_labels=args.ways, ignore_mismatched_sizes=True, **ways
+            auto, args.source, new_head=True, num_labels=args.ways, ignore_mismatched_sizes=True, **ways
         )
     config = SimCLRConfig(
         image_size=args.image_size,
@@ -207,12 +205,12 @@ def _meta_test(args: MetaArguments, learner, episodes: _Episodes) -> dict[str, M
 
 def run_meta_training(args: MetaArguments, callbacks=None) -> MetaResult:
     """Meta-train, meta-test, and save the model and metrics.json to args.output_dir."""
-    checkpoint = prepare_run(args, [args.model_name_or_path])
+    checkpoint = prepare_run(args, [args.source.input_path if args.model_name_or_path else None])
     torch.manual_seed(args.seed)
     model = build_model(args)
     tokenizer = None
     if not is_image_model(model.config):
-        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(args.model_name_or_path), model)
+        tokenizer = ensure_pad_token(load_tokenizer(args.source), model)
     episodes = _episodes(args, model, tokenizer)
     learner = make_learner(args, model)
     start = time.perf_counter()

@@ -1,43 +1,57 @@
-"""One way in for models: every entry point and the demo load a pretrained model through these functions, from a
-saved folder or a Hub id.
+"""One way in for models: every entry point and the demo load a pretrained model and its tokenizer through these
+functions, from a saved folder, a Hub id, or a llama.cpp GGUF checkpoint (`hfssl.models.gguf`).
 
 `load_pretrained` refuses a load that would silently leave weights at their random initialisation: weights the model
 needs but the checkpoint lacks (other than a new classification head, when one was asked for), weights of the
 checkpoint that fit nowhere (other than a pretraining head the loaded class drops, such as an LM head), or weights
 of the wrong shape. A `config.json` whose model_type names another architecture than the weights' is caught so.
-A truncated or corrupt weights file is reported by folder, not by a deep safetensors error.
+A truncated or corrupt weights file is reported by folder, not by a deep safetensors error. A GGUF checkpoint is
+dequantised to float32 and handed back as an ordinary model (it can be trained and `save_pretrained`).
 """
 
 import contextlib
+import copy
 import logging
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .gguf import ModelSource, check_gguf_file, gguf_error, model_source, require_gguf_package
 from .helpers import classification_head_name
 
 logger = logging.getLogger(__name__)
 
 _SHOWN = 4  # weight names quoted in an error
 # transformers logs a table of every missing / unexpected weight; load_pretrained says what matters in one line
-_LOAD_REPORT_LOGGER = "transformers.modeling_utils"
+# (and its tensor-parallel check warns about "layers that were not sharded" on a plain CPU load of a GGUF)
+_LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.distributed.tensor_parallel")
 
 
 @contextlib.contextmanager
 def _quiet_load_report():
-    report = logging.getLogger(_LOAD_REPORT_LOGGER)
-    level = report.level
-    report.setLevel(logging.ERROR)
+    reports = [logging.getLogger(name) for name in _LOAD_REPORT_LOGGERS]
+    levels = [report.level for report in reports]
+    for report in reports:
+        report.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        report.setLevel(level)
+        for report, level in zip(reports, levels):
+            report.setLevel(level)
 
 
-def _check_local(name_or_path: str) -> None:
-    """FileNotFoundError for a name meant as a local path that does not exist (else the Hub would be asked)."""
-    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
-        raise FileNotFoundError(f"Could not load {name_or_path}: no such folder.")
+def as_source(model: "str | ModelSource", gguf_file: str | None = None) -> ModelSource:
+    """A ModelSource from a name or path (maybe a .gguf file) and an optional GGUF file name; local paths must exist."""
+    source = model if isinstance(model, ModelSource) else model_source(str(model), gguf_file)
+    if source.path.startswith((".", "/", "~")) and not Path(source.path).expanduser().exists():
+        raise FileNotFoundError(f"Could not load {source.path}: no such folder.")
+    if source.is_gguf:
+        require_gguf_package()
+        local = Path(source.path).expanduser() / source.gguf_file
+        if local.is_file():
+            check_gguf_file(local)  # truncated or foreign: say so before transformers fails inside
+    return source
 
 
 def _named(kind: str, keys: list[str]) -> str:
@@ -45,29 +59,35 @@ def _named(kind: str, keys: list[str]) -> str:
     return f"{len(keys)} {kind} ({', '.join(keys[:_SHOWN])}{more})"
 
 
-def _loading_error(name_or_path: str, err: Exception) -> OSError:
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # pragma: no cover - safetensors is a dependency of transformers
-        SafetensorError = ()
-    if isinstance(err, SafetensorError):
-        return OSError(f"The weights of {name_or_path} are truncated or corrupt ({err}); save or download them again.")
-    return OSError(f"Could not load {name_or_path}: {err}")
+def _loading_error(source: ModelSource, err: Exception) -> Exception:
+    if source.is_gguf:
+        return gguf_error(source, err)
+    if type(err).__name__ == "SafetensorError":
+        return OSError(f"The weights of {source} are truncated or corrupt ({err}); save or download them again.")
+    return OSError(f"Could not load {source}: {err}")
 
 
-def load_pretrained(auto_class, name_or_path: str, *, new_head: bool = False, **kwargs):
-    """`auto_class.from_pretrained(name_or_path, **kwargs)`, checked: every weight of the model comes from the
-    checkpoint except a new classification head (`new_head=True`). ValueError naming what does not fit."""
-    _check_local(name_or_path)
-    try:
-        with _quiet_load_report():
-            model, info = auto_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _loading_error(name_or_path, err) from None
-    except Exception as err:
-        if type(err).__name__ == "SafetensorError":
-            raise _loading_error(name_or_path, err) from None
-        raise
+def _dequantised(model):
+    """A GGUF-loaded model as an ordinary one: the same weights in a model without transformers' GGUF quantizer,
+    which refuses save_pretrained."""
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):  # no second random initialisation: every tensor comes from the loaded model
+        plain = type(model)(config)
+    plain.load_state_dict(model.state_dict(), strict=True, assign=True)
+    originals = dict(model.named_buffers())
+    for name, buffer in list(plain.named_buffers()):  # non-persistent buffers (e.g. rotary inv_freq)
+        if buffer.is_meta:
+            owner, _, attribute = name.rpartition(".")
+            plain.get_submodule(owner).register_buffer(attribute, originals[name], persistent=False)
+    plain.tie_weights()
+    if getattr(model, "generation_config", None) is not None:
+        plain.generation_config = model.generation_config
+    return plain.eval() if not model.training else plain
+
+
+def _check_fit(model, info: dict, source: ModelSource, new_head: bool) -> None:
     head = classification_head_name(model) + "." if new_head else None
     missing = [k for k in info.get("missing_keys", []) if not (head and k.startswith(head))]
     own_modules = {name for name, _ in model.named_children()}
@@ -82,25 +102,67 @@ def load_pretrained(auto_class, name_or_path: str, *, new_head: bool = False, **
             if keys
         ]
         raise ValueError(
-            f"The weights in {name_or_path} do not fit {type(model).__name__} (model_type "
-            f"{model.config.model_type!r} in its config.json): {'; '.join(problems)} weights. Is config.json the one "
-            "saved with these weights?"
+            f"The weights in {source} do not fit {type(model).__name__} (model_type {model.config.model_type!r} in "
+            f"its config): {'; '.join(problems)} weights. Is config.json the one saved with these weights?"
         )
     if head and any(k.startswith(head) for k in info.get("missing_keys", [])):
         logger.info(
-            "%s: a new classification head (%s) was initialised; everything else comes from the checkpoint",
-            name_or_path,
+            "%s: a new classification head (%s) was initialised; the rest comes from the checkpoint",
+            source,
             head.rstrip("."),
         )
-    return model
 
 
-def load_causal_lm(name_or_path: str, trust_remote_code: bool = False):
-    """(model, tokenizer) of a causal LM from a saved folder or Hub id; OSError naming it when it cannot be loaded."""
-    _check_local(name_or_path)
+def load_pretrained(
+    auto_class, model: "str | ModelSource", *, gguf_file: str | None = None, new_head: bool = False, **kwargs
+):
+    """`auto_class.from_pretrained(...)` of a folder, Hub id or GGUF checkpoint, checked: every weight of the model
+    comes from the checkpoint except a new classification head (`new_head=True`). ValueError naming what does not
+    fit; OSError / ValueError naming the source when it cannot be read."""
+    source = as_source(model, gguf_file)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise OSError(f"Could not load a tokenizer from {name_or_path!r}: {err}") from None
-    model = load_pretrained(AutoModelForCausalLM, name_or_path, trust_remote_code=trust_remote_code)
-    return model, tokenizer
+        with _quiet_load_report():
+            loaded, info = auto_class.from_pretrained(
+                source.path, output_loading_info=True, **source.kwargs(), **kwargs
+            )
+    except Exception as err:
+        if isinstance(err, (OSError, ValueError)) or type(err).__name__ == "SafetensorError" or source.is_gguf:
+            raise _loading_error(source, err) from None
+        raise
+    _check_fit(loaded, info, source, new_head)
+    return _dequantised(loaded) if source.is_gguf else loaded
+
+
+def load_tokenizer(model: "str | ModelSource", gguf_file: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of a folder, Hub id or GGUF checkpoint; OSError naming the source when it cannot be loaded."""
+    source = as_source(model, gguf_file)
+    try:
+        return AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code, **source.kwargs())
+    except Exception as err:
+        if source.is_gguf:
+            raise gguf_error(source, err) from None
+        if isinstance(err, (OSError, ValueError)):
+            raise OSError(f"Could not load a tokenizer from {source}: {err}") from None
+        raise
+
+
+def load_causal_lm(model: "str | ModelSource", trust_remote_code: bool = False, gguf_file: str | None = None):
+    """(model, tokenizer) of a causal LM from a folder, Hub id or GGUF checkpoint."""
+    source = as_source(model, gguf_file)
+    tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    return load_pretrained(AutoModelForCausalLM, source, trust_remote_code=trust_remote_code), tokenizer
+
+
+def load_config(model: "str | ModelSource", gguf_file: str | None = None):
+    """The config of a folder, Hub id or GGUF checkpoint; OSError naming the source when it cannot be read."""
+    from transformers import AutoConfig
+
+    source = as_source(model, gguf_file)
+    try:
+        return AutoConfig.from_pretrained(source.path, **source.kwargs())
+    except Exception as err:
+        if source.is_gguf:
+            raise gguf_error(source, err) from None
+        if isinstance(err, (OSError, ValueError)):
+            raise OSError(f"Could not load the config of {source}: {err}") from None
+        raise

@@ -59,6 +59,30 @@ def require_choice(args, name: str, choices) -> None:
 
 # ---- the fields every entry point shares ---------------------------------------------------------------------
 @dataclass(kw_only=True)
+class ModelSourceArguments:
+    """The GGUF half of naming a pretrained model (mixed into every arguments class with --model_name_or_path)."""
+
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A llama.cpp GGUF checkpoint: the file's name inside --model_name_or_path (a folder or Hub "
+            "repository). A path ending in .gguf as --model_name_or_path works too. Needs hfssl[gguf]."
+        },
+    )
+
+    @property
+    def source(self):
+        """Where the pretrained model comes from (`hfssl.models.gguf.ModelSource`); None without one."""
+        from ..models.gguf import model_source
+
+        return model_source(self.model_name_or_path, self.gguf_file) if self.model_name_or_path else None
+
+    def check_model_source(self) -> None:
+        if self.gguf_file and not self.model_name_or_path:
+            raise ValueError("--gguf_file names a file inside --model_name_or_path: give that folder or Hub id too.")
+
+
+@dataclass(kw_only=True)
 class HubArguments:
     """The push flags of every script that saves a model."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..run.arguments import (
+    ModelSourceArguments,
     RunArguments,
     flag_value,
     parse_cli,
@@ -25,7 +26,7 @@ DEFAULT_OBJECTIVE = "causal_lm"  # the README's main command
 
 
 @dataclass(kw_only=True)
-class PretrainArguments(RunArguments):
+class PretrainArguments(ModelSourceArguments, RunArguments):
     # a resumed run may log, evaluate and checkpoint on another schedule and train for more steps (the cosine decay
     # then stretches over the new total); everything else must match its checkpoint (hfssl.run.resume)
     RESUME_SAFE: ClassVar[frozenset] = RunArguments.RESUME_SAFE | {
@@ -118,6 +119,7 @@ class PretrainArguments(RunArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_model_source()
         require_positive(
             self,
             "per_device_train_batch_size",

@@ -189,7 +189,7 @@ class CausalLMObjective:
     def _model(self, tokenizer) -> nn.Module:
         m = self.args
         if m.model_name_or_path:
-            model = load_pretrained(AutoModelForCausalLM, m.model_name_or_path)
+            model = load_pretrained(AutoModelForCausalLM, m.source)
             window = context_window(model)
             if window is not None and m.block_size > window:
                 raise ValueError(

@@ -165,7 +165,10 @@ class PretrainingLoop:
         self.run_args = {**args.to_dict(), "num_processes": accelerator.num_processes}
         resume = prepare_run(
             args,
-            [args.model_name_or_path, getattr(args, "tokenizer_name_or_path", None)],
+            [
+                args.source.input_path if args.model_name_or_path else None,
+                getattr(args, "tokenizer_name_or_path", None),
+            ],
             recorded=self.run_args,
             is_main=accelerator.is_main_process,
         )

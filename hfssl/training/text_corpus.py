@@ -78,8 +78,10 @@ def run_tokenizer(args, train_docs: datasets.Dataset, accelerator: Accelerator, 
             tokenizer = load_tokenizer(str(own))
         elif resuming and (Path(args.output_dir) / "tokenizer.json").is_file():  # runs saved before TOKENIZER_DIR
             tokenizer = load_tokenizer(args.output_dir)
-        elif args.tokenizer_name_or_path or args.model_name_or_path:
-            tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
+        elif args.tokenizer_name_or_path:
+            tokenizer = load_tokenizer(args.tokenizer_name_or_path)
+        elif args.model_name_or_path:
+            tokenizer = load_tokenizer(args.source)
         else:
             tokenizer = train_new(iter_texts(train_docs), args.vocab_size)
         own.mkdir(parents=True, exist_ok=True)
