@@ -16,6 +16,7 @@ scored as one group: the longest token prefix common to the group is run once, a
 expanded over batches of the remaining suffixes (queries and label options), right-padded.
 """
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -73,47 +74,77 @@ def _expand_cache(prefix_cache: DynamicCache, batch: int, config) -> DynamicCach
     return DynamicCache(ddp_cache_data=data, config=config)
 
 
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _batch_rows(rows: list[list[int]], prefix_len: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows right-aligned (left-padded) after a cached prefix of prefix_len tokens: (ids, mask, positions).
+
+    ids (B, W); mask (B, prefix_len + W) with 1 for the prefix and the real tokens; positions (B, W) count only real
+    tokens, so every row's last token sits at index W - 1 and sees exactly its prefix and itself.
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), prefix_len + width, dtype=torch.long, device=device)
+    positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    mask[:, :prefix_len] = 1
+    for b, row in enumerate(rows):
+        pad = width - len(row)
+        ids[b, pad:] = torch.tensor(row, device=device)
+        mask[b, prefix_len + pad :] = 1
+        positions[b, pad:] = torch.arange(prefix_len, prefix_len + len(row), device=device)
+    return ids, mask, positions
+
+
 @torch.no_grad()
 def _score_group(
     model: nn.Module, pairs: list[tuple[list[int], list[int]]], batch_size: int, use_prefix_cache: bool
 ) -> list[tuple[float, bool]]:
-    """(sum log-prob, is_greedy) of each (context ids, continuation ids) pair of one group."""
+    """(sum log-prob, is_greedy) of each (context ids, continuation ids) pair of one group.
+
+    Work saved, three ways: the longest token prefix the group shares runs once and its KV cache serves every row;
+    pairs whose model inputs are identical (the options of a query that are one token long) share one row, as
+    lm-evaluation-harness' logits cache does; and rows are right-aligned, so the LM head runs only on the last
+    positions a batch needs (`logits_to_keep`). Rows of similar length share a batch.
+    """
     device = next(model.parameters()).device
-    # inputs drop the last token: position t predicts token t + 1
-    inputs = [ctx + cont for ctx, cont in pairs]
-    prefix_len = 0
-    prefix_cache = None
+    inputs = [ctx + cont for ctx, cont in pairs]  # position t predicts token t + 1: a row drops its last token
+    prefix_len, prefix_cache = 0, None
     if use_prefix_cache and len(pairs) > 1:
         # the cached part must end before the last context token, whose logits predict the first answer token
         prefix_len = min(_common_prefix_length(inputs), min(len(ctx) for ctx, _ in pairs) - 1)
     if prefix_len > 0:
         prefix = torch.tensor([inputs[0][:prefix_len]], device=device)
         prefix_cache = output_cache(model(input_ids=prefix, use_cache=True))
+    row_of, rows = {}, []  # unique rows and, per pair, which row it reads
+    for sequence in inputs:
+        key = tuple(sequence[prefix_len:-1])
+        if key not in row_of:
+            row_of[key] = len(rows)
+            rows.append(list(key))
+    pairs_of_row = [[] for _ in rows]
+    for i, sequence in enumerate(inputs):
+        pairs_of_row[row_of[tuple(sequence[prefix_len:-1])]].append(i)
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: -len(inputs[i]))  # similar lengths share a batch
+    keep_few = _accepts_logits_to_keep(model)
+    order = sorted(range(len(rows)), key=lambda r: -len(rows[r]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        suffixes = [inputs[i][prefix_len:-1] for i in chunk]
-        width = max(len(s) for s in suffixes)
-        ids = torch.zeros(len(chunk), width, dtype=torch.long, device=device)
-        mask = torch.zeros(len(chunk), prefix_len + width, dtype=torch.long, device=device)
-        mask[:, :prefix_len] = 1
-        for row, suffix in enumerate(suffixes):  # right padding: real tokens never attend to it
-            ids[row, : len(suffix)] = torch.tensor(suffix, device=device)
-            mask[row, prefix_len : prefix_len + len(suffix)] = 1
-        positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(chunk), -1)
-        kwargs = {}
+        ids, mask, positions = _batch_rows([rows[r] for r in chunk], prefix_len, device)
+        keep = max(len(pairs[i][1]) for r in chunk for i in pairs_of_row[r])  # scored positions, from the end
+        kwargs = {"logits_to_keep": keep} if keep_few else {}
         if prefix_cache is not None:
-            kwargs = {**cache_kwargs(_expand_cache(prefix_cache, len(chunk), model.config)), "use_cache": True}
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, width, V)
-        for row, i in enumerate(chunk):
-            ctx, cont = pairs[i]
-            first = len(ctx) - 1 - prefix_len  # suffix position whose logits predict cont[0]
-            rows = log_probs[row, first : first + len(cont)]  # (len(cont), V)
-            target = torch.tensor(cont, device=device)
-            total = rows.gather(1, target[:, None]).sum().item()
-            results[i] = (total, bool((rows.argmax(dim=-1) == target).all()))
+            kwargs.update(cache_kwargs(_expand_cache(prefix_cache, len(chunk), model.config)), use_cache=True)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits[:, -keep:]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V)
+        for b, r in enumerate(chunk):
+            for i in pairs_of_row[r]:
+                cont = pairs[i][1]
+                scored = log_probs[b, keep - len(cont) :]  # (len(cont), V): the row's last len(cont) positions
+                target = torch.tensor(cont, device=device)
+                total = scored.gather(1, target[:, None]).sum().item()
+                results[i] = (total, bool((scored.argmax(dim=-1) == target).all()))
     return results  # type: ignore[return-value]
 
 

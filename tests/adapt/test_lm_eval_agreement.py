@@ -24,12 +24,16 @@ TEXTS = [
 LABELS = [1, 0, 1, 0, 1, 0]
 
 
-def _task_dir(tmp_path, demos: str) -> str:
-    """A multiple-choice task in lm-eval's YAML format over a local jsonl file (no Hub access)."""
-    data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(TEXTS, LABELS)))
+def write_task(folder, texts, labels, demos: list[str], template) -> str:
+    """A multiple-choice task in lm-eval's YAML format over a local jsonl file (no Hub access): the prompt is the
+    demonstrations, then the template's query; the choices are the template's words for "0" and "1"."""
+    data = folder / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+    prefix = "".join(d + template.demo_delimiter for d in demos)
+    query = f"{prefix}{template.input_prefix}{{{{text}}}}{template.field_delimiter}{template.output_prefix}"
+    choices = [template.verbalize("0"), template.verbalize("1")]
     # JSON strings are valid YAML scalars, which keeps the newlines of the prompt exact
-    (tmp_path / "task.yaml").write_text(
+    (folder / "task.yaml").write_text(
         "\n".join(
             [
                 "task: hfssl_agreement",
@@ -38,10 +42,10 @@ def _task_dir(tmp_path, demos: str) -> str:
                 f"  data_files: {{test: {json.dumps(str(data))}}}",
                 "test_split: test",
                 "output_type: multiple_choice",
-                f"doc_to_text: {json.dumps(demos + 'Review: {{text}}' + chr(10) + 'Sentiment:')}",
-                'doc_to_choice: ["negative", "positive"]',
+                f"doc_to_text: {json.dumps(query)}",
+                f"doc_to_choice: {json.dumps(choices)}",
                 "doc_to_target: label",
-                'target_delimiter: " "',
+                f"target_delimiter: {json.dumps(template.target_delimiter)}",
                 "metric_list:",
                 "  - metric: acc",
                 "  - metric: acc_norm",
@@ -49,7 +53,7 @@ def _task_dir(tmp_path, demos: str) -> str:
         )
         + "\n"
     )
-    return str(tmp_path)
+    return str(folder)
 
 
 @pytest.fixture
@@ -73,13 +77,12 @@ def test_loglikelihoods_match_lm_evaluation_harness(gpt_dir, tmp_path, k):
     model, tokenizer = load_causal_lm(str(gpt_dir))
     classifier = PromptClassifier(model, tokenizer, template, ["0", "1"], batch_size=4)
     demos = classifier.demonstrations(["good and fine", "bad bad bad"], [1, 0])[:k]
-    prefix = "".join(d + template.demo_delimiter for d in demos)
 
     harness = HFLM(pretrained=str(gpt_dir), backend="causal", batch_size=4, device="cpu")
     out = simple_evaluate(
         model=harness,
         tasks=["hfssl_agreement"],
-        task_manager=TaskManager(include_path=_task_dir(tmp_path, prefix)),
+        task_manager=TaskManager(include_path=write_task(tmp_path, TEXTS, LABELS, demos, template)),
         log_samples=True,
         num_fewshot=0,
     )
