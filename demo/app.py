@@ -75,17 +75,28 @@ EXAMPLES = {
     ),
 }
 
-# What each preset needs from a model, with what was measured (README: "Learning check: does in-context
-# learning emerge here?" and "Demo").
-_NEEDS_LANGUAGE = (
-    "needs a model that already knows English {what} (a Hub model such as `gpt2`). Models "
-    "pretrained here for minutes answer such tasks at chance (SST-2 k-shot: 0.48-0.49): expect "
-    "the raw bars to show the model's label bias (one label near 1) and calibration to flatten them."
+# What each preset needs from a model, with what was measured (README: "Real models", "Learning check: does in-context
+# learning emerge here?" and "Demo"). SmolLM2 numbers: scripts/prompt_eval.py on 200 held-out queries, 3 draws of 4
+# demonstrations, mean over draws; raw / contextually calibrated.
+_HERE = (
+    "Models pretrained here for minutes answer it at chance (SST-2 k-shot: 0.48-0.49): their raw bars show a "
+    "label bias."
 )
 PRESET_NOTES = {
-    "sentiment": "**Sentiment** " + _NEEDS_LANGUAGE.format(what="and how reviews express opinions"),
-    "question_type": "**Question type** " + _NEEDS_LANGUAGE.format(what="questions"),
-    "topic": "**Topic** " + _NEEDS_LANGUAGE.format(what="news"),
+    "sentiment": (
+        "**Sentiment** needs a model that knows English. Measured on SmolLM2-135M-Instruct "
+        "(`reference/SmolLM2-135M-Instruct`, 200 held-out SST-2 sentences): 0.79 at 0 shots, 0.76 raw / 0.81 "
+        "calibrated with 4 demonstrations; with the chat template on, lower: 0.65 and 0.53 / 0.61. " + _HERE
+    ),
+    "question_type": (
+        "**Question type** (TREC's 6 coarse classes, chance 0.17) needs a model that knows English. Measured on "
+        "SmolLM2-135M-Instruct (200 held-out TREC questions): 0.29 raw / 0.38 calibrated at 0 shots, 0.43 / 0.48 "
+        "with 4 demonstrations; with the chat template 0.40 / 0.35 and 0.34 / 0.32. " + _HERE
+    ),
+    "topic": (
+        "**Topic** (AG News classes) needs a model that knows English and news; not measured here (no AG News copy "
+        "offline). " + _HERE
+    ),
     "key_value": (
         "**Key -> value**: the values are arbitrary, so only the demonstrations tell them: the model "
         "must copy from its context (induction). The README's default model (`gpt-stdlib`, trained with "

@@ -1,6 +1,7 @@
 """demo/app.py: its functions directly, gradio_client round trips, and a real headless-Chromium click."""
 
 import importlib.util
+import os
 import shutil
 import socket
 
@@ -9,12 +10,17 @@ import torch
 
 gr = pytest.importorskip("gradio", reason="the demo needs the [demo] extra: pip install -e '.[demo]'")
 
-from hfssl import GPTForCausalLM  # noqa: E402
+from hfssl import GPTForCausalLM, reference  # noqa: E402
+from hfssl.models.helpers import cache_dir  # noqa: E402
 from tests.conftest import REPO, tiny_gpt_config  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("hfssl_demo_app", REPO / "demo" / "app.py")
 app = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(app)
+
+# read before the autouse fixture below points HFSSL_CACHE at an empty folder
+REAL_CACHE = cache_dir("reference").parent
+REAL_SMOLLM2 = reference.reference_model_path("smollm2")
 
 FIELDS = [
     "sentiment",
@@ -248,17 +254,17 @@ def _client_fields():
     return ["gpt", *FIELDS[:6], {"headers": ["input", "label"], "data": rows}, FIELDS[7]]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not shutil.which("chromium") or not shutil.which("chromedriver"),
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
 )
-def test_browser_scores_a_prompt(running_app, tmp_path):
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven by selenium; HFSSL_SCREENSHOT=path saves the page at the end of a test."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
@@ -277,19 +283,83 @@ def test_browser_scores_a_prompt(running_app, tmp_path):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
-        driver.get(running_app)
-        wait = WebDriverWait(driver, 60)
-        query = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#query textarea")))
-        # the page opens on the preset the default model answers from its context
-        assert "copy from its context" in driver.find_element(By.ID, "preset-note").text
-        query.clear()
-        query.send_keys("e")
-        driver.find_element(By.ID, "score").click()
-        prompt = driver.find_element(By.CSS_SELECTOR, "#prompt textarea")
-        wait.until(lambda d: prompt.get_attribute("value").endswith("q red\nr pink\ne"))
-        wait.until(lambda d: "calibrated" in d.find_element(By.ID, "probabilities").text)
-        text = driver.find_element(By.ID, "probabilities").text
-        assert all(word in text for word in ("red", "blue", "gold", "pink")) and "raw" in text
-        driver.save_screenshot(str(tmp_path / "demo.png"))
+        yield driver
+        driver.save_screenshot(os.environ.get("HFSSL_SCREENSHOT") or str(tmp_path / "demo.png"))
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_scores_a_prompt(running_app, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(running_app)
+    wait = WebDriverWait(browser, 60)
+    query = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#query textarea")))
+    # the page opens on the preset the default model answers from its context
+    assert "copy from its context" in browser.find_element(By.ID, "preset-note").text
+    query.clear()
+    query.send_keys("e")
+    browser.find_element(By.ID, "score").click()
+    prompt = browser.find_element(By.CSS_SELECTOR, "#prompt textarea")
+    wait.until(lambda d: prompt.get_attribute("value").endswith("q red\nr pink\ne"))
+    wait.until(lambda d: "calibrated" in d.find_element(By.ID, "probabilities").text)
+    text = browser.find_element(By.ID, "probabilities").text
+    assert all(word in text for word in ("red", "blue", "gold", "pink")) and "raw" in text
+
+
+def _probability_rows(driver) -> list[tuple[str, str, float]]:
+    """(label, kind, probability) for each row of the page's probability table, read from its text (gradio renders
+    the table's cells as a virtual list: the text is one cell per line, the header first)."""
+    from selenium.webdriver.common.by import By
+
+    lines = driver.find_element(By.ID, "probabilities").text.split("\n")
+    cells = lines[lines.index("probability") + 1 :]
+    return [(cells[i], cells[i + 1], float(cells[i + 2])) for i in range(0, len(cells) - 2, 3)]
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_scores_the_sentiment_preset_on_smollm2(models_root, browser, monkeypatch):
+    """A real instruct model, picked from the page's list of fetched reference models, with the sentiment preset's
+    demonstrations and the chat template on: on an unambiguous review the right label wins, raw and calibrated."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if REAL_SMOLLM2 is None:
+        pytest.skip("SmolLM2 is not fetched: run python -m hfssl.reference fetch")
+    monkeypatch.setenv("HFSSL_CACHE", str(REAL_CACHE))
+    name = "reference/" + REAL_SMOLLM2.name
+    demo = app.build_app(models_root, name)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        browser.get(url)
+        wait = WebDriverWait(browser, 120)
+        preset = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#preset input"))
+        preset.click()
+        preset.send_keys(Keys.CONTROL, "a")
+        preset.send_keys("sentiment", Keys.ENTER)
+        wait.until(lambda d: "Sentiment" in d.find_element(By.ID, "preset-note").text)
+        assert "SmolLM2" in browser.find_element(By.ID, "preset-note").text  # the note's numbers come from it
+        browser.find_element(By.CSS_SELECTOR, "#chat input").click()
+        query = browser.find_element(By.CSS_SELECTOR, "#query textarea")
+        query.clear()
+        query.send_keys("A wonderful, heartfelt film with brilliant performances; I loved every minute.")
+        browser.find_element(By.ID, "score").click()
+        wait.until(lambda d: "calibrated" in d.find_element(By.ID, "probabilities").text)
+        prompt = browser.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value")
+        assert "<|im_start|>assistant" in prompt  # the chat template wraps the k-shot prompt
+        rows = _probability_rows(browser)
+        assert len(rows) == 4, rows
+        for kind in ("raw", "calibrated"):
+            probs = {label: p for label, k, p in rows if k == kind}
+            assert set(probs) == {"negative", "positive"}, rows
+            assert probs["positive"] > probs["negative"], (kind, rows)
+    finally:
+        demo.close()

@@ -111,9 +111,16 @@ def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return (pred == labels).double().mean().item()
 
 
-def queries_and_pool(args: PromptEvalArguments) -> tuple[LabelledData, LabelledData]:
-    """(the queries, the demonstration pool): disjoint, and the same for every k and seed."""
-    load = lambda spec: load_labelled(spec, text_column=args.text_column, label_column=args.label_column)  # noqa: E731
+def queries_and_pool(
+    args: PromptEvalArguments, label_key_separator: str | None = None
+) -> tuple[LabelledData, LabelledData]:
+    """(the queries, the demonstration pool): disjoint, and the same for every k and seed. With `label_key_separator`
+    (a template's, e.g. ":" for TREC) classes are merged by the part of their names before it."""
+
+    def load(spec):
+        data = load_labelled(spec, text_column=args.text_column, label_column=args.label_column)
+        return data.merged_by_key(label_key_separator) if label_key_separator else data
+
     queries = load(args.dataset)
     if args.demos_dataset:
         pool = load(args.demos_dataset)
@@ -153,7 +160,6 @@ def _score_draw(args, classifier: PromptClassifier, queries: LabelledData, demos
 
 def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
     """Accuracy (and ECE) for every k of --shots over --num_seeds demonstration draws; written to --output_file."""
-    queries, pool = queries_and_pool(args)
     template = get_template(
         args.preset,
         instruction=args.instruction,
@@ -161,6 +167,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         output_prefix=args.output_prefix,
         verbalizer=parse_verbalizer(args.verbalizer) if args.verbalizer else None,
     )
+    queries, pool = queries_and_pool(args, template.label_key_separator)
     model, tokenizer = load_causal_lm(args.source, args.trust_remote_code)
     classifier = PromptClassifier(
         model,

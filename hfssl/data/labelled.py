@@ -46,6 +46,14 @@ class LabelledData:
         inputs = self.inputs[indices] if self.is_image else [self.inputs[i] for i in indices.tolist()]
         return LabelledData(inputs, self.labels[indices], self.names, self.name)
 
+    def merged_by_key(self, separator: str) -> "LabelledData":
+        """The classes merged by the part of their names before `separator`: TREC's 'DESC:manner' and 'DESC:def' are
+        both 'DESC'. Names are sorted; a name without the separator is its own key."""
+        keys = [name.split(separator)[0] for name in self.names]
+        names = sorted(set(keys))
+        to_merged = torch.tensor([names.index(key) for key in keys], dtype=torch.long)
+        return LabelledData(self.inputs, to_merged[self.labels], names, self.name)
+
 
 def _label_space_text(path: Path) -> datasets.Dataset:
     labels, texts = [], []

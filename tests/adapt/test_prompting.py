@@ -156,3 +156,24 @@ def test_prompt_eval_cli_errors(gpt_dir, sentiment_file, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     assert main(["--model_name_or_path", str(tmp_path / "nothing"), "--dataset", str(sentiment_file)]) == 2
     assert "Could not load" in capsys.readouterr().err
+
+
+def test_question_type_preset_merges_trec_fine_labels(gpt_dir, tmp_path):
+    """TREC files label 'DESC:manner', 'DESC:def', ...: the question_type preset scores the 6 coarse classes."""
+    fine = ["ABBR:exp", "DESC:def", "DESC:manner", "ENTY:animal", "HUM:ind", "LOC:city", "NUM:date", "NUM:count"]
+    data = tmp_path / "trec.txt"
+    data.write_text("\n".join(f"{label} what is question {i} ?" for i in range(4) for label in fine) + "\n")
+    out = tmp_path / "results.json"
+    argv = ["--model_name_or_path", str(gpt_dir), "--dataset", str(data), "--preset", "question_type", "--shots", "0,2"]
+    assert import_script("prompt_eval").main([*argv, "--output_file", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["num_queries"] == 16 and set(results["shots"]) == {"0", "2"}
+    assert merged_names(data) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+
+
+def merged_names(path) -> list[str]:
+    from hfssl.data.labelled import load_labelled
+
+    data = load_labelled(str(path)).merged_by_key(":")
+    assert len(data) == 32 and data.labels.max().item() == 5
+    return data.names
