@@ -2,6 +2,8 @@
 
     accelerate launch scripts/pretrain.py                      # GPT on the built-in stdlib-docstring corpus
     accelerate launch scripts/pretrain.py --objective contrastive   # SimCLR on the built-in digits
+    accelerate launch scripts/pretrain.py --objective masked_lm     # BERT on the built-in corpus
+    accelerate launch scripts/pretrain.py --objective masked_lm --model_name_or_path ENCODER --dataset my_text.txt
     accelerate launch --multi_gpu --num_processes 2 scripts/pretrain.py --dataset my_corpus.txt
     accelerate launch scripts/pretrain.py --config recipe.yaml --resume_from_checkpoint latest
 

@@ -149,6 +149,35 @@ def gpt2_dir(tmp_path, tiny_tokenizer):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder_tokenizer(corpus_docs):
+    from hfssl.data.encoder_text import train_encoder_tokenizer
+
+    return train_encoder_tokenizer(corpus_docs, vocab_size=300)
+
+
+@pytest.fixture
+def bert_dir(tmp_path, tiny_encoder_tokenizer):
+    """A tiny BertModel (an encoder without a masked-LM head, as MiniLM is), 32 positions, with a byte-level BPE
+    tokenizer with BERT's special tokens."""
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path / "bert"
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tiny_encoder_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        pad_token_id=tiny_encoder_tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(path)
+    tiny_encoder_tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def tiny_gguf(tmp_path, tiny_tokenizer) -> Path:
     """A tiny llama-architecture GGUF checkpoint (tests/helpers/tiny_gguf.py), alone in its folder."""

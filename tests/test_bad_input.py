@@ -143,6 +143,9 @@ def workspace(tmp_path_factory, tiny_tokenizer):
 
 
 PRETRAIN = ["--dataset", "{corpus.txt}", "--output_dir", "{out}", *TINY_LM]
+# masked_lm takes the same tiny shape, without the causal objective's in-context warm-up flag
+_WARMUP = PRETRAIN.index("--icl_warmup_steps")
+MLM = ["--objective", "masked_lm", *PRETRAIN[:_WARMUP], *PRETRAIN[_WARMUP + 2 :]]
 PROBE = ["--model_name_or_path", "{gpt}", "--dataset", "{sentiment.txt}", "--output_dir", "{out}"]
 FINETUNE = [*PROBE, "--num_train_epochs", "1"]
 PROMPT = ["--model_name_or_path", "{gpt}", "--dataset", "{sentiment.txt}", "--shots", "0,1", "--num_seeds", "1"]
@@ -248,9 +251,22 @@ CASES = [
         [*PRETRAIN, "--model_name_or_path", "{gpt_truncated}"],
         "truncated or corrupt",
     ),
-    Case(
-        "pretrain-config-of-another-model", "pretrain", [*PRETRAIN, "--model_name_or_path", "{gpt_bert}"], "do not fit"
+    Case(  # its config says bert: refused as an encoder before any weight is read
+        "pretrain-causal-lm-on-an-encoder",
+        "pretrain",
+        [*PRETRAIN, "--model_name_or_path", "{gpt_bert}"],
+        "is an encoder",
     ),
+    Case("masked-lm-on-a-decoder", "pretrain", [*MLM, "--model_name_or_path", "{gpt}"], "is a decoder-only model"),
+    Case("masked-lm-zero-probability", "pretrain", [*MLM, "--mlm_probability", "0"], "must be in (0, 1)"),
+    Case("masked-lm-certain-probability", "pretrain", [*MLM, "--mlm_probability", "1"], "must be in (0, 1)"),
+    Case(
+        "masked-lm-tokenizer-without-mask",
+        "pretrain",
+        [*MLM, "--tokenizer_name_or_path", "{gpt}"],
+        "has no mask token",
+    ),
+    Case("masked-lm-longer-than-positions", "pretrain", [*MLM, "--block_size", "128"], "longer than max_position"),
     Case(
         "pretrain-into-its-input-model",
         "pretrain",

@@ -268,3 +268,28 @@ def test_a_probe_on_minilm_beats_chance_on_sst2(tmp_path, monkeypatch):
     # 300 held-out sentences: chance is 0.5, and 0.58 is more than 2.7 standard errors above it
     assert metrics["num_eval"] == 300 and metrics["accuracy"] > 0.58, metrics["accuracy"]
 
+
+@pytest.mark.slow
+def test_masked_lm_continues_pretraining_minilm_with_a_new_head(tmp_path, caplog):
+    """Task-adaptive pretraining of the reference encoder: MiniLM ships without a masked-LM head; a fresh one is
+    initialised (and said so), the encoder trains, and the result is a fill-mask model with MiniLM's tokenizer."""
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    folder = _fetched("minilm")
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(text for text, _ in REVIEWS * 8) + "\n")
+    out = tmp_path / "tapt"
+    flags = "--objective masked_lm --block_size 32 --per_device_train_batch_size 4 --max_steps 2 --learning_rate 5e-5"
+    flags += " --eval_split_fraction 0.2 --text_sample_by line"
+    argv = ["--model_name_or_path", str(folder), "--dataset", str(corpus), "--output_dir", str(out)]
+    with caplog.at_level("WARNING"):
+        code = import_script("pretrain").main([*argv, *flags.split(), "--report_to", "none", "--pll_samples", "1"])
+    assert code == 0
+    assert any("holds no weights for cls: initialised fresh" in r.getMessage() for r in caplog.records)
+    continued, base = AutoModelForMaskedLM.from_pretrained(out), AutoModel.from_pretrained(folder)
+    assert type(continued).__name__ == "BertForMaskedLM"
+    assert AutoTokenizer.from_pretrained(out).vocab == AutoTokenizer.from_pretrained(folder).vocab
+    before, after = base.encoder.layer[5].output.dense.weight, continued.bert.encoder.layer[5].output.dense.weight
+    assert not torch.equal(before, after)
+    metrics = json.loads((out / "metrics.json").read_text())["final"]
+    assert {"eval_masked_accuracy", "pseudo_perplexity"} <= set(metrics)

@@ -80,6 +80,13 @@ def _how_to_load(repo_id: str, adapter: bool) -> str:
     )
 
 
+def _what_was_done(result, method: str | None) -> str:
+    objective = getattr(result, "objective", None)
+    if objective:  # a pretraining run
+        return f"hfssl: self-supervised pretraining (`--objective {objective}`)."
+    return f"hfssl: self-supervised pretraining, then adaptation{f' by {method}' if method else ''}."
+
+
 def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, license: str = "apache-2.0") -> ModelCard:
     """A ModelCard for the prepared `folder`, filled from its config and the run's typed results."""
     config = read_json(folder / "config.json")
@@ -106,7 +113,7 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
     sections = [
         f"# {repo_id}",
         f"{architecture or 'A model'} ({config.get('model_type', adapter.get('peft_type', 'adapter'))}) trained with "
-        f"hfssl: self-supervised pretraining, then adaptation{f' by {method}' if method else ''}."
+        + _what_was_done(result, method)
         + (f"\nBase model: `{base_model}`." if base_model else ""),
         "## Results\n\n"
         + _results_table(eval_results)

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .gguf import ModelSource, check_gguf_file, gguf_error, model_source, require_gguf_package
 from .helpers import classification_head_name
+from .kinds import is_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +88,28 @@ def _dequantised(model):
     return plain.eval() if not model.training else plain
 
 
-def _check_fit(model, info: dict, source: ModelSource, new_head: bool) -> None:
-    head = classification_head_name(model) + "." if new_head else None
-    missing = [k for k in info.get("missing_keys", []) if not (head and k.startswith(head))]
+def _new_parts(model, new_head: bool | str) -> list[str]:
+    """Prefixes of the weights a checkpoint need not hold: with `new_head=True` the classification head; with
+    "language_modelling" every module outside the base model (BertForMaskedLM's `cls`, RoBERTa's `lm_head`). A text
+    encoder's pooler may be new too: one pretrained without it (masked_lm saves none) gets a fresh one for [CLS]
+    fine-tuning, and text features (`hfssl.adapt.features`) never read it."""
+    if new_head == "language_modelling":
+        return [name + "." for name, _ in model.named_children() if name != model.base_model_prefix]
+    poolers = []
+    if is_text_encoder(model.config):
+        poolers = [name + "." for name, _ in model.named_modules() if name.split(".")[-1] == "pooler"]
+    return [classification_head_name(model) + ".", *poolers] if new_head else poolers
+
+
+def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> None:
+    new = _new_parts(model, new_head)
+    is_new = lambda key: any(key.startswith(prefix) for prefix in new)  # noqa: E731
+    missing = [k for k in info.get("missing_keys", []) if not is_new(k)]
     own_modules = {name for name, _ in model.named_children()}
     # a checkpoint's pretraining head (lm_head, projection_head, cls, ...) that the loaded class has no place for
     unexpected = [k for k in info.get("unexpected_keys", []) if k.split(".")[0] in own_modules]
     mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", [])]
-    mismatched = [k for k in mismatched if not (head and k.startswith(head))]
+    mismatched = [k for k in mismatched if not is_new(k)]
     if missing or unexpected or mismatched:
         problems = [
             _named(kind, keys)
@@ -105,19 +120,18 @@ def _check_fit(model, info: dict, source: ModelSource, new_head: bool) -> None:
             f"The weights in {source} do not fit {type(model).__name__} (model_type {model.config.model_type!r} in "
             f"its config): {'; '.join(problems)} weights. Is config.json the one saved with these weights?"
         )
-    if head and any(k.startswith(head) for k in info.get("missing_keys", [])):
-        logger.info(
-            "%s: a new classification head (%s) was initialised; the rest comes from the checkpoint",
-            source,
-            head.rstrip("."),
-        )
+    initialised = sorted({p.rstrip(".") for p in new for k in info.get("missing_keys", []) if k.startswith(p)})
+    if initialised:
+        log = logger.warning if new_head == "language_modelling" else logger.info
+        log("%s holds no weights for %s: initialised fresh; the rest comes from it", source, ", ".join(initialised))
 
 
 def load_pretrained(
-    auto_class, model: "str | ModelSource", *, gguf_file: str | None = None, new_head: bool = False, **kwargs
+    auto_class, model: "str | ModelSource", *, gguf_file: str | None = None, new_head: bool | str = False, **kwargs
 ):
     """`auto_class.from_pretrained(...)` of a folder, Hub id or GGUF checkpoint, checked: every weight of the model
-    comes from the checkpoint except a new classification head (`new_head=True`). ValueError naming what does not
+    comes from the checkpoint except a new head (`new_head`: True for a classification head, "language_modelling"
+    for a masked-LM head; see `_new_parts`). ValueError naming what does not
     fit; OSError / ValueError naming the source when it cannot be read."""
     source = as_source(model, gguf_file)
     try:

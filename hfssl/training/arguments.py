@@ -1,7 +1,8 @@
 """Settings of `scripts/pretrain.py` that every objective shares: the loop, the data source, the model to continue.
 
 Each objective subclasses `PretrainArguments` in its own file, adding its fields and giving its own defaults (output
-folder, steps, learning rate): `CausalLMArguments` in causal_lm.py, `ContrastiveArguments` in contrastive.py. An
+folder, steps, learning rate): `CausalLMArguments` in causal_lm.py, `MaskedLMArguments` in masked_lm.py,
+`ContrastiveArguments` in contrastive.py. An
 instance is valid when constructed; `parse_pretrain_args(argv)` picks the class from `--objective` and parses the
 command line (and a `--config` recipe) into it. A recipe plus a seed fully determines a run; the resolved arguments
 are saved as `run_args.json` in the output folder.
@@ -47,8 +48,8 @@ class PretrainArguments(ModelSourceArguments, RunArguments):
     objective: str = field(
         default=DEFAULT_OBJECTIVE,
         metadata={
-            "help": "'causal_lm' (GPT on text) or 'contrastive' (SimCLR on images); `--objective X --help` "
-            "lists that objective's flags."
+            "help": "'causal_lm' (GPT on text), 'masked_lm' (BERT on text) or 'contrastive' (SimCLR on images); "
+            "`--objective X --help` lists that objective's flags."
         },
     )
     model_name_or_path: str | None = field(

@@ -22,7 +22,8 @@ from ..data import synthetic
 from ..data.text import pack_into_blocks, train_bpe_tokenizer
 from ..models.gpt import GPTConfig, GPTForCausalLM
 from ..models.helpers import context_window
-from ..models.loading import load_pretrained
+from ..models.kinds import require_decoder
+from ..models.loading import load_config, load_pretrained
 from ..run.arguments import require_fraction, require_non_negative, require_positive
 from .arguments import PretrainArguments
 from .objectives import PretrainingSetup, WarmupPhase
@@ -220,6 +221,8 @@ class CausalLMObjective:
 
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
         d = t = self.args
+        if d.model_name_or_path:  # before its tokenizer: an encoder's has no end-of-text token to pack with
+            require_decoder(load_config(d.source), d.model_name_or_path)
         train_docs, eval_docs = training_and_held_out_documents(d, accelerator)
         tokenizer = run_tokenizer(d, train_docs, accelerator, resuming, self._train_tokenizer)
         self.tokenizer = tokenizer

@@ -206,7 +206,9 @@ class PretrainingLoop:
         self.eval_loader = None
         if setup.eval_dataset is not None and len(setup.eval_dataset) > 0:
             eval_loader = DataLoader(
-                setup.eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=setup.collate_fn
+                setup.eval_dataset,
+                batch_size=args.per_device_eval_batch_size,
+                collate_fn=setup.eval_collate_fn or setup.collate_fn,
             )
             self.eval_loader = accelerator.prepare(eval_loader)
         optimizer = _optimizer(setup.model, args)
@@ -250,12 +252,18 @@ class PretrainingLoop:
     def _epoch_batches(self):
         """This epoch's batches (or the warm-up phase's), skipping those a resumed run had already consumed."""
         if self._in_warmup():
-            loader = self.warmup_loader  # one pass: state.epoch stays 0 until the corpus starts
+            loader, epoch = self.warmup_loader, 0  # one pass: state.epoch stays 0 until the corpus starts
         else:
-            self.sampler.set_epoch(self.state.epoch)
-            loader = self.train_loader
+            loader, epoch = self.train_loader, self.state.epoch
+            if hasattr(self.setup.collate_fn, "set_epoch"):  # e.g. new masks each pass (hfssl.training.masking)
+                self.setup.collate_fn.set_epoch(epoch)
         if self.state.batches_in_epoch:
-            return self.accelerator.skip_first_batches(loader, self.state.batches_in_epoch)
+            loader = self.accelerator.skip_first_batches(loader, self.state.batches_in_epoch)
+        # Accelerate's loaders set their sampler's epoch from their own count of passes, which a resumed run (and
+        # the new loader skip_first_batches makes) starts at 0: tell them the run's epoch
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
         return loader
 
     # ---- training ----------------------------------------------------------------------------------
@@ -365,6 +373,8 @@ class PretrainingLoop:
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(self.model)
             publish(self.output_dir, save_pretrained_all([model, *self.setup.companions]))
+            if hasattr(self.objective, "closing_metrics"):  # e.g. a masked LM's pseudo-perplexity
+                result.final.update(self.objective.closing_metrics(model, accelerator))
             result.report = self.objective.finish(model, self.output_dir, accelerator)
             save_result(result, self.output_dir)
         accelerator.wait_for_everyone()

@@ -45,6 +45,8 @@ class PretrainingSetup:
     # objects with `save_pretrained(dir)` saved beside the model (tokenizer, image processor)
     companions: list[Any] = field(default_factory=list)
     warmup: WarmupPhase | None = None
+    # collates the held-out data when it must differ from training's (e.g. fixed masks); default collate_fn
+    eval_collate_fn: Any = None
 
 
 class Objective(Protocol):
@@ -69,11 +71,15 @@ class Objective(Protocol):
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
         """Called on the main process after saving; returns the text the CLI prints last (e.g. a sample)."""
 
+    # optional: `closing_metrics(model, accelerator) -> dict`, metrics computed once on the main process after saving
+    # (added to metrics.json's final entry); a collate_fn with `set_epoch(epoch)` is told each new pass over the data
+
 
 # name -> "module:class", imported when chosen: a new objective is one new file plus one line here
 OBJECTIVES: dict[str, str] = {
     "causal_lm": "hfssl.training.causal_lm:CausalLMObjective",
     "contrastive": "hfssl.training.contrastive:ContrastiveObjective",
+    "masked_lm": "hfssl.training.masked_lm:MaskedLMObjective",
 }
 
 

@@ -66,27 +66,30 @@ def training_and_held_out_documents(args, accelerator: Accelerator):
         return train_docs, None
 
 
-def run_tokenizer(args, train_docs: datasets.Dataset, accelerator: Accelerator, resuming: bool, train_new):
+def run_tokenizer(
+    args, train_docs: datasets.Dataset, accelerator: Accelerator, resuming: bool, train_new, load=load_tokenizer
+):
     """The run's tokenizer: its own when resuming, else --tokenizer_name_or_path / the model's, else a new one.
 
-    train_new(texts, vocab_size) trains a new tokenizer. The main process decides and stores it under
-    TOKENIZER_DIR; the other processes load that, so every process has the same token ids.
+    train_new(texts, vocab_size) trains a new tokenizer; load(name) loads and checks an existing one. The main
+    process decides and stores it under TOKENIZER_DIR; the other processes load that, so every process has the same
+    token ids.
     """
     own = Path(args.output_dir) / TOKENIZER_DIR
     if accelerator.is_main_process:
         if resuming and (own / "tokenizer.json").is_file():
-            tokenizer = load_tokenizer(str(own))
+            tokenizer = load(str(own))
         elif resuming and (Path(args.output_dir) / "tokenizer.json").is_file():  # runs saved before TOKENIZER_DIR
-            tokenizer = load_tokenizer(args.output_dir)
+            tokenizer = load(args.output_dir)
         elif args.tokenizer_name_or_path:
-            tokenizer = load_tokenizer(args.tokenizer_name_or_path)
+            tokenizer = load(args.tokenizer_name_or_path)
         elif args.model_name_or_path:
-            tokenizer = load_tokenizer(args.source)
+            tokenizer = load(args.source)
         else:
             tokenizer = train_new(iter_texts(train_docs), args.vocab_size)
         own.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(own)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        tokenizer = load_tokenizer(str(own))
+        tokenizer = load(str(own))
     return tokenizer
