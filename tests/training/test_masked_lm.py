@@ -367,3 +367,9 @@ def test_every_block_has_a_masked_token(encoder_tokenizer, blocks):
         assert (per_block >= 1).all()
         if not whole_words:
             assert (per_block == 1).float().mean() > 0.7
+
+
+def test_bf16_mixed_precision_runs(tmp_path, corpus_file):
+    out = tmp_path / "bf16"
+    assert pretrain.main(_args(corpus_file, out, "--max_steps", "3", "--mixed_precision", "bf16")) == 0
+    assert math.isfinite(json.loads((out / "metrics.json").read_text())["final"]["eval_loss"])
