@@ -117,11 +117,13 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batch
                 head.bias.copy_(probe.bias)
             else:  # a bias-free head: keep the probe's weights; its bias is dropped (logged)
                 logger.warning("The head has no bias: LP-FT keeps the probe's weights only.")
+    # modules the load initialised besides the head (a masked-LM encoder's pooler) are trained by every method
+    fresh = [m for m in getattr(model, "hfssl_new_modules", []) if m != classification_head_name(model)]
     if args.method == "surgical":
         trainable = set(surgical_parameters(model, args.surgical_blocks))
         head_ids = {id(p) for p in head.parameters()}
         for name, p in model.named_parameters():
-            p.requires_grad_(name in trainable or id(p) in head_ids)
+            p.requires_grad_(name in trainable or id(p) in head_ids or name.startswith(tuple(f + "." for f in fresh)))
     if args.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -131,7 +133,7 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batch
             lora_alpha=args.lora_alpha,
             lora_dropout=args.lora_dropout,
             target_modules=args.lora_target_modules,
-            modules_to_save=[head_name],
+            modules_to_save=[head_name, *fresh],
             task_type=None if task.is_image else "SEQ_CLS",
         )
         model = get_peft_model(model, config)

@@ -101,7 +101,8 @@ def _new_parts(model, new_head: bool | str) -> list[str]:
     return [classification_head_name(model) + ".", *poolers] if new_head else poolers
 
 
-def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> None:
+def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> list[str]:
+    """ValueError unless the checkpoint fills every weight but the allowed new parts; returns the new parts made."""
     new = _new_parts(model, new_head)
     is_new = lambda key: any(key.startswith(prefix) for prefix in new)  # noqa: E731
     missing = [k for k in info.get("missing_keys", []) if not is_new(k)]
@@ -124,6 +125,7 @@ def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> 
     if initialised:
         log = logger.warning if new_head == "language_modelling" else logger.info
         log("%s holds no weights for %s: initialised fresh; the rest comes from it", source, ", ".join(initialised))
+    return initialised
 
 
 def load_pretrained(
@@ -143,7 +145,8 @@ def load_pretrained(
         if isinstance(err, (OSError, ValueError)) or type(err).__name__ == "SafetensorError" or source.is_gguf:
             raise _loading_error(source, err) from None
         raise
-    _check_fit(loaded, info, source, new_head)
+    # the modules this load initialised (e.g. ["bert.pooler", "classifier"]): fine-tuning must train them all
+    loaded.hfssl_new_modules = _check_fit(loaded, info, source, new_head)
     return _dequantised(loaded) if source.is_gguf else loaded
 
 

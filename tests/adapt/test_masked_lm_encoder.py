@@ -52,8 +52,10 @@ def test_every_fine_tuning_method_trains_the_encoder(mlm_dir, sentiment_file, tm
     if method == "lora":  # peft's default targets for BERT: the query and value projections
         adapter = json.loads((tmp_path / method / "adapter_config.json").read_text())
         assert set(adapter["target_modules"]) == {"query", "value"} and changed == set()
+        assert {"classifier", "bert.pooler"} <= set(adapter["modules_to_save"])  # the new pooler trains too
     elif method == "surgical":
         assert changed and all(n.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.")) for n in changed)
+        assert "bert.pooler.dense.weight" in changed  # a new pooler is trained, not left random
     else:
         assert "classifier.weight" in changed and any(n.startswith("bert.encoder.layer.0.") for n in changed)
     if method != "lora":
