@@ -3,9 +3,9 @@
 loss = NT-Xent over the global batch (see `hfssl.losses.NTXentLoss`); evaluation = kNN accuracy of the
 encoder's features (`hfssl.training.knn`), bank from labelled training images, queries held out.
 
-Gradient accumulation is refused: accumulating k micro-batches would contrast each image against the
-negatives of its own micro-batch only (a k-times smaller pool), which is not the large-batch SimCLR
-the flag suggests. Use a larger per-device batch or more processes instead.
+With --gradient_accumulation_steps k, the loss is NT-Xent over all k micro-batches by gradient cache
+(`hfssl.training.gradient_cache`): the same loss and gradients as one batch k times larger (BatchNorm aside: its
+statistics are per micro-batch), for one micro-batch's activation memory and one extra forward pass each.
 """
 
 import logging
@@ -23,6 +23,7 @@ from ..models.loading import load_pretrained
 from ..models.simclr import SimCLRConfig, SimCLRModel
 from ..run.arguments import require_choice, require_positive
 from .arguments import PretrainArguments
+from .gradient_cache import gradient_cache_step
 from .knn import knn_accuracy
 from .objectives import PretrainingSetup
 
@@ -94,11 +95,11 @@ class ContrastiveArguments(PretrainArguments):
             "knn_temperature",
             "knn_bank_size",
         )
-        if self.gradient_accumulation_steps > 1:
+        if self.gradient_accumulation_steps > 1 and self.per_device_train_batch_size < 2:
             raise ValueError(
-                "--objective contrastive does not support --gradient_accumulation_steps > 1: accumulation would "
-                "contrast each image only against its own micro-batch. Raise --per_device_train_batch_size or "
-                "use more processes to get more negatives."
+                "--gradient_accumulation_steps with --per_device_train_batch_size 1: each micro-batch would hold one "
+                "image, and its BatchNorm statistics would come from that image's two views alone. Use a "
+                "per-device batch of at least 2."
             )
 
 
@@ -205,6 +206,28 @@ class ContrastiveObjective:
             for _ in range(2)
         )
         return model(pixel_values=view_1, pixel_values_2=view_2).loss  # NT-Xent over the global batch
+
+    def accumulated_step(self, model: nn.Module, batches: list[dict], accelerator: Accelerator) -> torch.Tensor:
+        """With --gradient_accumulation_steps k: NT-Xent over all k micro-batches (and every process) by gradient
+        cache (`hfssl.training.gradient_cache`); the parameters' gradients are those of one batch of k x B."""
+        views = [
+            tuple(self.augment(b["pixel_values"]).contiguous(memory_format=self.memory_format) for _ in range(2))
+            for b in batches
+        ]
+
+        def embed(m, pair):
+            return m(pixel_values=pair[0], pixel_values_2=pair[1], return_loss=False).projections.chunk(2)
+
+        # accelerator.backward divides by the accumulation steps; the surrogates already carry the whole loss
+        scale = self.args.gradient_accumulation_steps
+        return gradient_cache_step(
+            model,
+            views,
+            embed,
+            accelerator.unwrap_model(model).contrastive_loss(),
+            backward=lambda surrogate: accelerator.backward(surrogate * scale),
+            micro_step=lambda i: accelerator.accumulate(model),
+        )
 
     def items_in_batch(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["pixel_values"].shape[0]  # images (each seen in two views)

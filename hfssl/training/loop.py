@@ -175,6 +175,8 @@ class PretrainingLoop:
         accelerator.wait_for_everyone()
         set_seed(args.seed)
         self.objective = build_objective(args)
+        # a loss over the whole accumulated batch (gradient cache) instead of one loss per micro-batch
+        self.cached_accumulation = args.gradient_accumulation_steps > 1 and hasattr(self.objective, "accumulated_step")
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
             model = setup.model
@@ -270,9 +272,19 @@ class PretrainingLoop:
     def _micro_step(self, batch, micro_losses: list) -> float | None:
         """Forward/backward one micro-batch; on the last of an accumulation group, the optimizer step.
 
-        Returns the step's loss (mean over micro-batches and processes) after an optimizer step, else None.
+        An objective with `accumulated_step` (a contrastive loss: gradient cache) gets the group's micro-batches
+        together instead, once the last has arrived. Returns the step's loss (mean over micro-batches and processes)
+        after an optimizer step, else None.
         """
         accelerator, args = self.accelerator, self.args
+        if self.cached_accumulation:
+            micro_losses.append(batch)  # here: the group's micro-batches
+            group_done = len(micro_losses) == args.gradient_accumulation_steps
+            if not group_done and not accelerator.gradient_state.end_of_dataloader:
+                return None
+            loss = self.objective.accumulated_step(self.model, list(micro_losses), accelerator)
+            micro_losses.clear()
+            return self._optimizer_step(accelerator.reduce(loss, reduction="mean").item())
         with accelerator.accumulate(self.model):
             loss = self.objective.training_loss(self.model, batch)
             accelerator.backward(loss)
@@ -281,16 +293,19 @@ class PretrainingLoop:
                 return None
             step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
             micro_losses.clear()
-            # before the optimizer step: the weights stay finite
-            check_finite(
-                step_loss, self.state.global_step + 1, self.output_dir, "Lower --learning_rate or raise --warmup_ratio"
-            )
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            return step_loss
+            return self._optimizer_step(step_loss)
+
+    def _optimizer_step(self, step_loss: float) -> float:
+        """Clip, step, schedule; the loss is checked first, so the weights stay finite."""
+        check_finite(
+            step_loss, self.state.global_step + 1, self.output_dir, "Lower --learning_rate or raise --warmup_ratio"
+        )
+        if self.args.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
 
     def _after_step(self, step_loss: float, items: int, seconds: float) -> bool:
         """Log, evaluate and checkpoint on schedule. Returns True when the run is done."""
