@@ -35,6 +35,7 @@ from ..run.results import PretrainResult, save_result
 from ..run.start import prepare_run
 from .arguments import PretrainArguments
 from .checkpointing import load_checkpoint, save_checkpoint
+from .launch_checks import check_process_group, check_sharding_request
 from .objectives import build_objective
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def _tracker(report_to: str) -> str | None:
 
 
 def _make_accelerator(args: PretrainArguments) -> Accelerator:
+    check_sharding_request(_accelerator_available())
     accelerator = Accelerator(
         # without an accelerator device, cpu=True is what makes `accelerate launch --multi_gpu
         # --num_processes N` (torchrun env vars) start a gloo process group instead of N lone runs
@@ -106,6 +108,7 @@ def _make_accelerator(args: PretrainArguments) -> Accelerator:
         log_with=_tracker(args.report_to),
         project_dir=args.output_dir,
     )
+    check_process_group(accelerator.num_processes)
     if accelerator.device.type == "cpu":
         torch.set_num_threads(args.cpu_threads or _cores_per_process(accelerator))
     return accelerator
@@ -385,9 +388,11 @@ class PretrainingLoop:
             args={**self.args.to_dict(), "num_processes": accelerator.num_processes},
         )
         accelerator.wait_for_everyone()
+        # the full weights, gathered on every rank's call (FSDP / DeepSpeed ZeRO-3 hold shards; DDP: the model's own)
+        state_dict = accelerator.get_state_dict(self.model)
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(self.model)
-            publish(self.output_dir, save_pretrained_all([model, *self.setup.companions]))
+            publish(self.output_dir, save_pretrained_all([_FullWeights(model, state_dict), *self.setup.companions]))
             if hasattr(self.objective, "closing_metrics"):  # e.g. a masked LM's pseudo-perplexity
                 result.final.update(self.objective.closing_metrics(model, accelerator))
             result.report = self.objective.finish(model, self.output_dir, accelerator)
@@ -395,6 +400,17 @@ class PretrainingLoop:
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return result
+
+
+class _FullWeights:
+    """`save_pretrained` of the unwrapped model with the gathered full state dict (a sharded model's own parameters
+    are shards)."""
+
+    def __init__(self, model, state_dict):
+        self.model, self.state_dict = model, state_dict
+
+    def save_pretrained(self, folder) -> None:
+        self.model.save_pretrained(folder, state_dict=self.state_dict)
 
 
 def run_pretraining(args: PretrainArguments, callbacks=None) -> PretrainResult:

@@ -76,7 +76,10 @@ def test_smoke_run_on_builtin_digits(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "1"], "per-device batch of at least 2"),
+        (
+            ["--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "1"],
+            "per-device batch of at least 2",
+        ),
         (["--per_device_train_batch_size", "1"], "no negatives"),
     ],
 )

@@ -52,6 +52,10 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+class ResNetStage(nn.Sequential):
+    """A stage of basic blocks at one width: the unit FSDP shards (`_no_split_modules`)."""
+
+
 class ResNetBackbone(nn.Module):
     """(B, C, S, S) -> (B, F): stem, stages of basic blocks (stride 2 from the second), global average pool."""
 
@@ -75,7 +79,7 @@ class ResNetBackbone(nn.Module):
                 BasicBlock(in_channels if j == 0 else out_channels, out_channels, 2 if (i > 0 and j == 0) else 1)
                 for j in range(depth)
             ]
-            stages.append(nn.Sequential(*blocks))
+            stages.append(ResNetStage(*blocks))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
 
@@ -134,6 +138,7 @@ class SimCLRPreTrainedModel(PreTrainedModel):
     config: SimCLRConfig
     base_model_prefix = "simclr"
     main_input_name = "pixel_values"
+    _no_split_modules = ["ResNetStage", "TransformerEncoderLayer"]  # what FSDP wraps (shards) as one unit
     input_modalities = ("image",)
 
     @torch.no_grad()
