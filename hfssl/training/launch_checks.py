@@ -35,3 +35,17 @@ def check_process_group(num_processes: int) -> None:
             "would train separate models into one folder. Launch with `accelerate launch --multi_gpu` (one machine) "
             "or with --num_machines / --machine_rank (several), so that Accelerate starts a distributed run."
         )
+
+
+def check_wrap_policy(model) -> None:
+    """ValueError if FSDP's transformer wrap policy has nothing to wrap: neither the model's `_no_split_modules` nor
+    fsdp_transformer_layer_cls_to_wrap in the config name a layer class."""
+    if not _flag("ACCELERATE_USE_FSDP") or os.environ.get("FSDP_AUTO_WRAP_POLICY") != "TRANSFORMER_BASED_WRAP":
+        return
+    if os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP") or getattr(model, "_no_split_modules", None):
+        return
+    raise ValueError(
+        f"The FSDP config wraps by transformer layer, but {type(model).__name__} declares no `_no_split_modules` and "
+        "the config names no fsdp_transformer_layer_cls_to_wrap: set the latter to the model's block class, or use "
+        "fsdp_auto_wrap_policy: SIZE_BASED_WRAP."
+    )

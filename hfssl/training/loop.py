@@ -35,7 +35,7 @@ from ..run.results import PretrainResult, save_result
 from ..run.start import prepare_run
 from .arguments import PretrainArguments
 from .checkpointing import load_checkpoint, save_checkpoint
-from .launch_checks import check_process_group, check_sharding_request
+from .launch_checks import check_process_group, check_sharding_request, check_wrap_policy
 from .objectives import build_objective
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ class PretrainingLoop:
         # a loss over the whole accumulated batch (gradient cache) instead of one loss per micro-batch
         self.cached_accumulation = args.gradient_accumulation_steps > 1 and hasattr(self.objective, "accumulated_step")
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
+        check_wrap_policy(setup.model)
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
             model = setup.model
             (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hfssl import launch
-from hfssl.training.launch_checks import check_process_group, check_sharding_request
-from tests.conftest import REPO, TINY_LM_FLAGS
+from hfssl import GPTForCausalLM, launch
+from hfssl.training.launch_checks import check_process_group, check_sharding_request, check_wrap_policy
+from tests.conftest import REPO, TINY_LM_FLAGS, tiny_gpt_config
 from tests.training.test_pretrain import CRASH_AT_STEP, SCRIPT, _env, _weights
 
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
@@ -109,6 +109,16 @@ def test_sharding_and_unjoined_processes_are_refused_before_training(monkeypatch
     with pytest.raises(ValueError, match="2 processes were launched"):
         check_process_group(num_processes=1)
     check_process_group(num_processes=2)
+
+
+def test_fsdp_transformer_wrapping_needs_a_layer_class(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
+    with pytest.raises(ValueError, match="declares no `_no_split_modules`"):
+        check_wrap_policy(torch.nn.Linear(2, 2))
+    check_wrap_policy(GPTForCausalLM(tiny_gpt_config()))  # declares GPTBlock
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "Linear")
+    check_wrap_policy(torch.nn.Linear(2, 2))  # the config names one
 
 
 # ---- end to end -----------------------------------------------------------------------------------------------------

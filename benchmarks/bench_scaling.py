@@ -1,0 +1,81 @@
+"""What scaling out costs on this machine, as ratios, each pair run back to back through scripts/pretrain.py:
+
+1. 1 process vs 2 gloo processes (`accelerate launch --multi_gpu --num_processes 2`) on the same global batch, for
+   the causal LM and the contrastive objective: training items/s of 2 processes / 1 process. The machine's cores
+   are split between the processes either way (torch threads = cores / local processes).
+2. Contrastive accumulation by gradient cache: one batch of B vs k micro-batches of B/k (the same loss and
+   gradients): items/s of k micro-batches / one batch.
+
+Throughput is the median `items_per_second` of the logged windows after the first (warm-up) one.
+
+    python benchmarks/bench_scaling.py            # ~10 minutes on 2 cores
+    python benchmarks/bench_scaling.py --quick
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "pretrain.py"
+RESULTS = ROOT / "benchmarks" / "results" / "bench_scaling.json"
+ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+
+LM = "--icl_warmup_steps 0 --hidden_size 256 --num_hidden_layers 4 --num_attention_heads 4 --block_size 128"
+LM += " --eval_steps 0"
+VISION = "--objective contrastive --resnet_widths 32 64 128 256 --image_size 32 --eval_steps 0"
+
+
+def throughput(launcher: list[str], flags: str, batch: int, accumulation: int, steps: int, work: Path) -> float:
+    out = Path(tempfile.mkdtemp(dir=work))
+    command = [*launcher, str(SCRIPT), *flags.split(), "--output_dir", str(out), "--report_to", "none"]
+    command += ["--max_steps", str(steps), "--logging_steps", str(max(1, steps // 6)), "--save_steps", "0"]
+    command += ["--per_device_train_batch_size", str(batch), "--gradient_accumulation_steps", str(accumulation)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    rates = [e["items_per_second"] for e in history if "items_per_second" in e][1:]
+    shutil.rmtree(out)
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    steps = 24 if args.quick else 60
+    one = [sys.executable]
+    two = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        for name, flags, batch in (("causal LM", LM, 16), ("contrastive", VISION, 128)):
+            single = throughput(one, flags, batch, 1, steps, work)
+            double = throughput(two, flags, batch // 2, 1, steps, work)
+            rows.append({"name": f"{name}: 2 processes / 1, global batch {batch}", "one": single, "two": double})
+        plain = throughput(one, VISION, 128, 1, steps, work)
+        for k in (2, 4):
+            cached = throughput(one, VISION, 128 // k, k, steps, work)
+            rows.append(
+                {
+                    "name": f"contrastive: gradient cache {k} x {128 // k} / one batch of 128",
+                    "one": plain,
+                    "two": cached,
+                }
+            )
+    print(f"{'':62s} {'base/s':>9s} {'other/s':>9s} {'ratio':>7s}")
+    for row in rows:
+        row["ratio"] = row["two"] / row["one"]
+        print(f"{row['name']:62s} {row['one']:9.0f} {row['two']:9.0f} {row['ratio']:7.2f}")
+    RESULTS.write_text(json.dumps({"steps": steps, "rows": rows}, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
