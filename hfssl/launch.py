@@ -17,21 +17,13 @@ import socket
 import sys
 import time
 
+from .run.arguments import flag_value
+
 DEFAULT_CONNECT_TIMEOUT = 120.0
 
 
 class LaunchError(ValueError):
     pass
-
-
-def _take(argv: list[str], flag: str) -> str | None:
-    """The value of `--flag V` or `--flag=V` among the launcher's own arguments (before the script)."""
-    for i, token in enumerate(argv):
-        if token == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if token.startswith(flag + "="):
-            return token.split("=", 1)[1]
-    return None
 
 
 def _launcher_args(argv: list[str]) -> list[str]:
@@ -43,7 +35,7 @@ def _launcher_args(argv: list[str]) -> list[str]:
 
 
 def _int(argv: list[str], flag: str, default: int) -> int:
-    value = _take(argv, flag)
+    value = flag_value(argv, flag)
     try:
         return default if value is None else int(value)
     except ValueError:
@@ -66,7 +58,7 @@ def check_machines(argv: list[str]) -> None:
         raise LaunchError(
             f"--num_processes {processes} (the total over all machines) does not split evenly over {machines} machines."
         )
-    if machines > 1 and _take(own, "--main_process_ip") is None:
+    if machines > 1 and flag_value(own, "--main_process_ip") is None:
         raise LaunchError("--num_machines > 1 needs --main_process_ip, the main machine's address.")
 
 
@@ -102,8 +94,10 @@ def prepare(argv: list[str]) -> list[str]:
     machines, rank = _int(own, "--num_machines", 1), _int(own, "--machine_rank", 0)
     if machines > 1:
         if rank > 0:
-            wait_for_main_process(_take(own, "--main_process_ip"), _int(own, "--main_process_port", 29500), timeout)
-        if _take(own, "--rdzv_conf") is None and (_take(own, "--rdzv_backend") or "static") == "static":
+            wait_for_main_process(
+                flag_value(own, "--main_process_ip"), _int(own, "--main_process_port", 29500), timeout
+            )
+        if flag_value(own, "--rdzv_conf") is None and (flag_value(own, "--rdzv_backend") or "static") == "static":
             argv = ["--rdzv_conf", f"timeout={int(timeout)}", *argv]
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     return [accelerate, "launch", *argv]

@@ -208,7 +208,7 @@ CASES = [
         "pretrain-block-beyond-context",
         "pretrain",
         _with(PRETRAIN, block_size=128),
-        "larger than max_position_embeddings",
+        "longer than max_position_embeddings",
     ),
     Case("pretrain-unknown-objective", "pretrain", _with(PRETRAIN, objective="jigsaw"), "Unknown --objective 'jigsaw'"),
     Case(

@@ -86,6 +86,39 @@ def check_gguf_file(path: Path) -> str:
     return architecture
 
 
+_SPECIAL_TOKEN_KEYS = {
+    "bos_token": "tokenizer.ggml.bos_token_id",
+    "eos_token": "tokenizer.ggml.eos_token_id",
+    "unk_token": "tokenizer.ggml.unknown_token_id",
+    "pad_token": "tokenizer.ggml.padding_token_id",
+}
+
+
+def load_gguf_tokenizer(source: ModelSource):
+    """The tokenizer a GGUF file defines (its vocabulary, merges, special tokens and chat template), the same on
+    every transformers version in our range.
+
+    `AutoTokenizer` picks a class from the GGUF's architecture, and transformers 5.4 maps llama to CodeLlamaTokenizer,
+    which adds a BOS token and five FIM tokens that SmolLM2's GGUF does not have; later versions (and we, on every
+    version) take the generic fast tokenizer. 5.4 also drops the padding token and takes the wrong end-of-sequence
+    token (SmolLM2's <|im_start|> for <|im_end|>), so the special tokens are set from the file's
+    `tokenizer.ggml.*_token_id` fields.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source.path, **source.kwargs())
+    path = Path(source.path) / source.gguf_file
+    if path.is_file():  # a local file (a Hub download is cached where from_pretrained put it; left as loaded)
+        import gguf
+
+        fields = gguf.GGUFReader(str(path)).fields
+        for name, key in _SPECIAL_TOKEN_KEYS.items():
+            if key in fields:
+                token_id = int(fields[key].parts[fields[key].data[0]][0])
+                setattr(tokenizer, name, tokenizer.convert_ids_to_tokens(token_id))
+    return tokenizer
+
+
 def gguf_error(source: ModelSource, err: Exception) -> Exception:
     """A one-line error for a GGUF that transformers cannot load: an architecture or quantisation it does not
     support, or a truncated or foreign file."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .gguf import ModelSource, check_gguf_file, gguf_error, model_source, require_gguf_package
+from .gguf import ModelSource, check_gguf_file, gguf_error, load_gguf_tokenizer, model_source, require_gguf_package
 from .helpers import classification_head_name
 from .kinds import is_text_encoder
 
@@ -107,8 +107,11 @@ def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> 
     is_new = lambda key: any(key.startswith(prefix) for prefix in new)  # noqa: E731
     missing = [k for k in info.get("missing_keys", []) if not is_new(k)]
     own_modules = {name for name, _ in model.named_children()}
+    # a buffer the model makes itself (BERT's position_ids, saved by old transformers into MiniLM's checkpoint and
+    # reported as unexpected by transformers 5.4) loses nothing when it is not loaded
+    own_buffers = {name for name, _ in model.named_buffers()} - set(model.state_dict())
     # a checkpoint's pretraining head (lm_head, projection_head, cls, ...) that the loaded class has no place for
-    unexpected = [k for k in info.get("unexpected_keys", []) if k.split(".")[0] in own_modules]
+    unexpected = [k for k in info.get("unexpected_keys", []) if k.split(".")[0] in own_modules and k not in own_buffers]
     mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", [])]
     mismatched = [k for k in mismatched if not is_new(k)]
     if missing or unexpected or mismatched:
@@ -154,7 +157,9 @@ def load_tokenizer(model: "str | ModelSource", gguf_file: str | None = None, tru
     """The tokenizer of a folder, Hub id or GGUF checkpoint; OSError naming the source when it cannot be loaded."""
     source = as_source(model, gguf_file)
     try:
-        return AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code, **source.kwargs())
+        if source.is_gguf:
+            return load_gguf_tokenizer(source)
+        return AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     except Exception as err:
         if source.is_gguf:
             raise gguf_error(source, err) from None

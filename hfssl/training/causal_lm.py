@@ -27,7 +27,13 @@ from ..models.loading import load_config, load_pretrained
 from ..run.arguments import require_fraction, require_non_negative, require_positive
 from .arguments import PretrainArguments
 from .objectives import PretrainingSetup, WarmupPhase
-from .text_corpus import TextCorpusArguments, run_tokenizer, training_and_held_out_documents
+from .text_corpus import (
+    TextCorpusArguments,
+    TextModelShapeArguments,
+    check_fits_pretrained,
+    run_tokenizer,
+    training_and_held_out_documents,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ DEFAULT_ICL_WARMUP_STEPS = 2500
 
 
 @dataclass(kw_only=True)
-class CausalLMArguments(TextCorpusArguments, PretrainArguments):
+class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainArguments):
     """`--objective causal_lm`: a GPT on text. The defaults are the README's main command."""
 
     objective: str = field(default="causal_lm", metadata={"help": "This objective: causal_lm."})
@@ -64,16 +70,6 @@ class CausalLMArguments(TextCorpusArguments, PretrainArguments):
             "help": "Peak AdamW learning rate (3e-3 delayed the in-context warm-up's copying in a probe run; "
             "small models tolerate 1e-3..3e-3)."
         },
-    )
-    # a fresh model's shape: a 2 x 128 model trained for more steps beat 4 x 256 in the same CPU minutes, and a
-    # 1024-token output layer is ~3.5x cheaper per step than 4096 at this width
-    hidden_size: int = field(default=128, metadata={"help": "Model width d."})
-    num_hidden_layers: int = field(default=2, metadata={"help": "Number of transformer blocks."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
-    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
-    max_position_embeddings: int = field(default=256, metadata={"help": "Context window of a fresh model."})
-    dropout: float = field(
-        default=0.0, metadata={"help": "Dropout on embeddings, residuals and attention (0 is best for short runs)."}
     )
     icl_warmup_steps: int | None = field(
         default=None,
@@ -105,23 +101,10 @@ class CausalLMArguments(TextCorpusArguments, PretrainArguments):
         self.check_corpus_arguments()
         if self.icl_warmup_steps is None:
             self.icl_warmup_steps = 0 if self.model_name_or_path else DEFAULT_ICL_WARMUP_STEPS
-        require_positive(
-            self,
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "sample_max_new_tokens",
-        )
+        self.check_model_shape()
+        require_positive(self, "sample_max_new_tokens")
         require_non_negative(self, "icl_warmup_steps")
         require_fraction(self, "icl_mix_fraction")
-        require_fraction(self, "dropout")
-        if self.block_size > self.max_position_embeddings and self.model_name_or_path is None:
-            raise ValueError(
-                f"block_size ({self.block_size}) is larger than max_position_embeddings "
-                f"({self.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."
-            )
         if self.icl_warmup_steps and not 0 < self.icl_warmup_block_size <= self.block_size:
             raise ValueError(
                 f"--icl_warmup_block_size must be in [1, block_size={self.block_size}], "
@@ -191,17 +174,7 @@ class CausalLMObjective:
         m = self.args
         if m.model_name_or_path:
             model = load_pretrained(AutoModelForCausalLM, m.source)
-            window = context_window(model)
-            if window is not None and m.block_size > window:
-                raise ValueError(
-                    f"block_size ({m.block_size}) is larger than the context window of "
-                    f"{m.model_name_or_path} ({window}): lower --block_size."
-                )
-            if len(tokenizer) > model.config.vocab_size:
-                raise ValueError(
-                    f"The tokenizer has {len(tokenizer)} tokens but {m.model_name_or_path} has vocab_size "
-                    f"{model.config.vocab_size}: use the model's own tokenizer."
-                )
+            check_fits_pretrained(m, model, tokenizer)
             return model
         config = GPTConfig(
             vocab_size=len(tokenizer),

@@ -27,21 +27,26 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
 from ..data.encoder_text import check_encoder_tokenizer, pack_encoder_blocks, train_encoder_tokenizer
-from ..models.helpers import context_window
 from ..models.kinds import require_encoder
 from ..models.loading import load_config, load_pretrained, load_tokenizer
-from ..run.arguments import require_fraction, require_non_negative, require_positive
+from ..run.arguments import require_fraction, require_non_negative
 from .arguments import PretrainArguments
 from .masking import EVAL_EPOCH, MaskingCollator
 from .objectives import PretrainingSetup
 from .pseudo_log_likelihood import pseudo_perplexity
-from .text_corpus import TextCorpusArguments, run_tokenizer, training_and_held_out_documents
+from .text_corpus import (
+    TextCorpusArguments,
+    TextModelShapeArguments,
+    check_fits_pretrained,
+    run_tokenizer,
+    training_and_held_out_documents,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class MaskedLMArguments(TextCorpusArguments, PretrainArguments):
+class MaskedLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainArguments):
     """`--objective masked_lm`: a BERT on text, fresh or continued (`--model_name_or_path`)."""
 
     RESUME_SAFE: ClassVar[frozenset] = PretrainArguments.RESUME_SAFE | {"pll_samples"}
@@ -58,12 +63,6 @@ class MaskedLMArguments(TextCorpusArguments, PretrainArguments):
     learning_rate: float = field(
         default=1e-3, metadata={"help": "Peak AdamW learning rate (1e-3 for a fresh small model; ~5e-5 to continue)."}
     )
-    hidden_size: int = field(default=128, metadata={"help": "Model width d of a fresh model."})
-    num_hidden_layers: int = field(default=2, metadata={"help": "Transformer blocks of a fresh model."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
-    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
-    max_position_embeddings: int = field(default=256, metadata={"help": "Positions of a fresh model."})
-    dropout: float = field(default=0.0, metadata={"help": "Dropout on embeddings, residuals and attention."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for prediction, in (0, 1)."})
     whole_word_mask: bool = field(
         default=False, metadata={"help": "Choose whole words (all of their tokens) instead of single tokens."}
@@ -75,26 +74,9 @@ class MaskedLMArguments(TextCorpusArguments, PretrainArguments):
     def __post_init__(self):
         super().__post_init__()
         self.check_corpus_arguments()
-        require_positive(
-            self,
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-        )
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"--num_attention_heads ({self.num_attention_heads}) must divide --hidden_size ({self.hidden_size})."
-            )
+        self.check_model_shape()
         require_non_negative(self, "pll_samples")
         require_fraction(self, "mlm_probability", low_open=True)
-        require_fraction(self, "dropout")
-        if self.block_size > self.max_position_embeddings and self.model_name_or_path is None:
-            raise ValueError(
-                f"block_size ({self.block_size}) is longer than max_position_embeddings "
-                f"({self.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."
-            )
 
 
 def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -129,17 +111,7 @@ class MaskedLMObjective:
         m = self.args
         if m.model_name_or_path:
             model = load_pretrained(AutoModelForMaskedLM, m.source, new_head="language_modelling")
-            window = context_window(model)
-            if window is not None and m.block_size > window:
-                raise ValueError(
-                    f"block_size ({m.block_size}) is longer than the {window} positions of {m.model_name_or_path}: "
-                    "lower --block_size."
-                )
-            if len(tokenizer) > model.config.vocab_size:
-                raise ValueError(
-                    f"The tokenizer has {len(tokenizer)} tokens but {m.model_name_or_path} has vocab_size "
-                    f"{model.config.vocab_size}: use the model's own tokenizer."
-                )
+            check_fits_pretrained(m, model, tokenizer)
             return model
         config = BertConfig(
             vocab_size=len(tokenizer),

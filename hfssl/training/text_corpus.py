@@ -12,7 +12,8 @@ import datasets
 from accelerate import Accelerator
 
 from ..data.text import iter_texts, load_text_dataset, load_tokenizer
-from ..run.arguments import require_choice, require_positive
+from ..models.helpers import context_window
+from ..run.arguments import require_choice, require_fraction, require_positive
 
 TOKENIZER_DIR = Path(".hfssl") / "tokenizer"  # inside --output_dir: the run's working files
 
@@ -37,6 +38,58 @@ class TextCorpusArguments:
     def check_corpus_arguments(self) -> None:
         require_positive(self, "vocab_size", "block_size", "preprocessing_num_workers")
         require_choice(self, "text_sample_by", ("line", "paragraph", "document"))
+
+
+@dataclass(kw_only=True)
+class TextModelShapeArguments:
+    """The shape of a fresh text model (ignored with --model_name_or_path, which keeps its own), shared by the text
+    objectives so that a GPT and a BERT of one size are one set of flags."""
+
+    # a 2 x 128 model trained for more steps beat 4 x 256 in the same CPU minutes, and a 1024-token output layer is
+    # ~3.5x cheaper per step than 4096 at this width
+    hidden_size: int = field(default=128, metadata={"help": "Model width d."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Number of transformer blocks."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
+    max_position_embeddings: int = field(default=256, metadata={"help": "Positions (context window) of a fresh model."})
+    dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on embeddings, residuals and attention (0 is best for short runs)."}
+    )
+
+    def check_model_shape(self) -> None:
+        require_positive(
+            self,
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        )
+        require_fraction(self, "dropout")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"--num_attention_heads ({self.num_attention_heads}) must divide --hidden_size ({self.hidden_size})."
+            )
+        if self.block_size > self.max_position_embeddings and self.model_name_or_path is None:
+            raise ValueError(
+                f"block_size ({self.block_size}) is longer than max_position_embeddings "
+                f"({self.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."
+            )
+
+
+def check_fits_pretrained(args, model, tokenizer) -> None:
+    """ValueError unless --block_size fits the loaded model's positions and the tokenizer its vocabulary."""
+    window = context_window(model)
+    if window is not None and args.block_size > window:
+        raise ValueError(
+            f"block_size ({args.block_size}) is longer than the {window} positions of {args.model_name_or_path}: "
+            "lower --block_size."
+        )
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but {args.model_name_or_path} has vocab_size "
+            f"{model.config.vocab_size}: use the model's own tokenizer."
+        )
 
 
 def split_held_out(docs: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:

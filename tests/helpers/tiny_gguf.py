@@ -47,6 +47,9 @@ def write_tiny_llama_gguf(path: Path, tokenizer, architecture: str = "llama", se
     writer.add_bos_token_id(tokenizer.bos_token_id)
     writer.add_eos_token_id(tokenizer.eos_token_id)
     writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_unk_token_id(tokenizer.eos_token_id)  # as SmolLM2's GGUF does: <|endoftext|> doubles as unknown
+    writer.add_add_bos_token(False)
+    writer.add_add_space_prefix(False)
     writer.add_chat_template(CHAT_TEMPLATE)
     rng = np.random.default_rng(seed)
     normal = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)  # noqa: E731

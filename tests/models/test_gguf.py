@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfssl.models.gguf import model_source
-from hfssl.models.loading import load_causal_lm
+from hfssl.models.loading import load_causal_lm, load_tokenizer
 from tests.conftest import import_script
 
 
@@ -29,6 +29,17 @@ def test_a_gguf_loads_as_an_ordinary_model_that_can_be_saved(tiny_gguf, tmp_path
     torch.testing.assert_close(_logits(reloaded, tokenizer), _logits(reference, tokenizer), rtol=0, atol=0)
     # the same checkpoint named as a folder plus --gguf_file
     assert model_source(str(tiny_gguf.parent), tiny_gguf.name) == model_source(str(tiny_gguf))
+
+
+def test_a_gguf_tokenizer_is_the_one_it_was_written_from(tiny_gguf, tiny_tokenizer):
+    # transformers 5.4's AutoTokenizer made a llama GGUF's tokenizer a CodeLlamaTokenizer (a BOS token prepended,
+    # five FIM tokens added) without its padding token; load_tokenizer gives the file's own on every version
+    loaded = load_tokenizer(str(tiny_gguf))
+    text = "The cat sees the dog. <|endoftext|>"
+    assert loaded(text).input_ids == tiny_tokenizer(text).input_ids
+    assert len(loaded) == len(tiny_tokenizer)
+    for name in ("bos_token", "eos_token", "pad_token"):
+        assert getattr(loaded, name) == getattr(tiny_tokenizer, name), name
 
 
 def test_convert_gguf_writes_a_folder_with_tokenizer_and_chat_template(tiny_gguf, tmp_path, capsys):
@@ -188,9 +199,7 @@ def test_gguf_bad_input(tiny_gguf, tmp_path, monkeypatch):
     foreign.write_bytes(b"not a gguf at all")
     with pytest.raises(ValueError, match="is truncated or not a GGUF file"):
         load_causal_lm(str(foreign))
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name)
+    tokenizer = load_tokenizer(str(tiny_gguf))
     unknown = write_tiny_llama_gguf(tmp_path / "unknown.gguf", tokenizer, architecture="notanarch")
     with pytest.raises(ValueError, match="transformers cannot load this GGUF"):
         load_causal_lm(str(unknown))

@@ -78,7 +78,7 @@ def test_yaml_recipe_and_flag_override(tmp_path, corpus_file):
         ("missing_file", "not found"),
         ("empty_corpus", "no non-empty text"),
         ("missing_column", "no column 'text'"),
-        ("block_too_long", "larger than max_position_embeddings"),
+        ("block_too_long", "longer than max_position_embeddings"),
         ("corpus_too_small", "fewer than one block"),
     ],
 )
