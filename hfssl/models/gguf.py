@@ -86,6 +86,10 @@ def check_gguf_file(path: Path) -> str:
     return architecture
 
 
+class GGUFMetadataError(ValueError):
+    """A GGUF that loads but whose metadata contradicts itself (the message names the field)."""
+
+
 _SPECIAL_TOKEN_KEYS = {
     "bos_token": "tokenizer.ggml.bos_token_id",
     "eos_token": "tokenizer.ggml.eos_token_id",
@@ -104,18 +108,24 @@ def load_gguf_tokenizer(source: ModelSource):
     token (SmolLM2's <|im_start|> for <|im_end|>), so the special tokens are set from the file's
     `tokenizer.ggml.*_token_id` fields.
     """
+    import gguf
     from transformers import PreTrainedTokenizerFast
+    from transformers.utils import cached_file
 
+    # a local file, or a Hub file cached now (from_pretrained reads it from the same cache)
+    fields = gguf.GGUFReader(cached_file(source.path, source.gguf_file)).fields
+    vocabulary = len(fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in fields else None
+    special = {}
+    for name, key in _SPECIAL_TOKEN_KEYS.items():
+        if key in fields:
+            special[name] = int(fields[key].parts[fields[key].data[0]][0])
+            if vocabulary is not None and not 0 <= special[name] < vocabulary:
+                raise GGUFMetadataError(
+                    f"{source}: {key} is {special[name]}, outside its vocabulary of {vocabulary} tokens."
+                )
     tokenizer = PreTrainedTokenizerFast.from_pretrained(source.path, **source.kwargs())
-    path = Path(source.path) / source.gguf_file
-    if path.is_file():  # a local file (a Hub download is cached where from_pretrained put it; left as loaded)
-        import gguf
-
-        fields = gguf.GGUFReader(str(path)).fields
-        for name, key in _SPECIAL_TOKEN_KEYS.items():
-            if key in fields:
-                token_id = int(fields[key].parts[fields[key].data[0]][0])
-                setattr(tokenizer, name, tokenizer.convert_ids_to_tokens(token_id))
+    for name, token_id in special.items():
+        setattr(tokenizer, name, tokenizer.convert_ids_to_tokens(token_id))
     return tokenizer
 
 

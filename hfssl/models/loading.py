@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .gguf import ModelSource, check_gguf_file, gguf_error, load_gguf_tokenizer, model_source, require_gguf_package
+from .gguf import (
+    GGUFMetadataError,
+    ModelSource,
+    check_gguf_file,
+    gguf_error,
+    load_gguf_tokenizer,
+    model_source,
+    require_gguf_package,
+)
 from .helpers import classification_head_name
 from .kinds import is_text_encoder
 
@@ -56,6 +64,7 @@ def as_source(model: "str | ModelSource", gguf_file: str | None = None) -> Model
 
 
 def _named(kind: str, keys: list[str]) -> str:
+    keys = sorted(keys)  # transformers reports some kinds as sets: the same load gives the same message
     more = f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
     return f"{len(keys)} {kind} ({', '.join(keys[:_SHOWN])}{more})"
 
@@ -124,7 +133,11 @@ def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> 
             f"The weights in {source} do not fit {type(model).__name__} (model_type {model.config.model_type!r} in "
             f"its config): {'; '.join(problems)} weights. Is config.json the one saved with these weights?"
         )
-    initialised = sorted({p.rstrip(".") for p in new for k in info.get("missing_keys", []) if k.startswith(p)})
+    replaced = [
+        *info.get("missing_keys", []),
+        *[k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", [])],
+    ]
+    initialised = sorted({p.rstrip(".") for p in new for k in replaced if k.startswith(p)})
     if initialised:
         log = logger.warning if new_head == "language_modelling" else logger.info
         log("%s holds no weights for %s: initialised fresh; the rest comes from it", source, ", ".join(initialised))
@@ -139,6 +152,9 @@ def load_pretrained(
     for a masked-LM head; see `_new_parts`). ValueError naming what does not
     fit; OSError / ValueError naming the source when it cannot be read."""
     source = as_source(model, gguf_file)
+    # weights of another shape are loaded as fresh ones and reported, so that _check_fit allows a new head's (a
+    # checkpoint fine-tuned for 3 labels, adapted to 2) and refuses any other in one line; transformers would raise
+    kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
         with _quiet_load_report():
             loaded, info = auto_class.from_pretrained(
@@ -160,6 +176,8 @@ def load_tokenizer(model: "str | ModelSource", gguf_file: str | None = None, tru
         if source.is_gguf:
             return load_gguf_tokenizer(source)
         return AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+    except GGUFMetadataError:
+        raise
     except Exception as err:
         if source.is_gguf:
             raise gguf_error(source, err) from None

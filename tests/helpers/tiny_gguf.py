@@ -16,8 +16,13 @@ CHAT_TEMPLATE = (
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, CONTEXT = 32, 2, 4, 2, 64, 64
 
 
-def write_tiny_llama_gguf(path: Path, tokenizer, architecture: str = "llama", seed: int = 0) -> Path:
-    """Write the tiny model with `tokenizer`'s vocabulary (a PreTrainedTokenizerFast with a BPE model) to `path`."""
+def write_tiny_llama_gguf(
+    path: Path, tokenizer, architecture: str = "llama", seed: int = 0, special_token_ids: dict | None = None
+) -> Path:
+    """Write the tiny model with `tokenizer`'s vocabulary (a PreTrainedTokenizerFast with a BPE model) to `path`.
+
+    `special_token_ids` ({"bos": 5, ...}; keys bos, eos, unk, pad) overrides the ids the file declares (by default
+    the tokenizer's, with eos doubling as unknown, as in SmolLM2's GGUF)."""
     import json
 
     import gguf
@@ -44,10 +49,12 @@ def write_tiny_llama_gguf(path: Path, tokenizer, architecture: str = "llama", se
     writer.add_token_list(tokens)
     writer.add_token_types([3 if t in special else 1 for t in tokens])  # 3: control token, 1: normal
     writer.add_token_merges(merges)
-    writer.add_bos_token_id(tokenizer.bos_token_id)
-    writer.add_eos_token_id(tokenizer.eos_token_id)
-    writer.add_pad_token_id(tokenizer.pad_token_id)
-    writer.add_unk_token_id(tokenizer.eos_token_id)  # as SmolLM2's GGUF does: <|endoftext|> doubles as unknown
+    ids = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "unk": tokenizer.eos_token_id}
+    ids = {"pad": tokenizer.pad_token_id, **ids, **(special_token_ids or {})}
+    writer.add_bos_token_id(ids["bos"])
+    writer.add_eos_token_id(ids["eos"])
+    writer.add_pad_token_id(ids["pad"])
+    writer.add_unk_token_id(ids["unk"])
     writer.add_add_bos_token(False)
     writer.add_add_space_prefix(False)
     writer.add_chat_template(CHAT_TEMPLATE)

@@ -40,6 +40,20 @@ def test_a_gguf_tokenizer_is_the_one_it_was_written_from(tiny_gguf, tiny_tokeniz
     assert len(loaded) == len(tiny_tokenizer)
     for name in ("bos_token", "eos_token", "pad_token"):
         assert getattr(loaded, name) == getattr(tiny_tokenizer, name), name
+    assert loaded.unk_token == tiny_tokenizer.eos_token  # the file's unknown-token id
+
+
+def test_a_gguf_tokenizer_takes_its_special_tokens_from_the_file(tiny_tokenizer, tmp_path):
+    from tests.helpers.tiny_gguf import write_tiny_llama_gguf
+
+    ids = {"bos": 40, "eos": 41, "unk": 42, "pad": 43}
+    path = write_tiny_llama_gguf(tmp_path / "own-specials.gguf", tiny_tokenizer, special_token_ids=ids)
+    loaded = load_tokenizer(str(path))
+    for name, token_id in ids.items():
+        assert getattr(loaded, f"{name}_token_id") == token_id, name
+    outside = write_tiny_llama_gguf(tmp_path / "outside.gguf", tiny_tokenizer, special_token_ids={"pad": 100000})
+    with pytest.raises(ValueError, match=r"outside\.gguf: tokenizer\.ggml\.padding_token_id is 100000, outside"):
+        load_tokenizer(str(outside))
 
 
 def test_convert_gguf_writes_a_folder_with_tokenizer_and_chat_template(tiny_gguf, tmp_path, capsys):

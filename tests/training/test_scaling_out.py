@@ -71,6 +71,10 @@ def _losses(out: Path) -> list[float]:
         ("--num_machines 2 --num_processes 3 --main_process_ip 10.0.0.1", "does not split evenly over 2 machines"),
         ("--num_machines 2 --machine_rank 1", "needs --main_process_ip"),
         ("--num_machines two", "--num_machines must be a whole number"),
+        ("--connect_timeout -5", "--connect_timeout must be a number of seconds > 0, got '-5'"),
+        ("--connect_timeout nan", "--connect_timeout must be a number of seconds > 0, got 'nan'"),
+        ("--connect_timeout=inf", "--connect_timeout must be a number of seconds > 0, got 'inf'"),
+        ("--connect_timeout", "--connect_timeout takes a number of seconds"),
     ],
 )
 def test_the_launcher_refuses_machine_settings_that_cannot_form_a_run(argv, message, capsys):
@@ -85,6 +89,26 @@ def test_an_unreachable_main_process_is_reported_after_the_timeout(capsys):
     assert launch.main(argv.split()) == 2
     err = capsys.readouterr().err
     assert "did not answer within 2 s" in err and "start machine 0 first" in err
+
+
+def test_the_launcher_reads_the_settings_of_a_config_file_and_flags_win(tmp_path, capsys):
+    config = tmp_path / "multi_node.yaml"
+    config.write_text(
+        (REPO / "recipes" / "accelerate" / "multi_node.yaml")
+        .read_text()
+        .replace("10.0.0.1", "127.0.0.1")
+        .replace("29500", str(_free_port()))
+    )
+    # machine 1 of the file's 2 waits for the file's main process, and reports it unreachable
+    assert launch.main(["--config_file", str(config), "--machine_rank", "1", "--connect_timeout=1", "x.py"]) == 2
+    assert "The main process at 127.0.0.1:" in capsys.readouterr().err
+    assert launch.main(["--config_file", str(config), "--machine_rank", "2", "x.py"]) == 2
+    assert "--machine_rank 2 is not one of the 2 machines" in capsys.readouterr().err
+    command = launch.prepare(["--config_file", str(config), "--num_machines", "1", "x.py"])
+    assert command[2:] == ["--config_file", str(config), "--num_machines", "1", "x.py"]  # one machine: no wait
+    (tmp_path / "broken.yaml").write_text("num_machines: [2\n")
+    assert launch.main(["--config_file", str(tmp_path / "broken.yaml"), "x.py"]) == 2
+    assert "broken.yaml cannot be read as YAML" in capsys.readouterr().err
 
 
 def test_the_launcher_bounds_the_rendezvous_and_keeps_everything_else():
