@@ -6,9 +6,11 @@
 2. Contrastive accumulation by gradient cache: one batch of B vs k micro-batches of B/k (the same loss and
    gradients): items/s of k micro-batches / one batch.
 
-Throughput is the median `items_per_second` of the logged windows after the first (warm-up) one.
+Throughput is the median `items_per_second` of the logged windows after the first (warm-up) one. Each pair runs
+--repeats times (base and other back to back, the order alternating); printed: the median throughputs, the median
+of the per-repeat ratios and their range.
 
-    python benchmarks/bench_scaling.py            # ~10 minutes on 2 cores
+    python benchmarks/bench_scaling.py            # ~25 minutes on 2 cores
     python benchmarks/bench_scaling.py --quick
 """
 
@@ -48,32 +50,50 @@ def throughput(launcher: list[str], flags: str, batch: int, accumulation: int, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs of each pair (the order alternates).")
     args = parser.parse_args()
-    steps = 24 if args.quick else 60
+    steps, repeats = (24, 1) if args.quick else (45, args.repeats)
     one = [sys.executable]
     two = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
+    # (name, (launcher, flags, per-device batch, accumulation) of the base, the same of the other)
+    pairs = [
+        (f"{name}: 2 processes / 1, global batch {batch}", (one, flags, batch, 1), (two, flags, batch // 2, 1))
+        for name, flags, batch in (("causal LM", LM, 16), ("contrastive", VISION, 128))
+    ]
+    pairs += [
+        (
+            f"contrastive: gradient cache {k} x {128 // k} / one batch of 128",
+            (one, VISION, 128, 1),
+            (one, VISION, 128 // k, k),
+        )
+        for k in (2, 4)
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        for name, flags, batch in (("causal LM", LM, 16), ("contrastive", VISION, 128)):
-            single = throughput(one, flags, batch, 1, steps, work)
-            double = throughput(two, flags, batch // 2, 1, steps, work)
-            rows.append({"name": f"{name}: 2 processes / 1, global batch {batch}", "one": single, "two": double})
-        plain = throughput(one, VISION, 128, 1, steps, work)
-        for k in (2, 4):
-            cached = throughput(one, VISION, 128 // k, k, steps, work)
+        for name, base, other in pairs:
+            runs = []
+            for r in range(repeats):  # back to back, base first on even repeats: drift hits both sides alike
+                order = (base, other) if r % 2 == 0 else (other, base)
+                rates = {id(setting): throughput(*setting, steps, Path(work)) for setting in order}
+                runs.append((rates[id(base)], rates[id(other)]))
+            ratios = [b / a for a, b in runs]
             rows.append(
                 {
-                    "name": f"contrastive: gradient cache {k} x {128 // k} / one batch of 128",
-                    "one": plain,
-                    "two": cached,
+                    "name": name,
+                    "one": statistics.median(a for a, _ in runs),
+                    "two": statistics.median(b for _, b in runs),
+                    "ratio": statistics.median(ratios),
+                    "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                    "runs": runs,
                 }
             )
-    print(f"{'':62s} {'base/s':>9s} {'other/s':>9s} {'ratio':>7s}")
+    print(f"{'':62s} {'base/s':>9s} {'other/s':>9s} {'ratio':>7s} {'min-max':>11s}  ({repeats} runs each)")
     for row in rows:
-        row["ratio"] = row["two"] / row["one"]
-        print(f"{row['name']:62s} {row['one']:9.0f} {row['two']:9.0f} {row['ratio']:7.2f}")
-    RESULTS.write_text(json.dumps({"steps": steps, "rows": rows}, indent=2))
+        spread = f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}"
+        print(f"{row['name']:62s} {row['one']:9.0f} {row['two']:9.0f} {row['ratio']:7.2f} {spread:>11s}")
+    RESULTS.write_text(json.dumps({"steps": steps, "repeats": repeats, "rows": rows}, indent=2))
     print(f"wrote {RESULTS}")
 
 
