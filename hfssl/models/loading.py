@@ -77,6 +77,16 @@ def _loading_error(source: ModelSource, err: Exception) -> Exception:
     return OSError(f"Could not load {source}: {err}")
 
 
+def _reading_error(source: ModelSource, what: str, err: Exception) -> Exception:
+    """The error to raise when reading `what` (e.g. "the config of") `source` failed with `err`: a one-line one for
+    a GGUF or an OSError / ValueError, else `err` itself (a bug keeps its traceback)."""
+    if source.is_gguf:
+        return gguf_error(source, err)
+    if isinstance(err, (OSError, ValueError)):
+        return OSError(f"Could not load {what} {source}: {err}")
+    return err
+
+
 def _dequantised(model):
     """A GGUF-loaded model as an ordinary one: the same weights in a model without transformers' GGUF quantizer,
     which refuses save_pretrained."""
@@ -179,11 +189,7 @@ def load_tokenizer(model: "str | ModelSource", gguf_file: str | None = None, tru
     except GGUFMetadataError:
         raise
     except Exception as err:
-        if source.is_gguf:
-            raise gguf_error(source, err) from None
-        if isinstance(err, (OSError, ValueError)):
-            raise OSError(f"Could not load a tokenizer from {source}: {err}") from None
-        raise
+        raise _reading_error(source, "a tokenizer from", err) from None
 
 
 def load_causal_lm(model: "str | ModelSource", trust_remote_code: bool = False, gguf_file: str | None = None):
@@ -201,8 +207,4 @@ def load_config(model: "str | ModelSource", gguf_file: str | None = None):
     try:
         return AutoConfig.from_pretrained(source.path, **source.kwargs())
     except Exception as err:
-        if source.is_gguf:
-            raise gguf_error(source, err) from None
-        if isinstance(err, (OSError, ValueError)):
-            raise OSError(f"Could not load the config of {source}: {err}") from None
-        raise
+        raise _reading_error(source, "the config of", err) from None

@@ -31,6 +31,7 @@ from .text_corpus import (
     TextCorpusArguments,
     TextModelShapeArguments,
     check_fits_pretrained,
+    pack_training_and_held_out,
     run_tokenizer,
     training_and_held_out_documents,
 )
@@ -208,13 +209,13 @@ class CausalLMObjective:
             warmup = self._icl_warmup(tokenizer, accelerator.num_processes)
             if d.icl_mix_fraction > 0:
                 train_docs = self._mix_in_key_value(train_docs)
-        with accelerator.main_process_first():
-            train_blocks = pack_into_blocks(train_docs, tokenizer, d.block_size, d.preprocessing_num_workers)
-            eval_blocks = None
-            if eval_docs is not None:
-                eval_blocks = pack_into_blocks(eval_docs, tokenizer, d.block_size, d.preprocessing_num_workers)
-                if t.max_eval_samples is not None and len(eval_blocks) > t.max_eval_samples:
-                    eval_blocks = eval_blocks.select(range(t.max_eval_samples))
+        train_blocks, eval_blocks = pack_training_and_held_out(
+            t,
+            accelerator,
+            train_docs,
+            eval_docs,
+            lambda docs: pack_into_blocks(docs, tokenizer, d.block_size, d.preprocessing_num_workers),
+        )
         logger.info(
             "Corpus: %d training blocks of %d tokens (%d tokens)",
             len(train_blocks),

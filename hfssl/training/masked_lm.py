@@ -38,6 +38,7 @@ from .text_corpus import (
     TextCorpusArguments,
     TextModelShapeArguments,
     check_fits_pretrained,
+    pack_training_and_held_out,
     run_tokenizer,
     training_and_held_out_documents,
 )
@@ -136,13 +137,13 @@ class MaskedLMObjective:
         )
         self.tokenizer = tokenizer
         model = self._model(tokenizer)
-        with accelerator.main_process_first():
-            train_blocks = pack_encoder_blocks(train_docs, tokenizer, d.block_size, d.preprocessing_num_workers)
-            eval_blocks = None
-            if eval_docs is not None:
-                eval_blocks = pack_encoder_blocks(eval_docs, tokenizer, d.block_size, d.preprocessing_num_workers)
-                if t.max_eval_samples is not None and len(eval_blocks) > t.max_eval_samples:
-                    eval_blocks = eval_blocks.select(range(t.max_eval_samples))
+        train_blocks, eval_blocks = pack_training_and_held_out(
+            t,
+            accelerator,
+            train_docs,
+            eval_docs,
+            lambda docs: pack_encoder_blocks(docs, tokenizer, d.block_size, d.preprocessing_num_workers),
+        )
         if eval_blocks is not None and d.pll_samples:
             self.pll_blocks = eval_blocks.select(range(min(d.pll_samples, len(eval_blocks))))
         logger.info("Corpus: %d training blocks of %d tokens ([CLS] ... [SEP])", len(train_blocks), d.block_size)

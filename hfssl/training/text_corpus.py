@@ -146,3 +146,16 @@ def run_tokenizer(
     if not accelerator.is_main_process:
         tokenizer = load(str(own))
     return tokenizer
+
+
+def pack_training_and_held_out(args, accelerator: Accelerator, train_docs, eval_docs, pack):
+    """(training blocks, held-out blocks or None), each packed by the objective's `pack(docs)`; the held-out blocks
+    are cut to --max_eval_samples. The main process fills the datasets cache first."""
+    with accelerator.main_process_first():
+        train_blocks = pack(train_docs)
+        eval_blocks = None
+        if eval_docs is not None:
+            eval_blocks = pack(eval_docs)
+            if args.max_eval_samples is not None and len(eval_blocks) > args.max_eval_samples:
+                eval_blocks = eval_blocks.select(range(args.max_eval_samples))
+    return train_blocks, eval_blocks
