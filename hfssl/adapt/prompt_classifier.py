@@ -7,6 +7,7 @@ The shots x seeds sweep of `scripts/prompt_eval.py` is `prompt_eval.py`.
 """
 
 import logging
+import re
 from dataclasses import dataclass
 
 import torch
@@ -196,10 +197,17 @@ class PromptClassifier:
         return texts, [self.parse_answer(t) for t in texts]
 
     def parse_answer(self, generated: str) -> int:
-        """The label whose word the generated text starts with (case-insensitive, longest match), else -1."""
+        """The label whose word the generated text starts with (case-insensitive, longest match); else the label
+        whose word occurs first in it as a whole word ("The sentiment is positive."); else -1."""
         answer = generated.strip().lower()
-        matches = [(len(w), i) for i, w in enumerate(self.options) if answer.startswith(w.strip().lower())]
-        return max(matches)[1] if matches else -1
+        words = [w.strip().lower() for w in self.options]
+        starts = [(len(w), i) for i, w in enumerate(words) if answer.startswith(w)]
+        if starts:
+            return max(starts)[1]
+        found = [
+            (m.start(), -len(w), i) for i, w in enumerate(words) if (m := re.search(rf"\b{re.escape(w)}\b", answer))
+        ]
+        return min(found)[2] if found else -1
 
 
 __all__ = ["PromptClassifier", "PromptScores", "stop_token_ids"]

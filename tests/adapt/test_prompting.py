@@ -107,6 +107,10 @@ def test_parse_and_generate(tiny_tokenizer):
     assert classifier.parse_answer(" Positive, clearly") == 1
     assert classifier.parse_answer("negative") == 0
     assert classifier.parse_answer(" maybe") == -1
+    # an answer that is a sentence: the label word it names first, as a whole word
+    assert classifier.parse_answer("The sentiment of this review is positive.") == 1
+    assert classifier.parse_answer("Not positive at all: negative") == 1
+    assert classifier.parse_answer("nonnegative") == -1
     texts, predictions = classifier.generate(["a dog", "the cat likes the song"], [[], []], max_new_tokens=3)
     assert len(texts) == 2 and all(p in (-1, 0, 1) for p in predictions)
     assert predictions == [classifier.parse_answer(t) for t in texts]
