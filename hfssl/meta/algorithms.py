@@ -97,6 +97,22 @@ def allow_second_order(model: nn.Module) -> None:
         model.set_attn_implementation("eager")
 
 
+def text_mask(model: nn.Module, x: torch.Tensor) -> dict:
+    """The keyword inputs of a forward on x: right-padded token ids (B, T) get their attention mask (B, T), 1 on the
+    tokens that are not padding, so an encoder does not attend to the padding; images get none."""
+    pad = getattr(model.config, "pad_token_id", None) if hasattr(model, "config") else None
+    if x.is_floating_point() or pad is None:
+        return {}
+    return {"attention_mask": (x != pad).long()}
+
+
+def forward(model: nn.Module, x: torch.Tensor, params: dict | None = None):
+    """model(x) (with `params` in place of its own through functional_call), text attention mask included."""
+    if params is None:
+        return model(x, **text_mask(model, x))
+    return functional_call(model, params, (x,), text_mask(model, x))
+
+
 def _logits(output) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
@@ -110,10 +126,7 @@ def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> t
     head = classification_head(model)
     handle = head.register_forward_hook(lambda module, args, out: captured.setdefault("x", args[0]))
     try:
-        if params is None:
-            model(x)
-        else:
-            functional_call(model, params, (x,))
+        forward(model, x, params)
     finally:
         handle.remove()
     phi = captured["x"]
@@ -216,11 +229,11 @@ class FunctionalMetaLearner:
         else:
 
             def support_loss(p):
-                return F.cross_entropy(_logits(functional_call(self.model, p, (x_s,))), y_s)
+                return F.cross_entropy(_logits(forward(self.model, x_s, p)), y_s)
 
             second_order = create_graph and self.algorithm == "maml"
             adapted = self._adapt(support_loss, params, steps, second_order=second_order)
-            logits = _logits(functional_call(self.model, adapted, (x_q,)))
+            logits = _logits(forward(self.model, x_q, adapted))
         loss = F.cross_entropy(logits, y_q)
         accuracy = (logits.argmax(-1) == y_q).float().mean().item()
         return loss, accuracy
@@ -243,10 +256,10 @@ class FunctionalMetaLearner:
 
         def one_task(theta, x_s, y_s, x_q, y_q):
             def support_loss(p):
-                return F.cross_entropy(_logits(functional_call(self.model, p, (x_s,))), y_s)
+                return F.cross_entropy(_logits(forward(self.model, x_s, p)), y_s)
 
             adapted = self._adapt(support_loss, theta, self.steps, second_order=second_order)
-            logits = _logits(functional_call(self.model, adapted, (x_q,)))
+            logits = _logits(forward(self.model, x_q, adapted))
             return F.cross_entropy(logits, y_q), (logits.argmax(-1) == y_q).float().mean()
 
         def meta_loss(theta, *batch):
@@ -302,11 +315,11 @@ class FunctionalMetaLearner:
         x_s, y_s, x_q, y_q = task
 
         def support_loss(p):
-            return F.cross_entropy(_logits(functional_call(replica, {**buffers, **p}, (x_s,))), y_s)
+            return F.cross_entropy(_logits(forward(replica, x_s, {**buffers, **p})), y_s)
 
         with torch.enable_grad():
             adapted = self._adapt(support_loss, theta, self.steps, second_order=self.algorithm == "maml")
-            logits = _logits(functional_call(replica, {**buffers, **adapted}, (x_q,)))
+            logits = _logits(forward(replica, x_q, {**buffers, **adapted}))
             loss = F.cross_entropy(logits, y_q)
             grads = torch.autograd.grad(loss, [theta[k] for k in trainable], allow_unused=True, materialize_grads=True)
         return grads, loss.item(), (logits.argmax(-1) == y_q).float().mean().item()

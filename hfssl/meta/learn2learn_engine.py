@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.helpers import classification_head
-from .algorithms import _logits, allow_second_order, features, loop_meta_backward, use_batch_statistics
+from .algorithms import _logits, allow_second_order, features, loop_meta_backward, text_mask, use_batch_statistics
 
 
 def import_learn2learn():
@@ -50,10 +50,10 @@ class Learn2LearnMetaLearner:
         else:
             for _ in range(steps):
                 learner.adapt(
-                    F.cross_entropy(_logits(learner(x_s)), y_s),
+                    F.cross_entropy(_logits(learner(x_s, **text_mask(self.model, x_s))), y_s),
                     first_order=not create_graph or self.algorithm == "fomaml",
                 )
-            logits = _logits(learner(x_q))
+            logits = _logits(learner(x_q, **text_mask(self.model, x_q)))
         loss = F.cross_entropy(logits, y_q)
         return loss, (logits.argmax(-1) == y_q).float().mean().item()
 

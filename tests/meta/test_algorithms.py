@@ -185,3 +185,28 @@ def test_task_threads_equal_the_loop_and_restore_the_thread_count(algorithm):
 def test_task_threads_must_be_positive():
     with pytest.raises(ValueError, match="task_threads"):
         FunctionalMetaLearner(TinyClassifier(), "maml", task_threads=0)
+
+
+@pytest.mark.parametrize("algorithm", ["protonet", "anil", "fomaml"])
+def test_a_text_encoder_does_not_attend_to_the_padding(bert_dir, algorithm):
+    """TextEpisodeData pads every text to the longest one: a BERT's features and logits of a text must not change
+    with the number of pad tokens after it (the forward gets the attention mask of the real tokens)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfssl.meta.algorithms import features, forward
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    ids = torch.tensor([tokenizer("the cat sat on the mat")["input_ids"]])
+    padded = torch.cat([ids, torch.full((1, 7), tokenizer.pad_token_id)], dim=1)
+    torch.testing.assert_close(features(model, padded), features(model, ids))
+    torch.testing.assert_close(forward(model, padded).logits, forward(model, ids).logits)
+    assert not torch.allclose(model(padded).logits, model(ids).logits)  # without the mask the padding would count
+    learner = FunctionalMetaLearner(model, algorithm, inner_lr=0.1, steps=1, task_threads=1)
+    y = torch.tensor([0, 1])
+    short = (torch.cat([ids, ids]), y, torch.cat([ids, ids]), y)
+    long = (torch.cat([padded, padded]), y, torch.cat([padded, padded]), y)
+    with torch.no_grad() if algorithm == "protonet" else torch.enable_grad():
+        torch.testing.assert_close(
+            learner.task_loss(*long, create_graph=False)[0], learner.task_loss(*short, create_graph=False)[0]
+        )
