@@ -268,6 +268,11 @@ class FunctionalMetaLearner:
 
         # the outer gradient is taken by torch.func too: regular autograd through vmap(grad(...)) drops the
         # second-order terms (tested against the task loop)
+        if len({tuple(t.shape) for task in tasks for t in task[::2]}) > 2:
+            raise ValueError(
+                "vectorize needs equally shaped tasks (image episodes); text episodes, cut to their own length, run "
+                "in the task loop (vectorize=False)."
+            )
         batch = [torch.stack(parts) for parts in zip(*tasks)]
         meta_grads, (losses, accuracies) = grad(meta_loss, has_aux=True)(params, *batch)
         for name, p in self.model.named_parameters():

@@ -21,13 +21,23 @@ class EpisodeData:
 
 
 class TextEpisodeData(EpisodeData):
-    """Token ids (M, T), right-padded with the pad id (the classifier reads the last real token), + labels."""
+    """Token ids (M, T), right-padded with the pad id (the classifier reads the last real token), + labels.
+
+    An episode's support and query ids are cut to their own longest text: padding to the data set's longest
+    text would only add masked columns to every forward."""
 
     def __init__(self, texts: list[str], labels, tokenizer, window: int | None):
         encoded = ensure_pad_token(tokenizer)(texts, padding=True, return_tensors="pt")
-        check_fits_context(encoded["attention_mask"].sum(dim=1).tolist(), window, texts)
+        self.lengths = encoded["attention_mask"].sum(dim=1)
+        check_fits_context(self.lengths.tolist(), window, texts)
         self.x = encoded["input_ids"]
         self.labels = torch.as_tensor(labels)
+
+    def _ids(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.x[indices, : int(self.lengths[indices].max())]
+
+    def tensors(self, episode):
+        return self._ids(episode.support), episode.support_labels, self._ids(episode.query), episode.query_labels
 
 
 def load_episode_data(spec: str, image_size: int, model: nn.Module, tokenizer=None, stats=None):

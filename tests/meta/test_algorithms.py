@@ -210,3 +210,33 @@ def test_a_text_encoder_does_not_attend_to_the_padding(bert_dir, algorithm):
         torch.testing.assert_close(
             learner.task_loss(*long, create_graph=False)[0], learner.task_loss(*short, create_graph=False)[0]
         )
+
+
+def test_text_episodes_are_cut_to_their_own_length(bert_dir):
+    """An episode's ids are as long as its longest text, not the data set's; the task loop runs episodes of different
+    lengths, and vectorize (which stacks them) refuses them with a clear error."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hfssl.data.episodes import EpisodeSampler
+    from hfssl.meta.episode_data import TextEpisodeData
+
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    texts = ["a cat", "the dog", "a bird sang", "one fish", "so " * 8 + "long", "the song", "two cows", "a hat"]
+    data = TextEpisodeData(texts, [0, 1, 0, 1, 0, 1, 0, 1], tokenizer, window=32)
+    sampler = EpisodeSampler(data.labels, None, ways=2, shots=1, queries=1, seed=0)
+    shapes = set()
+    for i in range(6):
+        episode = sampler[i]
+        x_s, _, x_q, _ = data.tensors(episode)
+        for x, idx in ((x_s, episode.support), (x_q, episode.query)):
+            assert x.shape[1] == int(data.lengths[idx].max()) <= data.x.shape[1]
+            torch.testing.assert_close(x, data.x[idx, : x.shape[1]])
+            assert (data.x[idx, x.shape[1] :] == tokenizer.pad_token_id).all()  # only padding was cut
+            shapes.add(x.shape[1])
+    assert len(shapes) > 1
+    tasks = [data.tensors(sampler[i]) for i in range(6)]
+    model = AutoModelForSequenceClassification.from_pretrained(bert_dir, num_labels=2)
+    loss, accuracies = FunctionalMetaLearner(model, "fomaml", inner_lr=0.1, task_threads=1).meta_backward(tasks)
+    assert torch.isfinite(torch.tensor(loss)) and len(accuracies) == 6
+    with pytest.raises(ValueError, match="equally shaped"):
+        FunctionalMetaLearner(model, "fomaml", inner_lr=0.1, vectorize=True).meta_backward(tasks)
