@@ -405,9 +405,14 @@ def main():
     parser.add_argument("--gpt_model", type=Path, default=ROOT / "outputs" / "gpt-main")
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "exp_adaptation_real")
     parser.add_argument("--fresh", action="store_true", help="Measure every cell again (ignore saved results).")
+    parser.add_argument(
+        "--results_name",
+        default=None,
+        help="Write benchmarks/results/<name>.json and .png (e.g. one name per task, to run the tasks at once).",
+    )
     parser.add_argument("--report", action="store_true", help="Print the saved tables and exit.")
     args = parser.parse_args()
-    name = "exp_adaptation_real_quick" if args.quick else "exp_adaptation_real"
+    name = args.results_name or ("exp_adaptation_real_quick" if args.quick else "exp_adaptation_real")
     out = RESULTS / f"{name}.json"
     if args.report:
         print(markdown_tables(json.loads(out.read_text())))
