@@ -291,7 +291,7 @@ def plan(args, gpt_present: bool) -> list[tuple]:
             steps += [(task, "smollm2", "pretrained", "lora", lora_ks)]
         if gpt_present:
             steps += [(task, "gpt", "pretrained", "probe", ks + every), (task, "gpt", "pretrained", "full", ks)]
-    return steps
+    return [step for step in steps if step[1] in args.models]
 
 
 # ---- report --------------------------------------------------------------------------------------------------
@@ -386,6 +386,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="SST-2, K = 8, 1 seed, probe + full + LoRA.")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default 0 1 2 (quick: 0).")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES))
     parser.add_argument(
         "--lora_all_tasks", nargs="*", default=["sst2"], choices=list(TASKS), help="Tasks of MiniLM LoRA at K = all."
     )
