@@ -317,6 +317,8 @@ def markdown_tables(record: dict) -> str:
                     text.append("")
                     continue
                 cell = f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}"
+                if len(cells[k]["accuracies"]) == 1:
+                    cell = f"{100 * cells[k]['mean']:.1f} (1 seed)"
                 text.append(f"**{cell}**" if cells[k]["mean"] == best[k] else cell)
             out.append(f"| {MODEL_NAMES[model]} | {init} | {method} | " + " | ".join(text) + " |")
         gains = []
