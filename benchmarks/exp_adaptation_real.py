@@ -43,6 +43,7 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from real_models import pyplot, random_init_copy, reference
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -51,7 +52,6 @@ from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.data.labelled import LabelledData, few_shot_indices, load_labelled
 from hfssl.data.splits import held_out_split
 from hfssl.models.loading import load_pretrained, load_tokenizer
-from hfssl.reference import reference_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -68,24 +68,6 @@ FINETUNE_METHODS = {  # label: (method, surgical blocks)
     "surgical (last)": ("surgical", ["last"]),
     "lora": ("lora", None),
 }
-
-
-def reference(key: str) -> Path:
-    folder = reference_model_path(key)
-    if folder is None:
-        raise SystemExit(f"error: the reference model {key!r} is not fetched: run `python -m hfssl.reference fetch`.")
-    return folder
-
-
-def random_init_copy(pretrained: Path, target: Path, auto_class) -> Path:
-    """The pretrained model's config and tokenizer with fresh weights (torch seed 0), saved once in `target`."""
-    from transformers import AutoConfig
-
-    if not (target / "config.json").is_file():
-        torch.manual_seed(0)
-        auto_class.from_config(AutoConfig.from_pretrained(pretrained)).save_pretrained(target)
-        load_tokenizer(str(pretrained)).save_pretrained(target)
-    return target
 
 
 def split_task(task: str, work: Path) -> tuple[LabelledData, LabelledData, Path, Path]:
@@ -344,13 +326,8 @@ def markdown_tables(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     rows = record["rows"]
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]

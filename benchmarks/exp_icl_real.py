@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+from real_models import pyplot, reference
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -52,7 +53,6 @@ from hfssl.adapt.prompts import get_template, select_demonstrations
 from hfssl.data.labelled import LabelledData, load_labelled
 from hfssl.data.splits import held_out_split
 from hfssl.models.loading import load_causal_lm, load_pretrained, load_tokenizer
-from hfssl.reference import reference_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -170,18 +170,10 @@ class Scorer:
         return metrics
 
 
-def reference(key: str) -> str:
-    """The fetched reference model's folder; SystemExit with the fetch command when it is absent."""
-    folder = reference_model_path(key)
-    if folder is None:
-        raise SystemExit(f"error: the reference model {key!r} is not fetched: run `python -m hfssl.reference fetch`.")
-    return str(folder)
-
-
 def minilm_embeddings(texts_a: list[str], texts_b: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     from transformers import AutoModel
 
-    path = reference("minilm")
+    path = str(reference("minilm"))
     encoder, tokenizer = load_pretrained(AutoModel, path), load_tokenizer(path)
     with torch.no_grad():
         return tuple(
@@ -345,13 +337,8 @@ def report(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     rows, shots = record["rows"], record["settings"]["shots"]
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
@@ -444,7 +431,7 @@ def main():
         out.write_text(json.dumps(record, indent=2) + "\n")
 
     start = time.perf_counter()
-    smollm2 = load_causal_lm(args.model or reference("smollm2"))
+    smollm2 = load_causal_lm(args.model or str(reference("smollm2")))
     gpt = None
     if "gpt" in args.parts:
         if (args.gpt_model / "config.json").is_file():

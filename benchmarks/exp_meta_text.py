@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from real_models import pyplot, random_init_copy, reference
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -42,7 +43,6 @@ from hfssl.data.episodes import EpisodeSampler
 from hfssl.data.labelled import LabelledData, load_labelled
 from hfssl.meta.trainer import MetaArguments, mean_ci95, run_meta_training
 from hfssl.models.loading import load_pretrained, load_tokenizer
-from hfssl.reference import reference_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TREC = ROOT.parent / "shared" / "data" / "trec" / "train.txt"
@@ -71,16 +71,6 @@ def class_split(work: Path, num_test: int) -> tuple[Path, Path, LabelledData, di
         "dropped_classes (fewer than 15 examples)": [data.names[c] for c in range(len(data.names)) if c not in kept],
     }
     return *files, load_labelled(str(files[1])), described
-
-
-def random_init_bert(pretrained: Path, target: Path) -> Path:
-    from transformers import AutoConfig, AutoModel
-
-    if not (target / "config.json").is_file():
-        torch.manual_seed(0)
-        AutoModel.from_config(AutoConfig.from_pretrained(pretrained)).save_pretrained(target)
-        load_tokenizer(str(pretrained)).save_pretrained(target)
-    return target
 
 
 def frozen_rows(test: LabelledData, minilm: Path, seeds: list[int], episodes: int) -> dict:
@@ -196,13 +186,8 @@ def markdown_table(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     rows = record["rows"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -245,9 +230,7 @@ def main():
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if args.quick:
         args.meta_steps, args.episodes = min(args.meta_steps, 10), min(args.episodes, 20)
-    minilm = reference_model_path("minilm")
-    if minilm is None:
-        raise SystemExit("error: the reference model 'minilm' is not fetched: run `python -m hfssl.reference fetch`.")
+    minilm = reference("minilm")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -269,7 +252,12 @@ def main():
         record["rows"].append(row)
         save()
         print(row["method"], {k: round(v["mean"], 3) for k, v in row.items() if isinstance(v, dict)}, flush=True)
-    inits = {"MiniLM": (minilm, 3e-5), "random init": (random_init_bert(minilm, args.work_dir / "bert-random"), 3e-4)}
+    from transformers import AutoModel
+
+    inits = {
+        "MiniLM": (minilm, 3e-5),
+        "random init": (random_init_copy(minilm, args.work_dir / "bert-random", AutoModel), 3e-4),
+    }
     for algorithm in args.algorithms:
         for init, (folder, lr) in inits.items():
             row_start = time.perf_counter()

@@ -1,0 +1,40 @@
+"""What the experiments on the real reference models share: the fetched folders and matplotlib."""
+
+from pathlib import Path
+
+import torch
+
+from hfssl.models.loading import load_tokenizer
+from hfssl.reference import reference_model_path
+
+
+def reference(key: str) -> Path:
+    """The fetched reference model's folder; SystemExit with the fetch command when it is absent."""
+    folder = reference_model_path(key)
+    if folder is None:
+        raise SystemExit(f"error: the reference model {key!r} is not fetched: run `python -m hfssl.reference fetch`.")
+    return folder
+
+
+def random_init_copy(pretrained: Path, target: Path, auto_class) -> Path:
+    """The pretrained model's config and tokenizer with fresh weights (torch seed 0), saved once in `target`."""
+    from transformers import AutoConfig
+
+    if not (target / "config.json").is_file():
+        torch.manual_seed(0)
+        auto_class.from_config(AutoConfig.from_pretrained(pretrained)).save_pretrained(target)
+        load_tokenizer(str(pretrained)).save_pretrained(target)
+    return target
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None (with a message) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+        return None
+    return plt
