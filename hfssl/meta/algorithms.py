@@ -268,7 +268,7 @@ class FunctionalMetaLearner:
 
         # the outer gradient is taken by torch.func too: regular autograd through vmap(grad(...)) drops the
         # second-order terms (tested against the task loop)
-        if len({tuple(t.shape) for task in tasks for t in task[::2]}) > 2:
+        if any(len({task[i].shape for task in tasks}) > 1 for i in (0, 2)):  # x_s, x_q
             raise ValueError(
                 "vectorize needs equally shaped tasks (image episodes); text episodes, cut to their own length, run "
                 "in the task loop (vectorize=False)."
