@@ -42,8 +42,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate.state import AcceleratorState, GradientState
-from real_models import pyplot, random_init_copy, reference
+from real_models import pyplot, random_init_copy, reference, reset_accelerate
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -82,11 +81,6 @@ def split_task(task: str, work: Path) -> tuple[LabelledData, LabelledData, Path,
     for part, file in zip(parts, files):
         file.write_text("".join(f"{part.names[y]} {x}\n" for x, y in zip(part.inputs, part.labels.tolist())))
     return *parts, *files
-
-
-def _reset():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def epochs_for(num_examples: int, batch_size: int, steps: int, k) -> int:
@@ -180,7 +174,7 @@ class Experiment:
             # K = all has no draw to vary (only the training order): one seed, as its 400 steps cost ~10 minutes
             seeds = self.args.seeds[:1] if k == "all" else self.args.seeds
             for seed in seeds:
-                _reset()
+                reset_accelerate()
                 with tempfile.TemporaryDirectory(dir=self.args.work_dir) as cell:
                     result = run_finetune(
                         FinetuneArguments(
@@ -214,7 +208,7 @@ def card_check(record: dict, files, work: Path) -> dict:
     from hfssl.hub.upload import push_to_hub
 
     folder, upload = work / "card-example" / "adapted", work / "card-example" / "upload"
-    _reset()
+    reset_accelerate()
     result = run_finetune(
         FinetuneArguments(
             model_name_or_path=str(reference("minilm")),

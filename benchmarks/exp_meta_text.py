@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
-from real_models import pyplot, random_init_copy, reference
+from real_models import pyplot, random_init_copy, reference, reset_accelerate
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -108,8 +107,7 @@ def frozen_rows(test: LabelledData, minilm: Path, seeds: list[int], episodes: in
 def meta_trained(algorithm: str, init: Path, lr: float, files, seed: int, args, work: Path, keep=None) -> dict:
     """run_meta_training from `init`: {'5-way 1-shot': (mean, ci95), ...} on the meta-test classes. The model is
     dropped after scoring unless `keep` names a folder for it."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
     with tempfile.TemporaryDirectory(dir=work) as cell:
         result = run_meta_training(
             MetaArguments(

@@ -27,6 +27,14 @@ def random_init_copy(pretrained: Path, target: Path, auto_class) -> Path:
     return target
 
 
+def reset_accelerate() -> None:
+    """Forget Accelerate's process state between runs in one process (each run builds its own Accelerator)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend, or None (with a message) when matplotlib is not installed."""
     try:
