@@ -13,17 +13,18 @@ K in {8, 32, 128} on SST-2; TREC's smallest class (ABBR) has 78 training example
 Methods:
 - probe: `fit_linear_probe` (L-BFGS logistic regression) on frozen `text_features`, for every pooling the model
   allows (MiniLM: mean / first = [CLS]; decoders: mean / last token); K = all too for MiniLM and the GPT;
-  LoRA at K = all on SST-2 (--lora_all_tasks);
+  LoRA at K = all (--lora_all_tasks);
 - full, lp-ft, surgical (first / middle / last block + head), lora (rank 8): `run_finetune` (scripts/finetune.py's
   code) on `AutoModelForSequenceClassification` (BERT reads [CLS] through its pooler, llama/GPT the last token),
   AdamW at 1e-4 (LoRA 1e-3), head 10x, batch 16, for about --steps optimizer steps (ceil(steps / batches per
-  epoch) epochs, at most 20); K = all: one epoch, one seed. MiniLM gets every method on SST-2 (on TREC the probe,
-  full and LoRA: --every_method_tasks); random-init BERT gets full on SST-2; SmolLM2
-  gets LoRA on SST-2 at K = 8 (a step costs ~1.5 s there: --smollm2_lora_ks / --smollm2_lora_tasks to widen
-  it); the GPT full. These cuts keep the whole run near 40 minutes on 2 cores.
+  epoch) epochs, at most 20); K = all: one epoch (there the seed sets only the training order and the head's init).
+  MiniLM gets every method (--every_method_tasks); random-init BERT gets full; SmolLM2 gets LoRA at every K
+  (--smollm2_lora_ks) and full fine-tuning at K <= 32 (--smollm2_full_ks; a full step costs ~1.6 s there); the
+  GPT full. The whole run takes about 80 minutes alone on 2 cores: its cells' times add up to 143 minutes, but 92
+  of those were measured while three experiments shared the cores, 3-4x slower.
 
     python benchmarks/exp_adaptation_real.py --quick      # minutes: SST-2, K = 8, 1 seed, a few arms
-    python benchmarks/exp_adaptation_real.py              # the README tables (about 40 minutes on 2 cores)
+    python benchmarks/exp_adaptation_real.py              # the README tables (about 80 minutes on 2 cores)
     python benchmarks/exp_adaptation_real.py --report     # print the saved tables
 
 Results go to benchmarks/results/exp_adaptation_real.json after every cell; a rerun skips the cells it has (delete
@@ -171,9 +172,7 @@ class Experiment:
                 continue
             start, accuracies = time.perf_counter(), []
             num_examples = k * num_classes if k != "all" else sum(1 for _ in files[0].open())
-            # K = all has no draw to vary (only the training order): one seed, as its 400 steps cost ~10 minutes
-            seeds = self.args.seeds[:1] if k == "all" else self.args.seeds
-            for seed in seeds:
+            for seed in self.args.seeds:
                 reset_accelerate()
                 with tempfile.TemporaryDirectory(dir=self.args.work_dir) as cell:
                     result = run_finetune(
@@ -193,7 +192,7 @@ class Experiment:
                         )
                     )
                 accuracies.append(result.accuracy)
-            seconds = (time.perf_counter() - start) / len(seeds)
+            seconds = (time.perf_counter() - start) / len(self.args.seeds)
             self._add(
                 dict(task=task, model=model_key, init=init, method=label, k=k, accuracies=accuracies, seconds=seconds)
             )
@@ -262,15 +261,26 @@ def plan(args, gpt_present: bool) -> list[tuple]:
         if not args.quick and task in args.lora_all_tasks:
             steps += [(task, "minilm", "pretrained", "lora", ["all"])]
         steps += [(task, "smollm2", init, "probe", ks) for init in ("pretrained", "random init")]
-        lora_ks = [k for k in ks if k in args.smollm2_lora_ks]
+        lora_ks = [k for k in ks if args.smollm2_lora_ks is None or k in args.smollm2_lora_ks]
         if lora_ks and task in args.smollm2_lora_tasks:
             steps += [(task, "smollm2", "pretrained", "lora", lora_ks)]
+        full_ks = [k for k in ks if args.smollm2_full_ks is None or k in args.smollm2_full_ks]
+        if full_ks and task in args.smollm2_lora_tasks:
+            steps += [(task, "smollm2", "pretrained", "full", full_ks)]
         if gpt_present:
             steps += [(task, "gpt", "pretrained", "probe", ks + every), (task, "gpt", "pretrained", "full", ks)]
     return [step for step in steps if step[1] in args.models]
 
 
 # ---- report --------------------------------------------------------------------------------------------------
+def row_groups(rows: list[dict], task: str) -> list[tuple[str, str, str]]:
+    """The (model, init, method) rows of a task in reading order: model, pretrained before random init, the probes
+    then the fine-tuning methods in FINETUNE_METHODS order (not the order the cells happened to be measured in)."""
+    methods = [f"probe ({p})" for p in ("mean", "first", "last")] + list(FINETUNE_METHODS)
+    groups = {(r["model"], r["init"], r["method"]) for r in rows if r["task"] == task}
+    return sorted(groups, key=lambda g: (list(MODEL_NAMES).index(g[0]), g[1] != "pretrained", methods.index(g[2])))
+
+
 def markdown_tables(record: dict) -> str:
     rows, out = record["rows"], []
     for task in TASKS:
@@ -284,8 +294,7 @@ def markdown_tables(record: dict) -> str:
             "|---|---|---|" + "---:|" * len(ks),
         ]
         best = {k: max((r["mean"] for r in task_rows if str(r["k"]) == k), default=None) for k in ks}
-        groups = list(dict.fromkeys((r["model"], r["init"], r["method"]) for r in task_rows))
-        for model, init, method in groups:
+        for model, init, method in row_groups(rows, task):
             cells = {str(r["k"]): r for r in task_rows if (r["model"], r["init"], r["method"]) == (model, init, method)}
             text = []
             for k in ks:
@@ -328,8 +337,7 @@ def plot(record: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         ks = [str(k) for k in TASKS[task][2]] + ["all"]
-        groups = list(dict.fromkeys((r["model"], r["init"], r["method"]) for r in rows if r["task"] == task))
-        for i, (model, init, method) in enumerate(groups):
+        for i, (model, init, method) in enumerate(row_groups(rows, task)):
             cells = {
                 str(r["k"]): r
                 for r in rows
@@ -342,7 +350,7 @@ def plot(record: dict, path: Path) -> None:
                 yerr=[100 * cells[ks[j]]["std"] for j in xs],
                 linestyle=":" if init == "random init" else "-",
                 marker="o",
-                color=f"C{i % 10}",
+                color=plt.get_cmap("tab20")(i % 20),
                 capsize=2,
                 label=f"{model} {method}" + (" (random)" if init == "random init" else ""),
             )
@@ -361,21 +369,34 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default 0 1 2 (quick: 0).")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES))
     parser.add_argument(
-        "--lora_all_tasks", nargs="*", default=["sst2"], choices=list(TASKS), help="Tasks of MiniLM LoRA at K = all."
+        "--lora_all_tasks", nargs="*", default=list(TASKS), choices=list(TASKS), help="Tasks of MiniLM LoRA at K = all."
     )
     parser.add_argument(
         "--every_method_tasks",
         nargs="*",
-        default=["sst2"],
+        default=list(TASKS),
         choices=list(TASKS),
         help="Tasks where MiniLM gets LP-FT and surgical too, and random-init BERT full fine-tuning (elsewhere: "
         "the probes, full and LoRA).",
     )
     parser.add_argument(
-        "--smollm2_lora_tasks", nargs="*", default=["sst2"], choices=list(TASKS), help="Tasks of SmolLM2 LoRA."
+        "--smollm2_lora_tasks",
+        nargs="*",
+        default=list(TASKS),
+        choices=list(TASKS),
+        help="Tasks of SmolLM2 LoRA and full fine-tuning.",
     )
     parser.add_argument("--steps", type=int, default=40, help="Optimizer steps per fine-tune on a K subset (about).")
-    parser.add_argument("--smollm2_lora_ks", type=int, nargs="*", default=[8], help="K values of SmolLM2 LoRA.")
+    parser.add_argument(
+        "--smollm2_lora_ks", type=int, nargs="*", default=None, help="K values of SmolLM2 LoRA (default: every K)."
+    )
+    parser.add_argument(
+        "--smollm2_full_ks",
+        type=int,
+        nargs="*",
+        default=[8, 32],
+        help="K values of SmolLM2 full fine-tuning.",
+    )
     parser.add_argument("--gpt_model", type=Path, default=ROOT / "outputs" / "gpt-main")
     parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "exp_adaptation_real")
     parser.add_argument("--fresh", action="store_true", help="Measure every cell again (ignore saved results).")
@@ -393,7 +414,7 @@ def main():
         return
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if args.quick:
-        args.tasks, args.smollm2_lora_ks = ["sst2"], [8]
+        args.tasks, args.smollm2_lora_ks, args.smollm2_full_ks = ["sst2"], [8], []
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     datasets.disable_progress_bars()
     settings = {
