@@ -18,7 +18,7 @@ probabilities of content-free inputs under the same demonstrations), or greedy g
 
 The grid is a subset of shots x selection x calibration x prompt x scoring, chosen to answer the questions:
 - shots: k in {0, 1, 2, 4, 8, 16} x {random (5 seeds), balanced (3 seeds)}, plain prompt, raw + calibrated, and
-  nearest (3 seeds) at k in {1, 4}, raw only: a per-query prompt shares no prefix with the others, so a
+  nearest (3 seeds) at k in {1, 2, 4, 8}, raw only: a per-query prompt shares no prefix with the others, so a
   nearest cell costs about 10x a random one, and calibrating it 4x more (content-free inputs under each prompt);
 - chat: the same k with the model's chat template (random, 3 seeds), raw + calibrated;
 - generate: greedy generation vs log-likelihood at k in {0, 4} (random, 3 seeds), plain and chat;
@@ -27,7 +27,7 @@ The grid is a subset of shots x selection x calibration x prompt x scoring, chos
   prompts (random, 3 seeds), as the "no language knowledge" row.
 
     python benchmarks/exp_icl_real.py --quick          # a few minutes: 40 queries, k in {0, 4}, 2 seeds
-    python benchmarks/exp_icl_real.py                  # the README tables (about 90 minutes on 2 cores)
+    python benchmarks/exp_icl_real.py                  # the README tables (under 2 hours on 2 cores)
     python benchmarks/exp_icl_real.py --report         # print the saved tables
 
 Needs `python -m hfssl.reference fetch` (SmolLM2 and MiniLM) and, for the gpt part, a main-command model
@@ -342,7 +342,7 @@ def plot(record: dict, path: Path) -> None:
         return
     rows, shots = record["rows"], record["settings"]["shots"]
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5.5), squeeze=False)
     lines = [("shots", s) for s in ("random", "balanced", "nearest")] + [("chat", "random"), ("gpt", "random")]
     for ax, task in zip(axes[0], tasks):
         for i, (part, strategy) in enumerate(lines):
@@ -351,7 +351,7 @@ def plot(record: dict, path: Path) -> None:
                     (k, _find(rows, task=task, part=part, k=k, strategy=strategy if k else "random")) for k in shots
                 ]
                 found = [(k, r) for k, r in found if r is not None and metric in r]
-                if not found:
+                if all(k == 0 for k, _ in found):  # nothing beyond the k = 0 cell that every selection shares
                     continue
                 ax.errorbar(
                     [shots.index(k) for k, _ in found],
@@ -368,7 +368,7 @@ def plot(record: dict, path: Path) -> None:
         ax.axhline(chance, color="gray", linestyle="--", label="chance")
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])
         ax.set(xlabel="demonstrations k", ylabel="accuracy", title=f"{task}: raw (dotted) / calibrated (solid)")
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
@@ -384,7 +384,7 @@ def main():
         "--nearest_shots",
         type=int,
         nargs="+",
-        default=[1, 4],
+        default=[1, 2, 4, 8],
         help="k of nearest selection (per-query prompts share no prefix: ~10x the cost of a random cell).",
     )
     parser.add_argument("--queries", type=int, default=300, help="Queries scored in every cell.")
