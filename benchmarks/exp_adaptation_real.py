@@ -262,10 +262,10 @@ def plan(args, gpt_present: bool) -> list[tuple]:
             steps += [(task, "minilm", "pretrained", "lora", ["all"])]
         steps += [(task, "smollm2", init, "probe", ks) for init in ("pretrained", "random init")]
         lora_ks = [k for k in ks if args.smollm2_lora_ks is None or k in args.smollm2_lora_ks]
-        if lora_ks and task in args.smollm2_lora_tasks:
+        if lora_ks and task in args.smollm2_finetune_tasks:
             steps += [(task, "smollm2", "pretrained", "lora", lora_ks)]
         full_ks = [k for k in ks if args.smollm2_full_ks is None or k in args.smollm2_full_ks]
-        if full_ks and task in args.smollm2_lora_tasks:
+        if full_ks and task in args.smollm2_finetune_tasks:
             steps += [(task, "smollm2", "pretrained", "full", full_ks)]
         if gpt_present:
             steps += [(task, "gpt", "pretrained", "probe", ks + every), (task, "gpt", "pretrained", "full", ks)]
@@ -380,7 +380,7 @@ def main():
         "the probes, full and LoRA).",
     )
     parser.add_argument(
-        "--smollm2_lora_tasks",
+        "--smollm2_finetune_tasks",
         nargs="*",
         default=list(TASKS),
         choices=list(TASKS),

@@ -27,7 +27,7 @@ The grid is a subset of shots x selection x calibration x prompt x scoring, chos
   prompts (random, 3 seeds), as the "no language knowledge" row.
 
     python benchmarks/exp_icl_real.py --quick          # a few minutes: 40 queries, k in {0, 4}, 2 seeds
-    python benchmarks/exp_icl_real.py                  # the README tables (under 2 hours on 2 cores)
+    python benchmarks/exp_icl_real.py                  # the README tables (at most about 2 hours on 2 cores)
     python benchmarks/exp_icl_real.py --report         # print the saved tables
 
 Needs `python -m hfssl.reference fetch` (SmolLM2 and MiniLM) and, for the gpt part, a main-command model
