@@ -43,7 +43,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from real_models import pyplot, random_init_copy, reference, reset_accelerate
+from real_models import pyplot, random_init_copy, reference, reset_accelerate, resume
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -424,12 +424,7 @@ def main():
         "batch_size": 16,
     }
     record = {"settings": settings, "rows": []}
-    if out.is_file() and not args.fresh:
-        saved = json.loads(out.read_text())
-        if saved.get("settings") == settings:
-            record = saved
-        else:
-            print(f"{out} was measured with other settings {saved.get('settings')}: measuring again")
+    record = resume(out, record, args.fresh)
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.work_dir.mkdir(parents=True, exist_ok=True)
 

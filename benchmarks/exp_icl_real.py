@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import torch
-from real_models import pyplot, reference
+from real_models import pyplot, reference, resume
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -412,19 +412,8 @@ def main():
         "settings": {k: v for k, v in vars(args).items() if k != "gpt_model"} | {"gpt_model": str(args.gpt_model)},
         "rows": [],
     }
-    if out.is_file() and not args.fresh:  # a stopped run continues: the cells it measured are kept
-        saved = json.loads(out.read_text())
-        run_control = ("tasks", "parts", "nearest_shots", "report", "fresh")  # which cells run, not how
-
-        def measured_as(settings):
-            return {k: v for k, v in settings.items() if k not in run_control}
-
-        if measured_as(saved.get("settings", {})) == measured_as(record["settings"]):
-            saved["settings"] = record["settings"]
-            record = saved
-            print(f"continuing {out}: {len(record['rows'])} cells measured")
-        else:
-            print(f"{out} was measured with other settings: measuring again")
+    # which cells run, not how they are measured: a run with other ones continues the saved results
+    record = resume(out, record, args.fresh, run_control=("tasks", "parts", "nearest_shots", "report", "fresh"))
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     def save():

@@ -1,5 +1,6 @@
-"""What the experiments on the real reference models share: the fetched folders and matplotlib."""
+"""What the experiments on the real reference models share: the fetched folders, resumable results, matplotlib."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -33,6 +34,27 @@ def reset_accelerate() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def resume(out: Path, record: dict, fresh: bool, run_control: tuple[str, ...] = ()) -> dict:
+    """`record` ({"settings": ..., "rows": []}), or the results saved in `out` when they were measured with the same
+    settings, so that a stopped run continues with the cells it measured. Keys in `run_control` choose which cells
+    run, not how they are measured, and are not compared. A file that is not JSON is reported by name."""
+    if fresh or not out.is_file():
+        return record
+    try:
+        saved = json.loads(out.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: {out} is not a results file ({error}): pass --fresh to measure again.") from None
+
+    def measured_as(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k not in run_control}
+
+    if measured_as(saved.get("settings", {})) != measured_as(record["settings"]):
+        print(f"{out} was measured with other settings {saved.get('settings')}: measuring again")
+        return record
+    print(f"continuing {out}: {len(saved.get('rows', []))} cells measured")
+    return saved | {"settings": record["settings"]}
 
 
 def pyplot():
