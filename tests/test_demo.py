@@ -1,18 +1,24 @@
-"""demo/app.py: its functions directly, gradio_client round trips, and a real headless-Chromium click."""
+"""demo/app.py, the page: its layout and wiring, expected errors shown in the page, gradio_client round trips, and a
+real headless-Chromium click. The model store and the handlers it wires are tested without gradio in
+tests/serving/."""
 
 import importlib.util
 import os
 import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
-import torch
 
 gr = pytest.importorskip("gradio", reason="the demo needs the [demo] extra: pip install -e '.[demo]'")
 
-from hfssl import GPTForCausalLM, reference  # noqa: E402
+from hfssl import reference  # noqa: E402
 from hfssl.models.helpers import cache_dir  # noqa: E402
-from tests.conftest import REPO, tiny_gpt_config  # noqa: E402
+from hfssl.run.errors import StorageError  # noqa: E402
+from hfssl.serving import PRESET_NOTES, ModelStore, PromptForm, score_labels  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+from tests.serving.models_root import SENTIMENT_FORM, make_models_root  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("hfssl_demo_app", REPO / "demo" / "app.py")
 app = importlib.util.module_from_spec(spec)
@@ -21,17 +27,6 @@ spec.loader.exec_module(app)
 # read before the autouse fixture below points HFSSL_CACHE at an empty folder
 REAL_CACHE = cache_dir("reference").parent
 REAL_SMOLLM2 = reference.reference_model_path("smollm2")
-
-FIELDS = [
-    "sentiment",
-    "",
-    "Review: ",
-    "Sentiment:",
-    "\\n\\n",
-    "negative, positive",
-    [["a fine film", "positive"], ["a dull film", "negative"]],
-    "a good film",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -42,150 +37,10 @@ def _no_reference_models(tmp_path, monkeypatch):
 
 @pytest.fixture
 def models_root(tmp_path, tiny_tokenizer):
-    root = tmp_path / "models"
-    torch.manual_seed(0)
-    GPTForCausalLM(tiny_gpt_config(vocab_size=len(tiny_tokenizer), max_position_embeddings=256)).save_pretrained(
-        root / "gpt"
-    )
-    tiny_tokenizer.save_pretrained(root / "gpt")
-    (tmp_path / "secret").mkdir()
-    return root
-
-
-def test_store_lists_resolves_caches_and_refuses_outside_paths(models_root):
-    store = app.ModelStore(models_root)
-    assert store.local_models() == store.local_models("causal_lm") == ["gpt"]
-    assert store.resolve("gpt") == str(models_root / "gpt")
-    assert store.causal_lm("gpt") is store.causal_lm("gpt")  # cached
-    for bad in ["../secret", "/etc", "gpt/../../secret", "~/x"]:
-        with pytest.raises(ValueError, match="not a model under the models root"):
-            store.resolve(bad)
-    with pytest.raises(ValueError, match="Hub models are off"):
-        store.resolve("someone/model")
-    assert "parameters, context 256 tokens" in app.describe(store, "gpt")
-
-
-def test_hub_ids_only_when_allowed_online_and_naming_no_local_path(models_root, monkeypatch):
-    store = app.ModelStore(models_root, allow_hub_models=True)
-    with pytest.raises(ValueError, match="offline"):  # the suite runs with HF_HUB_OFFLINE=1
-        store.resolve("someone/model")
-    monkeypatch.setattr(app, "_offline", lambda: False)
-    assert store.resolve("someone/model") == "someone/model"
-    with pytest.raises(ValueError, match="not a model under the models root"):
-        store.resolve("../secret")
-
-
-def test_names_never_resolve_outside_the_root(models_root, tmp_path, monkeypatch):
-    """`models/ok` used to load a model from the server's working directory, and a symlink out of the root was
-    followed (with --models_root .)."""
-    import shutil
-
-    elsewhere = tmp_path / "cwd"
-    shutil.copytree(models_root / "gpt", elsewhere / "models" / "ok")
-    (models_root / "link").symlink_to(elsewhere / "models" / "ok", target_is_directory=True)
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(app, "_offline", lambda: False)
-    for store in (app.ModelStore(models_root), app.ModelStore(models_root, allow_hub_models=True)):
-        for name in ("models/ok", "link", "link/"):
-            with pytest.raises(ValueError, match="not a model under the models root"):
-                store.resolve(name)
-
-
-def test_load_errors_do_not_show_server_paths(models_root):
-    broken = models_root / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "hfssl_gpt", "vocab_size": ')
-    with pytest.raises(OSError) as info:
-        app.ModelStore(models_root).causal_lm("broken")
-    assert "'broken'" in str(info.value) and str(models_root) not in str(info.value)
-
-
-def test_model_cache_is_bounded(models_root, tiny_tokenizer):
-    import shutil
-
-    for name in ("gpt2", "gpt3"):
-        shutil.copytree(models_root / "gpt", models_root / name)
-    store = app.ModelStore(models_root, max_cached=2)
-    first = store.causal_lm("gpt")
-    store.causal_lm("gpt2")
-    assert store.causal_lm("gpt") is first  # still cached, now the most recent
-    store.causal_lm("gpt3")  # evicts gpt2, the least recently used
-    assert len(store._cache) == 2 and ("lm", str(models_root / "gpt2")) not in store._cache
-
-
-def test_score_labels_directly(models_root):
-    store = app.ModelStore(models_root)
-    table, prompt, tokens = app.score_labels(store, "gpt", *FIELDS)
-    assert (
-        prompt == "Review: a fine film\nSentiment: positive\n\nReview: a dull film\nSentiment: negative\n\n"
-        "Review: a good film\nSentiment:"
-    )
-    assert "tokens of a 256-token context window" in tokens
-    for kind in ("raw", "calibrated"):
-        probs = table[table.kind == kind].probability
-        assert len(probs) == 2 and probs.sum() == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("name", list(app.EXAMPLES))
-def test_every_preset_fills_fields_that_score(models_root, name):
-    """A preset's demonstrations use only its label words, and its prompt builds and scores as it stands."""
-    input_prefix, output_prefix, delimiter, labels, rows, query, note = app.preset_fields(name)
-    words = [w.strip() for w in labels.split(",")]
-    assert {label for _, label in rows} <= set(words) and len(words) >= 2
-    assert name.split("_")[0] in note.lower()  # the note of this preset, not another's
-    store = app.ModelStore(models_root)
-    table, prompt, _ = app.score_labels(
-        store, "gpt", name, "", input_prefix, output_prefix, delimiter, labels, rows, query
-    )
-    assert prompt.startswith(input_prefix) and any(prompt.startswith(f"{input_prefix}{text}") for text, _ in rows)
-    assert prompt.split(app.unescape(delimiter))[-1].startswith(f"{input_prefix}{query}")  # the query comes last
-    assert sorted(table[table.kind == "raw"].label) == sorted(words)
-    with pytest.raises(ValueError, match="Unknown preset"):
-        app.preset_fields("nope")
-
-
-def test_delimiter_field_is_unescaped(models_root):
-    store = app.ModelStore(models_root)
-    fields = list(FIELDS)
-    fields[4] = " | "
-    _, prompt, _ = app.score_labels(store, "gpt", *fields)
-    assert prompt.startswith("Review: a fine film\nSentiment: positive | Review: a dull film")
-
-
-def test_vision_neighbours_and_prediction(models_root, simclr_dir, tmp_path):
-    import shutil
-
-    import numpy as np
-
-    shutil.copytree(simclr_dir, models_root / "simclr")
-    store = app.ModelStore(models_root)
-    assert store.local_models("vision") == ["simclr"] and store.local_models("causal_lm") == ["gpt"]
-    image = np.zeros((20, 20, 3), dtype=np.uint8)
-    image[5:15, 8:12] = 255  # a bar, like a digit one
-    gallery, prediction = app.neighbours(store, "simclr", image, "digits", k=3)
-    assert len(gallery) == 3 and all(isinstance(caption, str) and "cos" in caption for _, caption in gallery)
-    sims = [float(caption.split("cos ")[1].rstrip(")")) for _, caption in gallery]
-    assert sims == sorted(sims, reverse=True) and all(-1 <= v <= 1 for v in sims)
-    assert prediction == "this encoder has no classification head"
-    with pytest.raises(ValueError, match="Upload an image"):
-        app.neighbours(store, "simclr", None, "digits")
-
-    from transformers import AutoModelForImageClassification
-
-    classifier = AutoModelForImageClassification.from_pretrained(
-        simclr_dir, num_labels=3, id2label={0: "zero", 1: "one", 2: "two"}
-    )
-    classifier.save_pretrained(models_root / "classifier")
-    shutil.copy(simclr_dir / "preprocessor_config.json", models_root / "classifier")
-    _, prediction = app.neighbours(store, "classifier", image, "digits", k=2)
-    probabilities = dict(part.split(": ") for part in prediction.split(", "))
-    assert set(probabilities) == {"zero", "one", "two"}
-    assert sum(float(p) for p in probabilities.values()) == pytest.approx(1.0, abs=0.02)
+    return make_models_root(tmp_path, tiny_tokenizer)
 
 
 def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision_tab(models_root, simclr_dir):
-    import shutil
-
     shutil.copytree(simclr_dir, models_root / "a_simclr")  # sorts before "gpt": must not become the LM default
     (models_root / "broken").mkdir()
     (models_root / "broken" / "config.json").write_text("{not json")
@@ -198,23 +53,36 @@ def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision
     assert [value for _, value in encoder.choices] == ["a_simclr"]
 
 
-def test_generate_streams(models_root):
-    store = app.ModelStore(models_root)
-    pieces = list(app.generate(store, "gpt", *FIELDS, 5, 0.0))
-    assert pieces and all(pieces[i].startswith(pieces[i - 1]) for i in range(1, len(pieces)))
-
-
-def test_bad_input_messages(models_root):
-    store = app.ModelStore(models_root)
-    with pytest.raises(ValueError, match="not one of the labels"):
-        app.score_labels(store, "gpt", *FIELDS[:6], [["a film", "neutral"]], "x")
-    with pytest.raises(ValueError, match="at least two"):
-        app.score_labels(store, "gpt", *FIELDS[:5], "positive", FIELDS[6], "x")
-    with pytest.raises(ValueError, match="Type a query"):
-        app.score_labels(store, "gpt", *FIELDS[:7], "  ")
-    wrapped = app._friendly(lambda: app.score_labels(store, "../secret", *FIELDS), store)
+def test_expected_errors_are_page_errors_without_server_paths_and_bugs_keep_their_traceback(models_root):
+    store = ModelStore(models_root)
+    wrapped = app._friendly(lambda: score_labels(store, PromptForm(**{**SENTIMENT_FORM, "model": "../secret"})), store)
     with pytest.raises(gr.Error):
         wrapped()
+
+    def broken_load():
+        raise StorageError(f"cannot read {models_root / 'gpt' / 'config.json'}")
+        yield
+
+    with pytest.raises(gr.Error) as info:
+        list(app._friendly(broken_load, store)())  # a streaming handler too
+    assert str(models_root) not in str(info.value) and "<models root>" in str(info.value)
+    with pytest.raises(KeyError):
+        app._friendly(lambda: {}["bug"], store)()
+
+
+def test_the_demo_imports_neither_datasets_nor_the_training_package():
+    """`python demo/app.py --help` loads the page's code only: no `datasets`, no hfssl.training."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['demo/app.py', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('demo/app.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('datasets', 'hfssl.training') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "--models_root" in out.stdout and out.stdout.strip().endswith("[]")
 
 
 def _free_port() -> int:
@@ -246,12 +114,14 @@ def test_gradio_client_round_trips(running_app):
     with pytest.raises(Exception, match="not a model under the models root"):
         client.predict("../secret", *_client_fields()[1:], api_name="/score")
     *_, query, note = client.predict("key_value", api_name="/preset")
-    assert query == "w" and note == app.PRESET_NOTES["key_value"]
+    assert query == "w" and note == PRESET_NOTES["key_value"]
 
 
 def _client_fields():
-    rows = FIELDS[6]
-    return ["gpt", *FIELDS[:6], {"headers": ["input", "label"], "data": rows}, FIELDS[7]]
+    """The `/score` API's values but the last (chat), positionally, in the order the page has always taken them."""
+    fields = ("preset", "instruction", "input_prefix", "output_prefix", "delimiter", "labels")
+    table = {"headers": ["input", "label"], "data": SENTIMENT_FORM["demonstrations"]}
+    return ["gpt", *(SENTIMENT_FORM[name] for name in fields), table, SENTIMENT_FORM["query"]]
 
 
 needs_chromium = pytest.mark.skipif(

@@ -10,6 +10,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+# where the README's main command (`--objective causal_lm`) saves its model; the demo preselects it
+DEFAULT_OUTPUT_DIR = "outputs/gpt-stdlib"
+
 
 def publish(output_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Fill a temporary folder with `write(folder)`, then move its contents into `output_dir`. Returns output_dir."""

@@ -1,0 +1,28 @@
+"""Serving saved models to a page (demo/app.py) without any UI toolkit: which models a folder offers and loading them
+safely (`ModelStore`), the few-shot prompt handlers fed one `PromptForm`, the prompt presets, and image-neighbour
+search. Nothing here imports gradio; everything is testable without a browser.
+"""
+
+from .model_store import REFERENCE_PREFIX, ModelStore
+from .presets import EXAMPLES, FIRST_PRESET, PRESET_NOTES, Preset, preset
+from .prompt_form import PromptForm
+from .prompt_handlers import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, describe, generate, prompt_info, score_labels
+from .vision_handlers import neighbours
+
+__all__ = [
+    "EXAMPLES",
+    "FIRST_PRESET",
+    "MAX_NEW_TOKENS",
+    "MAX_PROMPT_TOKENS",
+    "PRESET_NOTES",
+    "REFERENCE_PREFIX",
+    "ModelStore",
+    "Preset",
+    "PromptForm",
+    "describe",
+    "generate",
+    "neighbours",
+    "preset",
+    "prompt_info",
+    "score_labels",
+]
