@@ -23,12 +23,13 @@ from pathlib import Path
 import yaml
 
 from .run.arguments import flag_value
+from .run.errors import InputError
 
 DEFAULT_CONNECT_TIMEOUT = 120.0
 
 
-class LaunchError(ValueError):
-    pass
+class LaunchError(InputError):
+    """A launch that cannot start as asked (the message names the flag or the setting)."""
 
 
 def _launcher_args(argv: list[str]) -> list[str]:

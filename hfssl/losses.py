@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import distributed
+from .run.errors import InputError
 
 
 class NTXentLoss(nn.Module):
@@ -34,13 +35,13 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.5, gather_distributed: bool = False):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
+            raise InputError(f"temperature must be positive, got {temperature}.")
         self.temperature = temperature
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         if z_a.shape != z_b.shape or z_a.dim() != 2:
-            raise ValueError(
+            raise InputError(
                 f"NT-Xent needs two (B, D) tensors of one shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}."
             )
         B = z_a.shape[0]
@@ -52,7 +53,7 @@ class NTXentLoss(nn.Module):
             all_a, all_b, offset = z_a, z_b, 0
         n_global = all_a.shape[0]
         if n_global < 2:
-            raise ValueError("NT-Xent needs at least 2 images in the (global) batch: with 1 there are no negatives.")
+            raise InputError("NT-Xent needs at least 2 images in the (global) batch: with 1 there are no negatives.")
         candidates = torch.cat([all_a, all_b], dim=0)  # (2N, D): view-1 rows, then view-2 rows
         anchors = torch.cat([z_a, z_b], dim=0)  # (2B, D)
         logits = anchors @ candidates.T / self.temperature  # (2B, 2N)

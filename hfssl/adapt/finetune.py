@@ -32,7 +32,6 @@ from ..run.arguments import require_choice, require_fraction, require_non_negati
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
     TrainerState,
-    check_finite,
     load_training_state,
     read_trainer_state,
     save_training_state,
@@ -41,6 +40,7 @@ from ..run.checkpoints import (
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
 from ..run.start import prepare_run
+from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
 from .classifier import Batcher, head_inputs, load_classifier, predict, surgical_parameters, take
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
@@ -59,6 +59,7 @@ class FinetuneArguments(AdaptArguments):
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA likes ~1e-3)."})
     head_learning_rate: float | None = field(default=None, metadata={"help": "Head learning rate (default 10x)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warmup fraction, then linear decay."})
     surgical_blocks: list[str] = field(
         default_factory=lambda: ["last"],
@@ -100,7 +101,7 @@ class FinetuneArguments(AdaptArguments):
             "lora_r",
             "lora_alpha",
         )
-        require_non_negative(self, "weight_decay", "save_steps", "save_total_limit")
+        require_non_negative(self, "weight_decay", "max_grad_norm", "save_steps", "save_total_limit")
         require_fraction(self, "warmup_ratio")
         require_fraction(self, "lora_dropout")
 
@@ -168,22 +169,25 @@ def _train(
         load_training_state(checkpoint, model, optimizer, scheduler)
     model.train()
     while state.epoch < args.num_train_epochs:
-        order = torch.randperm(
-            len(task.train_y), generator=torch.Generator().manual_seed(args.seed * 100_003 + state.epoch)
-        )
+        order = torch.randperm(len(task.train_y), generator=epoch_generator(args.seed, state.epoch))
         for index in order.split(args.per_device_train_batch_size)[state.batches_in_epoch :]:
             callbacks.on_step_begin(state.global_step + 1)
             logits = model(**batcher(take(task.train_x, index))).logits
             loss = F.cross_entropy(logits, task.train_y[index].to(logits.device))
-            check_finite(loss.item(), state.global_step + 1, args.output_dir, "Lower --learning_rate")
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(
+                optimizer,
+                scheduler,
+                loss.item(),
+                step=state.global_step + 1,
+                output_dir=args.output_dir,
+                advice="Lower --learning_rate",
+                max_grad_norm=args.max_grad_norm,
+                clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(trainable, max_norm),
+            )
             state.global_step, state.batches_in_epoch = state.global_step + 1, state.batches_in_epoch + 1
             state.log_history.append({"step": state.global_step, "loss": loss.item()})
-            if args.save_steps and state.global_step % args.save_steps == 0:
+            if checkpoint_due(args.save_steps, state.global_step, final=False):  # the last step's too: resumable
                 save = lambda folder: save_training_state(folder, model, optimizer, scheduler)  # noqa: E731
                 written = write_checkpoint(
                     args.output_dir, state, save, keep=args.save_total_limit, run_args=args.to_dict()

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..run.errors import InputError
+
 
 @dataclass
 class LinearProbeConfig:
@@ -29,9 +31,9 @@ class LinearProbeConfig:
 
     def __post_init__(self):
         if self.task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}.")
+            raise InputError(f"task must be 'classification' or 'regression', got {self.task!r}.")
         if self.solver not in ("lbfgs", "sgd"):
-            raise ValueError(f"solver must be 'lbfgs' or 'sgd', got {self.solver!r}.")
+            raise InputError(f"solver must be 'lbfgs' or 'sgd', got {self.solver!r}.")
 
 
 def _fold_standardisation(linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:

@@ -24,13 +24,14 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from ..models.helpers import cache_kwargs, context_window, output_cache
+from ..run.errors import InputError
 
 
 def prefix_token_id(tokenizer) -> int:
     """The token that stands in for an empty context: BOS, else EOS (as lm-evaluation-harness)."""
     token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if token is None:
-        raise ValueError("The tokenizer has neither a BOS nor an EOS token to condition an empty context on.")
+        raise InputError("The tokenizer has neither a BOS nor an EOS token to condition an empty context on.")
     return token
 
 
@@ -171,9 +172,9 @@ def loglikelihoods(
             pairs = [encode_pair(tokenizer, ctx, cont) for ctx, cont in group]
             for (ctx, cont), (ctx_ids, cont_ids) in zip(group, pairs):
                 if not cont_ids:
-                    raise ValueError(f"The continuation {cont!r} encodes to no tokens; choose another label word.")
+                    raise InputError(f"The continuation {cont!r} encodes to no tokens; choose another label word.")
                 if limit is not None and len(ctx_ids) + len(cont_ids) - 1 > limit:
-                    raise ValueError(
+                    raise InputError(
                         f"A prompt of {len(ctx_ids) + len(cont_ids) - 1} tokens is longer than the model's context "
                         f"window ({limit}): {ctx[-80:]!r}"
                     )

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..models.helpers import context_window, ensure_pad_token
+from ..run.errors import InputError
 from .calibration import CONTENT_FREE_INPUTS, contextual_calibration, label_probabilities
 from .loglikelihood import encode, loglikelihoods
 from .prompts import PromptTemplate, label_options
@@ -60,11 +61,11 @@ class PromptClassifier:
         self.label_names = label_names
         self.chat_template = chat_template
         if chat_template and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("--apply_chat_template: this model's tokenizer has no chat template.")
+            raise InputError("--apply_chat_template: this model's tokenizer has no chat template.")
         self.options = label_options(template, label_names)  # answer word of each label id
         for word in self.options:
             if not word.strip() or not encode(tokenizer, self.continuation(word)):
-                raise ValueError(f"The label word {word!r} tokenizes to nothing; choose another verbalizer.")
+                raise InputError(f"The label word {word!r} tokenizes to nothing; choose another verbalizer.")
         self.batch_size, self.use_prefix_cache = batch_size, use_prefix_cache
         self.window = context_window(model)
         self._warned = False
@@ -108,7 +109,7 @@ class PromptClassifier:
                     )
                     self._warned = True
                 return kept
-        raise ValueError(
+        raise InputError(
             f"A query is longer than the model's context window ({self.window} tokens) even with no "
             f"demonstrations: {query_texts[lengths.index(max(lengths))][:80]!r}"
         )

@@ -16,6 +16,7 @@ from ..data.labelled import LabelledData, load_labelled
 from ..data.splits import held_out_split
 from ..models.loading import load_causal_lm
 from ..run.arguments import ModelSourceArguments, require_choice, require_fraction, require_positive
+from ..run.errors import InputError
 from ..run.results import PromptEvalResult, save_result
 from .calibration import expected_calibration_error
 from .features import text_features
@@ -88,14 +89,14 @@ def parse_shots(spec: str) -> list[int]:
     except ValueError:
         shots = []
     if not shots or min(shots) < 0:
-        raise ValueError(f"--shots must be comma-separated non-negative integers, got {spec!r}.")
+        raise InputError(f"--shots must be comma-separated non-negative integers, got {spec!r}.")
     return shots
 
 
 def parse_verbalizer(spec: str) -> dict[str, str]:
     pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
     if not pairs or any(len(p) != 2 for p in pairs):
-        raise ValueError(f"--verbalizer must look like 'label=word,label=word', got {spec!r}.")
+        raise InputError(f"--verbalizer must look like 'label=word,label=word', got {spec!r}.")
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -125,7 +126,7 @@ def queries_and_pool(
     if args.demos_dataset:
         pool = load(args.demos_dataset)
         if pool.names != queries.names:
-            raise ValueError(f"--demos_dataset labels {pool.names} differ from --dataset labels {queries.names}.")
+            raise InputError(f"--demos_dataset labels {pool.names} differ from --dataset labels {queries.names}.")
     else:
         pool_idx, query_idx = held_out_split(len(queries), 1 - args.demo_fraction, seed=0)
         pool, queries = queries.subset(pool_idx), queries.subset(query_idx)
@@ -133,7 +134,7 @@ def queries_and_pool(
         subset = torch.randperm(len(queries), generator=torch.Generator().manual_seed(1))[: args.max_eval_examples]
         queries = queries.subset(sorted(subset.tolist()))
     if len(pool) == 0 and max(args.shot_counts) > 0:
-        raise ValueError("The demonstration pool is empty.")
+        raise InputError("The demonstration pool is empty.")
     return queries, pool
 
 

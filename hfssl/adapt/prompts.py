@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..run.errors import InputError
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -34,7 +36,7 @@ class PromptTemplate:
         """The answer word of a label name; ValueError if the verbalizer lacks it."""
         key = label_name.split(self.label_key_separator)[0] if self.label_key_separator else label_name
         if key not in self.verbalizer:
-            raise ValueError(
+            raise InputError(
                 f"Label {label_name!r} is missing from the verbalizer (it maps {sorted(self.verbalizer)}); "
                 "pass a verbalizer that covers every label."
             )
@@ -101,7 +103,7 @@ PRESETS: dict[str, PromptTemplate] = {
 def get_template(preset: str, **overrides) -> PromptTemplate:
     """A preset with some fields replaced (None values are ignored)."""
     if preset not in PRESETS:
-        raise ValueError(f"Unknown prompt preset {preset!r}; choose one of {sorted(PRESETS)}.")
+        raise InputError(f"Unknown prompt preset {preset!r}; choose one of {sorted(PRESETS)}.")
     return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -109,7 +111,7 @@ def label_options(template: PromptTemplate, label_names: list[str]) -> list[str]
     """The answer word of each label id, in id order. ValueError if two labels share a word."""
     words = [template.verbalize(n) for n in label_names]
     if len(set(words)) < len(words):
-        raise ValueError(f"Two labels map to the same answer word: {dict(zip(label_names, words))}.")
+        raise InputError(f"Two labels map to the same answer word: {dict(zip(label_names, words))}.")
     return words
 
 
@@ -138,9 +140,9 @@ def select_demonstrations(
     if k == 0:
         return [[] for _ in range(num_queries)]
     if len(pool_labels) == 0:
-        raise ValueError("The demonstration pool is empty: pass --demos_dataset with labelled examples.")
+        raise InputError("The demonstration pool is empty: pass --demos_dataset with labelled examples.")
     if k > len(pool_labels):
-        raise ValueError(f"{k} demonstrations asked for, but the pool has only {len(pool_labels)} examples.")
+        raise InputError(f"{k} demonstrations asked for, but the pool has only {len(pool_labels)} examples.")
     rng = random.Random(seed)
     if strategy == "random":
         chosen = rng.sample(range(len(pool_labels)), k)
@@ -161,11 +163,11 @@ def select_demonstrations(
         rng.shuffle(chosen)
     elif strategy == "nearest":
         if pool_embeddings is None or query_embeddings is None:
-            raise ValueError("strategy 'nearest' needs pool and query embeddings.")
+            raise InputError("strategy 'nearest' needs pool and query embeddings.")
         pool = torch.nn.functional.normalize(pool_embeddings.float(), dim=1)
         queries = torch.nn.functional.normalize(query_embeddings.float(), dim=1)
         top = (queries @ pool.T).topk(k, dim=1).indices  # (Q, k), most similar first
         return [row.flip(0).tolist() for row in top]
     else:
-        raise ValueError(f"Unknown demonstration strategy {strategy!r}: use random, balanced or nearest.")
+        raise InputError(f"Unknown demonstration strategy {strategy!r}: use random, balanced or nearest.")
     return [list(chosen) for _ in range(num_queries)]

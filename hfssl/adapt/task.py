@@ -8,6 +8,7 @@ from ..data.labelled import LabelledData, few_shot_indices, load_labelled
 from ..data.splits import held_out_split
 from ..models.helpers import is_image_model
 from ..run.arguments import ModelSourceArguments, RunArguments, require_fraction, require_positive
+from ..run.errors import InputError
 
 
 @dataclass(kw_only=True)
@@ -79,7 +80,7 @@ def load_task(args: AdaptArguments, model_config) -> TaskData:
     if args.eval_dataset:
         evaluation = _load(args, args.eval_dataset, image_size)
         if evaluation.names != train.names:
-            raise ValueError(f"--eval_dataset labels {evaluation.names} differ from --dataset labels {train.names}.")
+            raise InputError(f"--eval_dataset labels {evaluation.names} differ from --dataset labels {train.names}.")
     else:
         train_idx, eval_idx = held_out_split(len(train), args.eval_split_fraction, args.seed)
         train, evaluation = train.subset(train_idx), train.subset(eval_idx)

@@ -16,6 +16,7 @@ import sysconfig
 from pathlib import Path
 
 from ..models.helpers import cache_dir as hfssl_cache_dir
+from ..run.errors import InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def stdlib_docstrings() -> list[str]:
                 seen.add(doc)
                 documents.append(doc)
     if not documents:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No standard-library docstrings found under {_stdlib_root()}: this Python installation ships no "
             "source files. Pass --dataset with a text file or Hub dataset instead."
         )
@@ -80,7 +81,7 @@ def builtin_text_file(name: str, cache_dir: str | os.PathLike | None = None) -> 
     per interpreter. Returns the path of the .jsonl file.
     """
     if name not in BUILTIN_TEXT_DATASETS:
-        raise ValueError(f"Unknown built-in text dataset {name!r}; available: {', '.join(BUILTIN_TEXT_DATASETS)}.")
+        raise InputError(f"Unknown built-in text dataset {name!r}; available: {', '.join(BUILTIN_TEXT_DATASETS)}.")
     cache = Path(cache_dir) if cache_dir else hfssl_cache_dir("corpora")
     cache.mkdir(parents=True, exist_ok=True)
     tag = hashlib.sha1(f"{sys.version}|{_stdlib_root()}".encode()).hexdigest()[:10]

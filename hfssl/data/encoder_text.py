@@ -17,6 +17,8 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from ..run.errors import InputError
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
 MASK_TOKEN = "[MASK]"
 
@@ -32,7 +34,7 @@ def train_encoder_tokenizer(texts, vocab_size: int = 8192) -> PreTrainedTokenize
     """
     specials = [*SPECIAL_TOKENS.values(), MASK_TOKEN]
     if vocab_size < 256 + len(specials):
-        raise ValueError(
+        raise InputError(
             f"vocab_size must be at least {256 + len(specials)} (256 bytes + 5 special tokens), got {vocab_size}."
         )
     tokenizer = Tokenizer(models.BPE())
@@ -58,12 +60,12 @@ def check_encoder_tokenizer(tokenizer, name: str) -> None:
         kind for kind in ("mask_token", "sep_token", "cls_token", "pad_token") if getattr(tokenizer, kind) is None
     ]
     if "mask_token" in missing:
-        raise ValueError(
+        raise InputError(
             f"The tokenizer of {name} has no mask token, which masked-LM pretraining needs: use an encoder's tokenizer "
             "(e.g. BERT's [MASK]) or leave --tokenizer_name_or_path unset to train one with [CLS] [SEP] [MASK] [PAD]."
         )
     if missing:
-        raise ValueError(f"The tokenizer of {name} has no {' / '.join(missing)}, which masked-LM blocks need.")
+        raise InputError(f"The tokenizer of {name} has no {' / '.join(missing)}, which masked-LM blocks need.")
 
 
 def _word_starts(encoding) -> list[int]:
@@ -83,7 +85,7 @@ def pack_encoder_blocks(
     map batch shorter than a block is dropped. ValueError if the corpus is shorter than one block.
     """
     if block_size < 3:
-        raise ValueError(f"block_size must be at least 3 ([CLS], a token, [SEP]), got {block_size}.")
+        raise InputError(f"block_size must be at least 3 ([CLS], a token, [SEP]), got {block_size}.")
     body = block_size - 2
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     specials = set(tokenizer.all_special_ids)  # text may spell one out ("[PAD]"): it is special there too
@@ -117,7 +119,7 @@ def pack_encoder_blocks(
     )
     if len(blocks) == 0:
         n_tokens = sum(len(x) for x in tokens["input_ids"])
-        raise ValueError(
+        raise InputError(
             f"The corpus has {n_tokens} tokens, fewer than one block of block_size={block_size}: "
             "use more text or a smaller --block_size."
         )

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..run.errors import InputError
+
 
 @dataclass
 class Episode:
@@ -25,7 +27,7 @@ class Episode:
 def split_classes(num_classes: int, fractions: tuple[float, float, float], seed: int) -> tuple[list[int], ...]:
     """A seeded partition of class ids into (meta-train, meta-validation, meta-test) by the given fractions."""
     if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"Class split fractions must be non-negative and sum to 1, got {fractions}.")
+        raise InputError(f"Class split fractions must be non-negative and sum to 1, got {fractions}.")
     order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     n_train = round(fractions[0] * num_classes)
     n_val = round(fractions[1] * num_classes)
@@ -43,16 +45,16 @@ class EpisodeSampler:
         labels = torch.as_tensor(labels).long()
         classes = sorted(set(labels.tolist())) if classes is None else list(classes)
         if ways < 2:
-            raise ValueError(f"An episode needs at least 2 ways, got {ways}.")
+            raise InputError(f"An episode needs at least 2 ways, got {ways}.")
         if shots < 1 or queries < 1:
-            raise ValueError(f"shots and queries must be >= 1, got {shots} and {queries}.")
+            raise InputError(f"shots and queries must be >= 1, got {shots} and {queries}.")
         if ways > len(classes):
-            raise ValueError(f"{ways}-way episodes need {ways} classes, but this split has only {len(classes)}.")
+            raise InputError(f"{ways}-way episodes need {ways} classes, but this split has only {len(classes)}.")
         self.members = {}
         for c in classes:
             idx = torch.nonzero(labels == c).flatten()
             if len(idx) < shots + queries:
-                raise ValueError(f"Class {c} has {len(idx)} examples, fewer than shots + queries = {shots + queries}.")
+                raise InputError(f"Class {c} has {len(idx)} examples, fewer than shots + queries = {shots + queries}.")
             self.members[c] = idx
         self.classes, self.ways, self.shots, self.queries, self.seed = classes, ways, shots, queries, seed
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from ..run.errors import InputError, MissingFileError
 from .sources import check_data_file, label_ids, load_hub_dataset, looks_like_path
 from .vision import load_images
 
@@ -62,7 +63,7 @@ def _label_space_text(path: Path) -> datasets.Dataset:
             continue
         label, _, text = line.strip().partition(" ")
         if not text:
-            raise ValueError(f"{path}, line {n}: expected 'label<space>text', got {line[:60]!r}.")
+            raise InputError(f"{path}, line {n}: expected 'label<space>text', got {line[:60]!r}.")
         labels.append(label)
         texts.append(text)
     return datasets.Dataset.from_dict({"text": texts, "label": labels})
@@ -79,9 +80,9 @@ def _text_table(spec: str, split: str, config_name: str | None) -> tuple[dataset
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train", **options), str(path)
         except datasets.exceptions.DatasetGenerationError as err:
-            raise ValueError(f"{path} could not be read as {builder} data: {err.__cause__ or err}") from None
+            raise InputError(f"{path} could not be read as {builder} data: {err.__cause__ or err}") from None
     if looks_like_path(spec, {*_TABLE_BUILDERS, ".txt"}):
-        raise FileNotFoundError(f"Dataset file not found: {spec}")
+        raise MissingFileError(f"Dataset file not found: {spec}")
     return load_hub_dataset(spec, config_name, split), f"Hub dataset {spec}"
 
 
@@ -89,9 +90,9 @@ def _labelled_text(spec, split, config_name, text_column: str, label_column: str
     ds, name = _text_table(spec, split, config_name)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in ds.column_names:
-            raise ValueError(f"{name} has no column {column!r}; its columns are {ds.column_names}. Pass {flag}.")
+            raise InputError(f"{name} has no column {column!r}; its columns are {ds.column_names}. Pass {flag}.")
     if len(ds) == 0:
-        raise ValueError(f"{name} is empty.")
+        raise InputError(f"{name} is empty.")
     ids, names = label_ids(ds, label_column)
     texts = [str(t) for t in ds[text_column]]
     return LabelledData(texts, torch.tensor(ids, dtype=torch.long), names, name)
@@ -100,7 +101,7 @@ def _labelled_text(spec, split, config_name, text_column: str, label_column: str
 def _labelled_images(spec, split, image_size: int, image_column: str, label_column: str) -> LabelledData:
     images = load_images(spec, image_size=image_size, split=split, image_column=image_column, label_column=label_column)
     if images.labels is None:
-        raise ValueError(f"{images.name} has no label column {label_column!r}: pass --label_column.")
+        raise InputError(f"{images.name} has no label column {label_column!r}: pass --label_column.")
     return LabelledData(images.pixels, images.labels, images.label_names, images.name)
 
 
@@ -125,7 +126,7 @@ def load_labelled(
         data = _labelled_images(spec, split, image_size, image_column, label_column)
     present = sorted(set(data.labels.tolist()))
     if len(present) < 2:
-        raise ValueError(f"{data.name} has a single class ({data.names[present[0]]!r}): classification needs two.")
+        raise InputError(f"{data.name} has a single class ({data.names[present[0]]!r}): classification needs two.")
     return data
 
 
@@ -140,7 +141,7 @@ def few_shot_indices(labels: list[int] | torch.Tensor, k: int, seed: int) -> lis
     for c in sorted(set(labels.tolist())):
         members = torch.nonzero(labels == c).flatten()
         if len(members) < k:
-            raise ValueError(f"--num_labels_per_class {k} is larger than class {c}, which has {len(members)} examples.")
+            raise InputError(f"--num_labels_per_class {k} is larger than class {c}, which has {len(members)} examples.")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
     picked = torch.cat(chosen)
     return picked[torch.randperm(len(picked), generator=generator)].tolist()

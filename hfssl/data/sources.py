@@ -8,6 +8,8 @@ from pathlib import Path
 
 import datasets
 
+from ..run.errors import InputError, MissingFileError
+
 
 def looks_like_path(spec: str, suffixes=()) -> bool:
     """A spec meant as a local path (Hub names look like `name` or `owner/name`, with no file suffix)."""
@@ -20,12 +22,12 @@ def load_hub_dataset(spec: str, config_name: str | None = None, split: str = "tr
     try:
         ds = datasets.load_dataset(spec, config_name, split=split)
     except (ConnectionError, FileNotFoundError) as err:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Could not load Hub dataset {spec} (config {config_name!r}, split {split!r}): {err}. Check the name, "
             "the network (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and access rights; local paths must exist."
         ) from None
     if isinstance(ds, datasets.DatasetDict):
-        raise ValueError(f"Hub dataset {spec} has splits {list(ds)}; pass one with --dataset_split.")
+        raise InputError(f"Hub dataset {spec} has splits {list(ds)}; pass one with --dataset_split.")
     return ds
 
 
@@ -48,7 +50,7 @@ def check_data_file(path: Path) -> None:
     (Latin-1 text, a binary file), saying where: the first undecodable byte's line and column."""
     path = Path(path)
     if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty (0 bytes).")
+        raise InputError(f"{path} is empty (0 bytes).")
     if path.suffix.lower() not in TEXT_SUFFIXES:
         return
     import codecs
@@ -63,7 +65,7 @@ def check_data_file(path: Path) -> None:
                 done = decoder.decode(chunk[: err.start]) if err.start else ""
                 line += done.count("\n")
                 column = len(done) - done.rfind("\n") if "\n" in done else column + len(done)
-                raise ValueError(
+                raise InputError(
                     f"{path} is not UTF-8 text: byte 0x{chunk[err.start]:02x} at line {line}, column {column} "
                     f"cannot be decoded ({err.reason}). Re-save it as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)."
                 ) from None

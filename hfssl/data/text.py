@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..models.helpers import ensure_pad_token
+from ..run.errors import InputError, MissingFileError
 from .builtin import BUILTIN_TEXT_DATASETS, builtin_text_file
 from .sources import check_data_file, load_hub_dataset, looks_like_path
 
@@ -43,17 +44,17 @@ def _local_data_files(path: Path) -> tuple[str, dict, list[str]]:
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _BUILDERS)
         if not files:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"No data files in folder {path}: expected files ending in {', '.join(sorted(_BUILDERS))}."
             )
     suffixes = {p.suffix.lower() for p in files}
     builders = {_BUILDERS[s][0] if s in _BUILDERS else None for s in suffixes}
     if None in builders:
-        raise ValueError(
+        raise InputError(
             f"Unsupported file type {path.suffix!r} for {path}: use one of {', '.join(sorted(_BUILDERS))}."
         )
     if len(builders) > 1:
-        raise ValueError(f"Folder {path} mixes file types {sorted(suffixes)}: keep one type per data set.")
+        raise InputError(f"Folder {path} mixes file types {sorted(suffixes)}: keep one type per data set.")
     builder, options = _BUILDERS[files[0].suffix.lower()]
     return builder, dict(options), [str(p) for p in files]
 
@@ -93,17 +94,17 @@ def load_text_dataset(
             ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **options)
         except ValueError as err:  # datasets' wording for files with no rows at all
             if "corresponds to no data" in str(err):
-                raise ValueError(f"{name} contains no non-empty text.") from err
+                raise InputError(f"{name} contains no non-empty text.") from err
             raise
         except datasets.exceptions.DatasetGenerationError as err:
-            raise ValueError(f"{name} could not be read as {builder} data: {err.__cause__ or err}") from None
+            raise InputError(f"{name} could not be read as {builder} data: {err.__cause__ or err}") from None
     elif looks_like_path(spec, _BUILDERS):
-        raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
+        raise MissingFileError(f"Dataset file or folder not found: {spec}")
     else:
         name = f"Hub dataset {spec}"
         ds = load_hub_dataset(spec, config_name, split)
     if text_column not in ds.column_names:
-        raise ValueError(
+        raise InputError(
             f"{name} has no column {text_column!r}; its columns are {ds.column_names}. "
             "Pass the right one with --text_column."
         )
@@ -112,7 +113,7 @@ def load_text_dataset(
         ds = ds.rename_column(text_column, "text")
     ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
     if len(ds) == 0:
-        raise ValueError(f"{name} contains no non-empty text in column {text_column!r}.")
+        raise InputError(f"{name} contains no non-empty text in column {text_column!r}.")
     return ds
 
 
@@ -122,7 +123,7 @@ def train_bpe_tokenizer(texts: Iterator[str] | list[str], vocab_size: int = 8192
     Special tokens: id 0 `<|endoftext|>` (bos = eos, separates documents), id 1 `<|pad|>`.
     """
     if vocab_size < 256 + 2:
-        raise ValueError(f"vocab_size must be at least 258 (256 bytes + 2 special tokens), got {vocab_size}.")
+        raise InputError(f"vocab_size must be at least 258 (256 bytes + 2 special tokens), got {vocab_size}.")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -144,7 +145,7 @@ def load_tokenizer(name_or_path) -> PreTrainedTokenizerFast:
 
     tokenizer = load_any_tokenizer(name_or_path)
     if tokenizer.eos_token is None:
-        raise ValueError(f"Tokenizer {name_or_path} has no eos token, which separates documents when packing.")
+        raise InputError(f"Tokenizer {name_or_path} has no eos token, which separates documents when packing.")
     return ensure_pad_token(tokenizer)
 
 
@@ -178,7 +179,7 @@ def pack_into_blocks(
     blocks = tokens.map(group, batched=True, batch_size=1000, num_proc=num_proc, desc=f"Packing into {block_size}")
     if len(blocks) == 0:
         n_tokens = sum(len(x) for x in tokens["input_ids"])
-        raise ValueError(
+        raise InputError(
             f"The corpus has {n_tokens} tokens, fewer than one block of block_size={block_size}: "
             "use more text or a smaller --block_size."
         )

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.helpers import cache_dir as hfssl_cache_dir
+from ..run.errors import InputError, MissingFileError
 from .sources import check_data_file, label_ids, load_hub_dataset, looks_like_path
 
 logger = logging.getLogger(__name__)
@@ -95,13 +96,13 @@ def _decode(value, image_size: int, where: str) -> np.ndarray:
         elif isinstance(value, (str, os.PathLike)):
             image = Image.open(value)
         else:
-            raise ValueError(f"unsupported image value of type {type(value).__name__}")
+            raise InputError(f"unsupported image value of type {type(value).__name__}")
         image = image.convert("RGB")  # grayscale, palette, RGBA, CMYK -> RGB
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"Corrupt or unreadable image {where}: {err}") from err
+        raise InputError(f"Corrupt or unreadable image {where}: {err}") from err
 
 
 def _load_zip(path: Path) -> datasets.Dataset:
@@ -110,10 +111,10 @@ def _load_zip(path: Path) -> datasets.Dataset:
         with zipfile.ZipFile(path) as archive:
             members = sorted(m for m in archive.namelist() if Path(m).suffix.lower() in _IMAGE_SUFFIXES)
             if not members:
-                raise ValueError(f"{path} contains no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}).")
+                raise InputError(f"{path} contains no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}).")
             images = [{"bytes": archive.read(m), "path": f"{path}:{m}"} for m in members]
     except zipfile.BadZipFile as err:
-        raise ValueError(f"{path} is not a readable zip archive: {err}") from err
+        raise InputError(f"{path} is not a readable zip archive: {err}") from err
     folders = [Path(m).parent.parts for m in members]
     shared = 0
     while all(len(f) > shared for f in folders) and len({f[shared] for f in folders}) == 1:
@@ -135,13 +136,13 @@ def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
             try:
                 ds = datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train")
             except datasets.exceptions.DatasetGenerationError as err:
-                raise ValueError(f"{spec} could not be read as parquet: {err.__cause__ or err}") from None
+                raise InputError(f"{spec} could not be read as parquet: {err.__cause__ or err}") from None
             return ds, str(spec)
         if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files) and path.is_dir():
             return datasets.load_dataset("imagefolder", data_dir=str(path), split="train"), str(spec)
-        raise ValueError(f"{spec}: expected a parquet file, a folder of parquet files or an image folder.")
+        raise InputError(f"{spec}: expected a parquet file, a folder of parquet files or an image folder.")
     if looks_like_path(spec, {".parquet", ".zip"}):
-        raise FileNotFoundError(f"Dataset file or folder not found: {spec}")
+        raise MissingFileError(f"Dataset file or folder not found: {spec}")
     return load_hub_dataset(spec, split=split), f"Hub dataset {spec}"
 
 
@@ -171,12 +172,12 @@ def load_images(
         return _digits(image_size)
     ds, name = _load_hf_dataset(spec, split)
     if image_column not in ds.column_names:
-        raise ValueError(
+        raise InputError(
             f"{name} has no image column {image_column!r}; its columns are {ds.column_names}. "
             "Pass the right one with --image_column."
         )
     if len(ds) == 0:
-        raise ValueError(f"{name} contains no images.")
+        raise InputError(f"{name} contains no images.")
     labels, label_names = _labels(ds, label_column)
 
     cache = Path(cache_dir) / "images" if cache_dir else hfssl_cache_dir("images")

@@ -3,8 +3,10 @@
 import contextlib
 import importlib
 
+from ..run.errors import HfsslError
 
-class HubError(RuntimeError):
+
+class HubError(HfsslError, RuntimeError):
     """A push that cannot go ahead or failed, with a message meant for the user."""
 
 

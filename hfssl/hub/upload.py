@@ -73,7 +73,7 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
     )
     base = peft_config.base_model_name_or_path
     if result is not None and result.args.get("model_name_or_path"):  # the run's own naming: a GGUF base too
-        from ..models.gguf import model_source
+        from ..run.model_source import model_source
 
         base = model_source(result.args["model_name_or_path"], result.args.get("gguf_file"))
     base = load_pretrained(auto, base, new_head=bool(labels), **kwargs)
@@ -132,7 +132,7 @@ def _uploaded_files(out: Path) -> list[str]:
 def _prepare_gguf_upload(model_dir: Path, gguf_file, out: Path, repo_id: str, *, license: str, mark: bool):
     """A GGUF checkpoint goes up as what transformers loads fastest: converted to a safetensors folder."""
     from ..models.convert import convert_gguf
-    from ..models.gguf import model_source
+    from ..run.model_source import model_source
 
     try:
         source = model_source(str(model_dir), gguf_file)

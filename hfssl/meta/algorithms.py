@@ -33,6 +33,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from ..models.helpers import classification_head, classification_head_name
+from ..run.errors import InputError
 
 ALGORITHMS = ("maml", "fomaml", "anil", "protonet")
 
@@ -158,9 +159,9 @@ class FunctionalMetaLearner:
         task_threads: int | None = None,
     ):
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
+            raise InputError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
         if task_threads is not None and task_threads < 1:
-            raise ValueError(f"task_threads must be at least 1, got {task_threads}.")
+            raise InputError(f"task_threads must be at least 1, got {task_threads}.")
         self.model, self.algorithm, self.inner_lr, self.steps = model, algorithm, inner_lr, steps
         self.vectorize = vectorize
         use_batch_statistics(model, vmap_safe=vectorize)
@@ -269,7 +270,7 @@ class FunctionalMetaLearner:
         # the outer gradient is taken by torch.func too: regular autograd through vmap(grad(...)) drops the
         # second-order terms (tested against the task loop)
         if any(len({task[i].shape for task in tasks}) > 1 for i in (0, 2)):  # x_s, x_q
-            raise ValueError(
+            raise InputError(
                 "vectorize needs equally shaped tasks (image episodes); text episodes, cut to their own length, run "
                 "in the task loop (vectorize=False)."
             )

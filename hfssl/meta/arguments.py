@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..run.arguments import ModelSourceArguments, RunArguments, require_choice, require_non_negative, require_positive
+from ..run.errors import InputError
 from .algorithms import ALGORITHMS
 
 ENGINES = ("torch.func", "learn2learn")
@@ -52,6 +53,9 @@ class MetaArguments(ModelSourceArguments, RunArguments):
     eval_steps: int = field(default=200, metadata={"help": "Meta-validate every N steps (0: never)."})
     val_episodes: int = field(default=100, metadata={"help": "Episodes per meta-validation."})
     test_episodes: int = field(default=600, metadata={"help": "Episodes per meta-test setting."})
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Clip the meta-gradient's norm to this (0: no clipping, as in MAML's papers)."}
+    )
     save_steps: int = field(default=200, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints (0: all)."})
     resume_from_checkpoint: str | None = field(
@@ -105,6 +109,6 @@ class MetaArguments(ModelSourceArguments, RunArguments):
             "image_size",
             "resnet_widths",
         )
-        require_non_negative(self, "eval_inner_steps", "eval_steps", "save_steps", "save_total_limit")
+        require_non_negative(self, "eval_inner_steps", "eval_steps", "max_grad_norm", "save_steps", "save_total_limit")
         if len(self.class_split) != 3:
-            raise ValueError(f"--class_split needs 3 fractions (meta-train, val, test), got {self.class_split}.")
+            raise InputError(f"--class_split needs 3 fractions (meta-train, val, test), got {self.class_split}.")

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.helpers import classification_head
+from ..run.errors import InputError, MissingDependencyError
 from .algorithms import _logits, allow_second_order, features, loop_meta_backward, text_mask, use_batch_statistics
 
 
@@ -17,7 +18,7 @@ def import_learn2learn():
     try:
         import learn2learn
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"--engine learn2learn needs learn2learn 0.2.0: run bash scripts/install_learn2learn.sh ({err})."
         ) from err
     return learn2learn
@@ -28,7 +29,7 @@ class Learn2LearnMetaLearner:
 
     def __init__(self, model: nn.Module, algorithm: str, inner_lr: float = 0.4, steps: int = 1):
         if algorithm not in ("maml", "fomaml", "anil"):
-            raise ValueError(f"The learn2learn engine runs maml, fomaml and anil, not {algorithm!r}.")
+            raise InputError(f"The learn2learn engine runs maml, fomaml and anil, not {algorithm!r}.")
         l2l = import_learn2learn()
         use_batch_statistics(model)
         if algorithm == "maml":

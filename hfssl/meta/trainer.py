@@ -33,7 +33,6 @@ from ..models.simclr import SimCLRConfig, SimCLRForImageClassification
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
     TrainerState,
-    check_finite,
     load_training_state,
     read_trainer_state,
     save_training_state,
@@ -42,6 +41,7 @@ from ..run.checkpoints import (
 from ..run.output import publish
 from ..run.results import MetaResult, MetaTestScore, save_result
 from ..run.start import prepare_run
+from ..run.steps import checkpoint_due, optimizer_step
 from .algorithms import FunctionalMetaLearner, restore_batch_norm
 from .arguments import MetaArguments
 from .episode_data import EpisodeData, load_episode_data
@@ -162,17 +162,25 @@ def _meta_train(args: MetaArguments, model, learner, episodes: _Episodes, checkp
     progress = tqdm(total=args.max_steps, initial=state.global_step, desc=f"meta-train ({args.algorithm})")
     while state.global_step < args.max_steps:
         callbacks.on_step_begin(state.global_step + 1)
-        optimizer.zero_grad()
+        optimizer.zero_grad()  # validation between steps may have left gradients
         first = state.global_step * args.meta_batch_size
         tasks = [episodes.data.tensors(episodes.train[first + t]) for t in range(args.meta_batch_size)]
         mean_loss, accuracies = learner.meta_backward(tasks)
-        check_finite(mean_loss, state.global_step + 1, args.output_dir, "Lower --inner_lr or --outer_lr")
-        optimizer.step()
+        optimizer_step(
+            optimizer,
+            None,
+            mean_loss,
+            step=state.global_step + 1,
+            output_dir=args.output_dir,
+            advice="Lower --inner_lr or --outer_lr",
+            max_grad_norm=args.max_grad_norm,
+            clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm),
+        )
         state.global_step += 1
         progress.update(1)
         progress.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{statistics.fmean(accuracies):.3f}")
         _validate_on_schedule(args, learner, episodes, state, mean_loss)
-        if args.save_steps and state.global_step % args.save_steps == 0 and state.global_step < args.max_steps:
+        if checkpoint_due(args.save_steps, state.global_step, final=state.global_step >= args.max_steps):
             save = lambda folder: save_training_state(folder, model, optimizer)  # noqa: E731
             written = write_checkpoint(
                 args.output_dir, state, save, keep=args.save_total_limit, run_args=args.to_dict()

@@ -11,9 +11,10 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM
 
 from ..run.arguments import ModelSourceArguments, RunArguments
+from ..run.errors import InputError
+from ..run.model_source import ModelSource
 from ..run.output import publish
 from ..run.start import prepare_run
-from .gguf import ModelSource
 from .loading import load_pretrained, load_tokenizer
 
 
@@ -28,7 +29,7 @@ class ConvertArguments(ModelSourceArguments, RunArguments):
         super().__post_init__()
         self.check_model_source()
         if not self.source.is_gguf:
-            raise ValueError(
+            raise InputError(
                 f"{self.model_name_or_path} is not a GGUF: name a .gguf file, or a folder and --gguf_file."
             )
 

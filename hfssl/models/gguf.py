@@ -7,62 +7,15 @@ name inside it, transformers' own spelling.
 """
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
-GGUF_SUFFIX = ".gguf"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: `path` (a folder or Hub id) and, for a GGUF checkpoint, the file inside it."""
-
-    path: str
-    gguf_file: str | None = None
-
-    @property
-    def is_gguf(self) -> bool:
-        return self.gguf_file is not None
-
-    @property
-    def input_path(self) -> str:
-        """What a run reads and must never write into: the GGUF file itself, else the folder (or Hub id)."""
-        return str(Path(self.path) / self.gguf_file) if self.gguf_file else self.path
-
-    def kwargs(self) -> dict:
-        """The keyword arguments `from_pretrained` needs besides the path."""
-        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
-
-    def __str__(self) -> str:
-        return f"{self.path}/{self.gguf_file}" if self.gguf_file else self.path
-
-
-def model_source(name_or_path: str, gguf_file: str | None = None) -> ModelSource:
-    """The source named by a --model_name_or_path (maybe a .gguf path) and an optional --gguf_file.
-
-    FileNotFoundError when a local folder does not hold the named GGUF file.
-    """
-    if gguf_file is None and str(name_or_path).lower().endswith(GGUF_SUFFIX):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {name_or_path}")
-        return ModelSource(str(path.parent), path.name)
-    if gguf_file is not None:
-        folder = Path(name_or_path).expanduser()
-        if folder.is_dir() and not (folder / gguf_file).is_file():
-            found = sorted(p.name for p in folder.glob(f"*{GGUF_SUFFIX}"))
-            raise FileNotFoundError(
-                f"--gguf_file {gguf_file}: no such file in {name_or_path}"
-                + (f" (it holds {', '.join(found)})." if found else " (it holds no .gguf file).")
-            )
-        if folder.is_file():
-            raise ValueError(f"--gguf_file names a file inside a folder; {name_or_path} is a file, not a folder.")
-    return ModelSource(str(name_or_path), gguf_file)
+from ..run.errors import InputError, MissingDependencyError
+from ..run.model_source import GGUF_SUFFIX, ModelSource, model_source
 
 
 def require_gguf_package() -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise ImportError("Loading a GGUF checkpoint needs the gguf package: pip install 'hfssl[gguf]'.")
+        raise MissingDependencyError("Loading a GGUF checkpoint needs the gguf package: pip install 'hfssl[gguf]'.")
 
 
 def check_gguf_file(path: Path) -> str:
@@ -80,13 +33,13 @@ def check_gguf_file(path: Path) -> str:
         field = reader.fields["general.architecture"]
         architecture = bytes(field.parts[field.data[0]]).decode()
     except (ValueError, KeyError, IndexError, OSError) as err:
-        raise ValueError(f"{path} is truncated or not a GGUF file ({str(err).splitlines()[0]}).") from None
+        raise InputError(f"{path} is truncated or not a GGUF file ({str(err).splitlines()[0]}).") from None
     if end > path.stat().st_size:
-        raise ValueError(f"{path} is truncated: its tensors need {end} bytes, the file has {path.stat().st_size}.")
+        raise InputError(f"{path} is truncated: its tensors need {end} bytes, the file has {path.stat().st_size}.")
     return architecture
 
 
-class GGUFMetadataError(ValueError):
+class GGUFMetadataError(InputError):
     """A GGUF that loads but whose metadata contradicts itself (the message names the field)."""
 
 
@@ -135,8 +88,21 @@ def gguf_error(source: ModelSource, err: Exception) -> Exception:
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
     lowered = message.lower()
     if "not supported" in lowered or "architecture" in lowered or "quant" in lowered:
-        return ValueError(
+        return InputError(
             f"{source}: transformers cannot load this GGUF ({message}). It dequantises llama.cpp checkpoints of the "
             "architectures and quantisations in its GGUF support list; convert others with llama.cpp first."
         )
-    return ValueError(f"{source} is truncated or not a GGUF file ({type(err).__name__}: {message}).")
+    return InputError(f"{source} is truncated or not a GGUF file ({type(err).__name__}: {message}).")
+
+
+# GGUF_SUFFIX, ModelSource and model_source live in hfssl.run.model_source and are re-exported here
+__all__ = [
+    "GGUF_SUFFIX",
+    "GGUFMetadataError",
+    "ModelSource",
+    "check_gguf_file",
+    "gguf_error",
+    "load_gguf_tokenizer",
+    "model_source",
+    "require_gguf_package",
+]

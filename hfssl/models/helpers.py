@@ -11,6 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..run.errors import InputError
 from .gpt.modeling_gpt import CACHE_NAME
 
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -53,7 +54,7 @@ def check_fits_context(lengths: Sequence[int], window: int | None, texts: Sequen
         return
     for i, length in enumerate(lengths):
         if length > window:
-            raise ValueError(
+            raise InputError(
                 f"Text {first_index + i} has {int(length)} tokens, more than the model's context window ({window}): "
                 f"{texts[i][:80]!r}... Shorten it (nothing is truncated silently)."
             )
@@ -73,7 +74,7 @@ def ensure_pad_token(tokenizer, model: nn.Module | None = None):
     """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"{type(tokenizer).__name__} has neither a pad token nor an end-of-text token to pad.")
+            raise InputError(f"{type(tokenizer).__name__} has neither a pad token nor an end-of-text token to pad.")
         tokenizer.pad_token = tokenizer.eos_token
     if model is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -88,7 +89,7 @@ def classification_head(model: nn.Module) -> nn.Linear:
             module = getattr(module, part, None)
         if isinstance(module, nn.Linear) and module.out_features == model.config.num_labels:
             return module
-    raise ValueError(
+    raise InputError(
         f"Cannot find the classification head of {type(model).__name__}: expected a Linear layer "
         f"named score or classifier with {model.config.num_labels} outputs."
     )

@@ -3,6 +3,8 @@ transformers) for `masked_lm`, a decoder for `causal_lm`. Judged from the config
 
 from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
+from ..run.errors import InputError
+
 
 def _has(mapping, config) -> bool:
     """Whether an Auto mapping (registered models included, e.g. hfssl's GPT) has a class for this config."""
@@ -26,7 +28,7 @@ def require_encoder(config, name: str, objective: str = "masked_lm") -> None:
     """ValueError naming `name` unless its config is a text encoder."""
     if not is_text_encoder(config):
         kind = "a decoder-only" if _has(MODEL_FOR_CAUSAL_LM_MAPPING, config) else "not an encoder"
-        raise ValueError(
+        raise InputError(
             f"{name} is {kind} model (model_type {config.model_type!r}); --objective {objective} needs an encoder with "
             "a masked-LM head in transformers (BERT, RoBERTa, ...). Use --objective causal_lm for a decoder."
         )
@@ -35,7 +37,7 @@ def require_encoder(config, name: str, objective: str = "masked_lm") -> None:
 def require_decoder(config, name: str, objective: str = "causal_lm") -> None:
     """ValueError naming `name` if its config is a text encoder (its attention sees both sides: no next-token LM)."""
     if is_text_encoder(config):
-        raise ValueError(
+        raise InputError(
             f"{name} is an encoder (model_type {config.model_type!r}, bidirectional attention); --objective "
             f"{objective} needs a decoder (GPT-2, Llama, ...). Use --objective masked_lm to continue pretraining it."
         )

@@ -17,15 +17,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .gguf import (
-    GGUFMetadataError,
-    ModelSource,
-    check_gguf_file,
-    gguf_error,
-    load_gguf_tokenizer,
-    model_source,
-    require_gguf_package,
-)
+from ..run.errors import InputError, MissingFileError, StorageError
+from ..run.model_source import ModelSource, model_source
+from .gguf import GGUFMetadataError, check_gguf_file, gguf_error, load_gguf_tokenizer, require_gguf_package
 from .helpers import classification_head_name
 from .kinds import is_text_encoder
 
@@ -54,7 +48,7 @@ def as_source(model: "str | ModelSource", gguf_file: str | None = None) -> Model
     """A ModelSource from a name or path (maybe a .gguf file) and an optional GGUF file name; local paths must exist."""
     source = model if isinstance(model, ModelSource) else model_source(str(model), gguf_file)
     if source.path.startswith((".", "/", "~")) and not Path(source.path).expanduser().exists():
-        raise FileNotFoundError(f"Could not load {source.path}: no such folder.")
+        raise MissingFileError(f"Could not load {source.path}: no such folder.")
     if source.is_gguf:
         require_gguf_package()
         local = Path(source.path).expanduser() / source.gguf_file
@@ -73,8 +67,8 @@ def _loading_error(source: ModelSource, err: Exception) -> Exception:
     if source.is_gguf:
         return gguf_error(source, err)
     if type(err).__name__ == "SafetensorError":
-        return OSError(f"The weights of {source} are truncated or corrupt ({err}); save or download them again.")
-    return OSError(f"Could not load {source}: {err}")
+        return StorageError(f"The weights of {source} are truncated or corrupt ({err}); save or download them again.")
+    return StorageError(f"Could not load {source}: {err}")
 
 
 def _reading_error(source: ModelSource, what: str, err: Exception) -> Exception:
@@ -83,7 +77,7 @@ def _reading_error(source: ModelSource, what: str, err: Exception) -> Exception:
     if source.is_gguf:
         return gguf_error(source, err)
     if isinstance(err, (OSError, ValueError)):
-        return OSError(f"Could not load {what} {source}: {err}")
+        return StorageError(f"Could not load {what} {source}: {err}")
     return err
 
 
@@ -139,7 +133,7 @@ def _check_fit(model, info: dict, source: ModelSource, new_head: bool | str) -> 
             for kind, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched))
             if keys
         ]
-        raise ValueError(
+        raise InputError(
             f"The weights in {source} do not fit {type(model).__name__} (model_type {model.config.model_type!r} in "
             f"its config): {'; '.join(problems)} weights. Is config.json the one saved with these weights?"
         )

@@ -20,6 +20,9 @@ from typing import ClassVar, TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from .errors import InputError, MissingFileError
+from .model_source import model_source
+
 T = TypeVar("T")
 
 
@@ -30,7 +33,7 @@ def require_positive(args, *names: str) -> None:
         value = getattr(args, name)
         values = value if isinstance(value, (list, tuple)) else [value]
         if any(v is not None and v <= 0 for v in values):
-            raise ValueError(f"--{name} must be > 0, got {value}.")
+            raise InputError(f"--{name} must be > 0, got {value}.")
 
 
 def require_non_negative(args, *names: str) -> None:
@@ -38,7 +41,7 @@ def require_non_negative(args, *names: str) -> None:
     for name in names:
         value = getattr(args, name)
         if value is not None and value < 0:
-            raise ValueError(f"--{name} must be >= 0, got {value}.")
+            raise InputError(f"--{name} must be >= 0, got {value}.")
 
 
 def require_fraction(args, name: str, *, low_open: bool = False, high_open: bool = True) -> None:
@@ -48,13 +51,13 @@ def require_fraction(args, name: str, *, low_open: bool = False, high_open: bool
     high_ok = value < 1 if high_open else value <= 1
     if not (low_ok and high_ok):
         interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
-        raise ValueError(f"--{name} must be in {interval}, got {value}.")
+        raise InputError(f"--{name} must be in {interval}, got {value}.")
 
 
 def require_choice(args, name: str, choices) -> None:
     value = getattr(args, name)
     if value not in choices:
-        raise ValueError(f"--{name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
+        raise InputError(f"--{name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
 
 
 # ---- the fields every entry point shares ---------------------------------------------------------------------
@@ -72,14 +75,12 @@ class ModelSourceArguments:
 
     @property
     def source(self):
-        """Where the pretrained model comes from (`hfssl.models.gguf.ModelSource`); None without one."""
-        from ..models.gguf import model_source
-
+        """Where the pretrained model comes from (a `ModelSource`); None without one."""
         return model_source(self.model_name_or_path, self.gguf_file) if self.model_name_or_path else None
 
     def check_model_source(self) -> None:
         if self.gguf_file and not self.model_name_or_path:
-            raise ValueError("--gguf_file names a file inside --model_name_or_path: give that folder or Hub id too.")
+            raise InputError("--gguf_file names a file inside --model_name_or_path: give that folder or Hub id too.")
 
 
 @dataclass(kw_only=True)
@@ -93,7 +94,7 @@ class HubArguments:
 
     def __post_init__(self):
         if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id user/name.")
+            raise InputError("--push_to_hub needs --hub_model_id user/name.")
 
 
 @dataclass(kw_only=True)
@@ -123,7 +124,7 @@ class RunArguments(HubArguments):
     def __post_init__(self):
         super().__post_init__()
         if not str(self.output_dir).strip():
-            raise ValueError("--output_dir must name a folder.")
+            raise InputError("--output_dir must name a folder.")
 
     def to_dict(self) -> dict:
         """The arguments as JSON-ready values (what run_args.json and metrics.json record)."""
@@ -146,23 +147,23 @@ def read_recipe(argv: list[str]) -> dict:
     spec = flag_value(argv, "--config")
     if spec is None:
         if "--config" in argv:
-            raise ValueError("--config needs a YAML file path.")
+            raise InputError("--config needs a YAML file path.")
         return {}
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"Recipe file not found: {path}")
+        raise MissingFileError(f"Recipe file not found: {path}")
     try:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ValueError(f"Recipe {path} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
+        raise InputError(f"Recipe {path} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"Recipe {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+        raise InputError(f"Recipe {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
     if recipe is None:
         return {}
     if not isinstance(recipe, dict):
-        raise ValueError(f"Recipe {path} must be a mapping of flag names to values, got {type(recipe).__name__}.")
+        raise InputError(f"Recipe {path} must be a mapping of flag names to values, got {type(recipe).__name__}.")
     return recipe
 
 
@@ -190,11 +191,11 @@ def check_recipe(recipe: dict, cls: type, source: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(recipe) - set(fields))
     if unknown:
-        raise ValueError(f"Unknown keys in recipe {source}: {unknown}.")
+        raise InputError(f"Unknown keys in recipe {source}: {unknown}.")
     hints = typing.get_type_hints(cls)
     for key, value in recipe.items():
         if not _accepts(hints[key], value):
-            raise ValueError(
+            raise InputError(
                 f"Recipe {source}: {key} must be {_describe(hints[key])}, got {value!r} ({type(value).__name__})."
             )
 
@@ -220,5 +221,5 @@ def parse_cli(cls: type[T], argv: list[str] | None = None) -> T:
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     args, remaining = outputs[0], outputs[-1]
     if remaining:
-        raise ValueError(f"Unrecognised arguments: {remaining}")
+        raise InputError(f"Unrecognised arguments: {remaining}")
     return args

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import HfsslError, InputError, MissingFileError, StorageError
+
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -28,7 +30,7 @@ TRAINING_STATE = "training_state.pt"  # model, optimizer, scheduler and RNG of t
 RUN_ARGS_FILE = "run_args.json"  # the arguments the checkpoint was written with (hfssl.run.resume compares them)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(HfsslError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
@@ -67,14 +69,14 @@ def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
     if spec == "latest":
         found = list_checkpoints(output_dir)
         if not found:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"--resume_from_checkpoint latest: no checkpoint in {checkpoints_dir(output_dir)}. "
                 "Drop the flag to start a new run."
             )
         return found[-1]
     path = Path(spec)
     if not (path / TRAINER_STATE).is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint folder (no {TRAINER_STATE} inside).")
+        raise MissingFileError(f"{path} is not a checkpoint folder (no {TRAINER_STATE} inside).")
     return path
 
 
@@ -82,7 +84,7 @@ def read_trainer_state(checkpoint: Path) -> TrainerState:
     try:
         return TrainerState(**json.loads((checkpoint / TRAINER_STATE).read_text()))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
-        raise ValueError(f"Corrupt checkpoint state file {checkpoint / TRAINER_STATE}: {err}") from None
+        raise InputError(f"Corrupt checkpoint state file {checkpoint / TRAINER_STATE}: {err}") from None
 
 
 def write_checkpoint(
@@ -122,7 +124,7 @@ def write_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         if err.errno == errno.ENOSPC:
             kept = list_checkpoints(output_dir)
-            raise OSError(
+            raise StorageError(
                 errno.ENOSPC,
                 f"No space left on the device while writing checkpoint {final.name}; "
                 + (f"the last complete checkpoint, {kept[-1]}, is intact." if kept else "no checkpoint was kept.")
@@ -162,7 +164,7 @@ def load_training_state(checkpoint: Path, model, optimizer, scheduler=None) -> N
             scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"])
     except Exception as err:  # truncated, foreign or mismatched: name the file, not torch's internals
-        raise ValueError(
+        raise InputError(
             f"Could not restore checkpoint {path}: it is truncated or not a checkpoint hfssl wrote "
             f"({type(err).__name__}: {err})."
         ) from None

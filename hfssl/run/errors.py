@@ -1,17 +1,58 @@
-"""One mapping from the kinds of expected failure to the one-line message a user sees, shared by every script and the
-demo. Library code raises ValueError / FileNotFoundError / OSError with a message that names the bad thing and the
-fix; this module only decides which exceptions are such messages and phrases the few that come from dependencies.
+"""hfssl's one exception hierarchy, and the one mapping from an expected failure to the line a user sees.
+
+Every error hfssl raises on purpose derives from `HfsslError`; its message names the bad thing and the fix. The
+subclasses also derive from the builtin a caller would catch (`InputError` is a `ValueError`, `MissingFileError` a
+`FileNotFoundError`, ...), so code that catches those keeps working:
+
+    HfsslError
+    ├── InputError (ValueError)              bad flags, data, configs, labels, sequence lengths, images
+    │   ├── LaunchError                      (hfssl.launch) a launch that cannot start as asked
+    │   └── GGUFMetadataError                (hfssl.models.gguf) a GGUF whose metadata contradicts itself
+    ├── MissingFileError (FileNotFoundError) a named file or folder that is not there
+    ├── OutputExistsError (FileExistsError)  an output folder that holds another run's files
+    ├── StorageError (OSError)               a file that cannot be read or written (full disk, permissions)
+    ├── MissingDependencyError (ImportError) an optional package a chosen path needs
+    ├── NetworkError (ConnectionError)       a registry or server that cannot be reached
+    ├── NonFiniteLossError (RuntimeError)    (hfssl.run.checkpoints) the loss became NaN or infinite
+    └── HubError (RuntimeError)              (hfssl.hub.errors) a push that cannot go ahead or failed
+
+`error_message` turns these, and the few dependency errors listed in `_dependency_errors`, into one line; anything
+else is a bug and keeps its traceback (a `ValueError` from deep inside torch is not bad input).
 """
 
 import errno
 
 
-class UserInputError(ValueError):
-    """Bad input, with a message meant for the user (a ValueError, so callers that catch those keep working)."""
+class HfsslError(Exception):
+    """Base of every error hfssl raises on purpose: the message is meant for the user and names the fix."""
+
+
+class InputError(HfsslError, ValueError):
+    """Bad input: a flag, a data file, a config, a label set, a sequence length, an image mode."""
+
+
+class MissingFileError(HfsslError, FileNotFoundError):
+    """A file or folder the user named (or a run needs) is not there."""
+
+
+class OutputExistsError(HfsslError, FileExistsError):
+    """An output folder holds files this run did not write (another run's model or checkpoints)."""
+
+
+class StorageError(HfsslError, OSError):
+    """A file or folder that cannot be read or written: a full disk, missing permissions, a folder in the way."""
+
+
+class MissingDependencyError(HfsslError, ImportError):
+    """An optional package that the chosen path needs is not installed (the message says which extra)."""
+
+
+class NetworkError(HfsslError, ConnectionError):
+    """A package registry or server that cannot be reached (the message says what to do offline)."""
 
 
 def _dependency_errors() -> dict[type, str]:
-    """Exceptions of dependencies that mean bad input, with how to say so (the message is appended)."""
+    """Errors of dependencies that mean bad input wherever they surface, with how to say so (message appended)."""
     kinds: dict[type, str] = {}
     try:
         from safetensors import SafetensorError
@@ -30,15 +71,12 @@ def _dependency_errors() -> dict[type, str]:
 
 def error_message(err: BaseException) -> str | None:
     """The one-line message for an expected failure, or None for an unexpected one (a bug: keep its traceback)."""
-    from ..hub.errors import HubError  # the Hub's own failures
-    from .checkpoints import NonFiniteLossError
-
+    if isinstance(err, HfsslError):
+        return _one_line(str(err))
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return f"no space left on the device: {err.strerror or err}"
     if isinstance(err, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8"
-    if isinstance(err, (ValueError, OSError, HubError, NonFiniteLossError, ImportError, FloatingPointError)):
-        return _one_line(str(err))
     for kind, what in _dependency_errors().items():
         if isinstance(err, kind):
             return f"{what}: {_one_line(str(err))}"

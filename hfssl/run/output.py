@@ -10,6 +10,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import InputError, OutputExistsError
+
 # where the README's main command (`--objective causal_lm`) saves its model; the demo preselects it
 DEFAULT_OUTPUT_DIR = "outputs/gpt-stdlib"
 
@@ -74,18 +76,18 @@ def check_output_dir(output_dir, *, resume: bool, overwrite: bool, inputs=(), ha
     output_dir = Path(output_dir)
     for source in inputs:
         if source and Path(source).expanduser().exists() and _same_or_nested(output_dir, Path(source).expanduser()):
-            raise ValueError(
+            raise InputError(
                 f"--output_dir {output_dir} is (or contains, or is inside) the input {source}: the run would write "
                 "into the model it reads. Choose another --output_dir."
             )
     if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {output_dir} is a file, not a folder.")
+        raise InputError(f"--output_dir {output_dir} is a file, not a folder.")
     found = occupants(output_dir)
     if not found or resume or overwrite:
         return
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
     resume_hint = "continue that run with --resume_from_checkpoint latest, " if has_checkpoints else ""
-    raise FileExistsError(
+    raise OutputExistsError(
         f"{output_dir} already holds {shown}: {resume_hint}replace them with --overwrite_output_dir (they are set "
         f"aside in {output_dir / WORK_DIR}/replaced-*/, not deleted), or choose another --output_dir."
     )

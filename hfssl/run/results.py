@@ -17,6 +17,8 @@ from typing import ClassVar
 
 from huggingface_hub import EvalResult
 
+from .errors import InputError
+
 METRICS_FILE = "metrics.json"
 SCHEMA_VERSION = 1
 
@@ -201,7 +203,7 @@ def result_from_dict(payload: dict) -> RunResult:
     """
     kind = payload.get("kind") or _legacy_kind(payload)
     if kind not in RESULT_KINDS:
-        raise ValueError(f"Unknown result kind {kind!r}; expected one of {sorted(RESULT_KINDS)}.")
+        raise InputError(f"Unknown result kind {kind!r}; expected one of {sorted(RESULT_KINDS)}.")
     cls = RESULT_KINDS[kind]
     names = {f.name for f in fields(cls)}
     if "arguments" in payload and "args" not in payload:  # prompt_eval files before typed results
@@ -250,8 +252,8 @@ def load_result(path: str | os.PathLike) -> RunResult | None:
     try:
         payload = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); fix or remove it.") from None
+        raise InputError(f"{path} is not valid JSON ({err}); fix or remove it.") from None
     try:
         return result_from_dict(payload)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path} holds no hfssl result: {err}") from None
+        raise InputError(f"{path} holds no hfssl result: {err}") from None

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from .checkpoints import RUN_ARGS_FILE
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def saved_arguments(checkpoint: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"Corrupt checkpoint arguments file {path}: {err}") from None
+        raise InputError(f"Corrupt checkpoint arguments file {path}: {err}") from None
 
 
 def check_resume(checkpoint: Path, current: dict, safe: frozenset, global_step: int) -> list[str]:
@@ -46,7 +47,7 @@ def check_resume(checkpoint: Path, current: dict, safe: frozenset, global_step: 
         unsafe.append("max_steps")
     if unsafe:
         changes = "; ".join(f"--{n} was {saved.get(n)!r}, now {current.get(n)!r}" for n in unsafe)
-        raise ValueError(
+        raise InputError(
             f"--resume_from_checkpoint {checkpoint} would not continue the run it saved: {changes}. Resume with the "
             "checkpoint's values, or start a new run in another --output_dir."
         )

@@ -5,6 +5,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..run.errors import InputError
+
 
 class LRUCache:
     """At most `max_size` values; `get(key, load)` returns the cached value or stores `load()`, and the least
@@ -13,7 +15,7 @@ class LRUCache:
 
     def __init__(self, max_size: int):
         if max_size < 1:
-            raise ValueError(f"An LRU cache holds at least 1 entry, not {max_size}.")
+            raise InputError(f"An LRU cache holds at least 1 entry, not {max_size}.")
         self.max_size = max_size
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()

@@ -67,7 +67,7 @@ class PromptForm:
     def from_values(cls, names: Sequence[str], values: Sequence) -> "PromptForm":
         """The form from a page's component values, given in the order of `names`."""
         if len(names) != len(values):
-            raise ValueError(f"Expected {len(names)} values ({', '.join(names)}), got {len(values)}.")
+            raise TypeError(f"Expected {len(names)} values ({', '.join(names)}), got {len(values)}.")
         return cls(**dict(zip(names, values)))
 
     def template(self) -> tuple[PromptTemplate, list[str]]:

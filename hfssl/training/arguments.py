@@ -22,6 +22,7 @@ from ..run.arguments import (
     require_non_negative,
     require_positive,
 )
+from ..run.errors import InputError
 
 DEFAULT_OBJECTIVE = "causal_lm"  # the README's main command
 
@@ -147,7 +148,7 @@ class PretrainArguments(ModelSourceArguments, RunArguments):
         require_fraction(self, "eval_split_fraction")
         require_fraction(self, "warmup_ratio")
         if self.max_steps == 0 and self.num_train_epochs == 0:
-            raise ValueError("Set --max_steps > 0 or --num_train_epochs > 0.")
+            raise InputError("Set --max_steps > 0 or --num_train_epochs > 0.")
 
 
 def parse_pretrain_args(argv: list[str] | None = None) -> PretrainArguments:
@@ -170,7 +171,7 @@ def parse_pretrain_args(argv: list[str] | None = None) -> PretrainArguments:
         if flag and flag not in own and flag != "config":
             owners = [other for other in OBJECTIVES if other != name and flag in _fields_of(other)]
             if owners:
-                raise ValueError(f"--{flag} applies to --objective {' / '.join(owners)} only, not to {name}.")
+                raise InputError(f"--{flag} applies to --objective {' / '.join(owners)} only, not to {name}.")
     return parse_cli(cls, argv)
 
 

@@ -25,8 +25,10 @@ from ..models.helpers import context_window
 from ..models.kinds import require_decoder
 from ..models.loading import load_config, load_pretrained
 from ..run.arguments import require_fraction, require_non_negative, require_positive
+from ..run.errors import InputError
+from ..run.output import DEFAULT_OUTPUT_DIR
 from .arguments import PretrainArguments
-from .objectives import PretrainingSetup, WarmupPhase
+from .objectives import Objective, PretrainingSetup, WarmupPhase
 from .text_corpus import (
     TextCorpusArguments,
     TextModelShapeArguments,
@@ -38,11 +40,11 @@ from .text_corpus import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT_DIR = "outputs/gpt-stdlib"  # the README's main command saves here; the demo preselects it
 SAMPLE_OPENING_WORDS = 3
-# in-context warm-up steps of a fresh causal LM when --icl_warmup_steps is not given (README, "Learning check:
-# does in-context learning emerge here?"); a model loaded with --model_name_or_path gets none
-DEFAULT_ICL_WARMUP_STEPS = 2500
+# the share of --max_steps a fresh causal LM spends on the in-context warm-up when neither --icl_warmup_steps nor
+# --icl_warmup_ratio is given: 2,500 of the main command's 5,000 steps (docs/pretraining-causal-lm.md, "does in-context
+# learning emerge here?"); a model loaded with --model_name_or_path gets none
+DEFAULT_ICL_WARMUP_RATIO = 0.5
 
 
 @dataclass(kw_only=True)
@@ -59,10 +61,10 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
         },
     )
     max_steps: int = field(
-        default=2000,
+        default=5000,
         metadata={
-            "help": "Optimizer steps on the corpus (overrides --num_train_epochs when > 0); the in-context "
-            "warm-up comes on top."
+            "help": "Optimizer steps of the whole run, the in-context warm-up included (overrides --num_train_epochs "
+            "when > 0; with --max_steps 0 the warm-up comes before the epochs)."
         },
     )
     learning_rate: float = field(
@@ -75,9 +77,17 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
     icl_warmup_steps: int | None = field(
         default=None,
         metadata={
-            "help": "Optimizer steps on synthetic key -> value documents (hfssl.data.synthetic) before the corpus, so "
-            f"the model learns to copy from its context (induction heads). Default {DEFAULT_ICL_WARMUP_STEPS} for a "
-            "fresh model, 0 with --model_name_or_path; 0 turns it off."
+            "help": "The first N of --max_steps train on synthetic key -> value documents (hfssl.data.synthetic), so "
+            "the model learns to copy from its context (induction heads); the rest train on the corpus. Overrides "
+            "--icl_warmup_ratio; 0 turns the warm-up off."
+        },
+    )
+    icl_warmup_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "The in-context warm-up as a share of --max_steps (like --warmup_ratio). Default "
+            f"{DEFAULT_ICL_WARMUP_RATIO} for a fresh model (the main command: 2,500 of 5,000 steps), 0 with "
+            "--model_name_or_path."
         },
     )
     icl_warmup_block_size: int = field(
@@ -100,16 +110,29 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
     def __post_init__(self):
         super().__post_init__()
         self.check_corpus_arguments()
-        if self.icl_warmup_steps is None:
-            self.icl_warmup_steps = 0 if self.model_name_or_path else DEFAULT_ICL_WARMUP_STEPS
         self.check_model_shape()
         require_positive(self, "sample_max_new_tokens")
         require_non_negative(self, "icl_warmup_steps")
+        if self.icl_warmup_ratio is not None:
+            require_fraction(self, "icl_warmup_ratio")
         require_fraction(self, "icl_mix_fraction")
+        self._resolve_icl_warmup()
         if self.icl_warmup_steps and not 0 < self.icl_warmup_block_size <= self.block_size:
-            raise ValueError(
+            raise InputError(
                 f"--icl_warmup_block_size must be in [1, block_size={self.block_size}], "
                 f"got {self.icl_warmup_block_size}."
+            )
+
+    def _resolve_icl_warmup(self) -> None:
+        """`icl_warmup_steps` from the ratio when it is not given; the warm-up must leave the corpus a step."""
+        if self.icl_warmup_steps is None:
+            default_ratio = 0.0 if self.model_name_or_path else DEFAULT_ICL_WARMUP_RATIO
+            ratio = default_ratio if self.icl_warmup_ratio is None else self.icl_warmup_ratio
+            self.icl_warmup_steps = round(ratio * self.max_steps)
+        if self.max_steps > 0 and self.icl_warmup_steps >= self.max_steps:
+            raise InputError(
+                f"--icl_warmup_steps {self.icl_warmup_steps} leaves no step of --max_steps {self.max_steps} for the "
+                "corpus: --max_steps counts the whole run, the warm-up included. Raise it or lower the warm-up."
             )
 
 
@@ -118,13 +141,13 @@ def _collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids}
 
 
-class CausalLMObjective:
+class CausalLMObjective(Objective):
     name = "causal_lm"
     arguments_class = CausalLMArguments
     task = "text-generation"
 
     def __init__(self, args: CausalLMArguments):
-        self.args = args
+        super().__init__(args)
         self.tokenizer, self.sample_prompt = None, ""
 
     # ---- setup -------------------------------------------------------------------------------------

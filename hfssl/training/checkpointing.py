@@ -10,6 +10,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from ..run.checkpoints import TrainerState, read_trainer_state, write_checkpoint
+from ..run.errors import InputError
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir, state: TrainerState, keep: int, run_args: dict) -> Path:
@@ -31,5 +32,5 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> TrainerState:
     try:
         accelerator.load_state(str(checkpoint))
     except Exception as err:  # a truncated or foreign file deep inside torch/safetensors: name the folder
-        raise ValueError(f"Could not restore checkpoint {checkpoint}: {type(err).__name__}: {err}") from None
+        raise InputError(f"Could not restore checkpoint {checkpoint}: {type(err).__name__}: {err}") from None
     return state

@@ -22,10 +22,11 @@ from ..data.vision import ImageData, ImageTensorDataset, Normalize, SimCLRAugmen
 from ..models.loading import load_pretrained
 from ..models.simclr import SimCLRConfig, SimCLRModel
 from ..run.arguments import require_choice, require_positive
+from ..run.errors import InputError
 from .arguments import PretrainArguments
 from .gradient_cache import gradient_cache_step
 from .knn import knn_accuracy
-from .objectives import PretrainingSetup
+from .objectives import Objective, PretrainingSetup
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class ContrastiveArguments(PretrainArguments):
             "knn_bank_size",
         )
         if self.gradient_accumulation_steps > 1 and self.per_device_train_batch_size < 2:
-            raise ValueError(
+            raise InputError(
                 "--gradient_accumulation_steps with --per_device_train_batch_size 1: each micro-batch would hold one "
                 "image, and its BatchNorm statistics would come from that image's two views alone. Use a "
                 "per-device batch of at least 2."
@@ -117,13 +118,14 @@ def _split(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, Imag
     return data.subset(train_idx), data.subset(eval_idx)
 
 
-class ContrastiveObjective:
+class ContrastiveObjective(Objective):
     name = "contrastive"
     arguments_class = ContrastiveArguments
     task = "image-feature-extraction"
+    accumulates_groups = True  # NT-Xent over the whole accumulated batch (gradient cache)
 
     def __init__(self, args: ContrastiveArguments):
-        self.args = args
+        super().__init__(args)
         self.augment = self.normalize = None
         self.memory_format = torch.contiguous_format
         self.bank: ImageData | None = None
@@ -163,7 +165,7 @@ class ContrastiveObjective:
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
         d = t = v = self.args
         if t.per_device_train_batch_size * accelerator.num_processes < 2:
-            raise ValueError(
+            raise InputError(
                 "Contrastive pretraining needs at least 2 images per global batch (with 1 there are no "
                 "negatives): raise --per_device_train_batch_size."
             )

@@ -7,6 +7,8 @@ separate models that overwrite each other's output. Both are stopped here with o
 
 import os
 
+from ..run.errors import InputError
+
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "false").lower() == "true"
@@ -18,7 +20,7 @@ def check_sharding_request(accelerator_available: bool) -> None:
         return
     for env, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if _flag(env):
-            raise ValueError(
+            raise InputError(
                 f"The launch asks for {what}, but this machine has no GPU: Accelerate's {what} path needs one, and "
                 "without it every process would train its own full copy. On CPU use data parallelism "
                 "(`accelerate launch --multi_gpu --num_processes N`, gloo), which hfssl runs as one job; shard on GPUs "
@@ -30,7 +32,7 @@ def check_process_group(num_processes: int) -> None:
     """ValueError if more processes were launched than joined the run's process group."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and num_processes != launched:
-        raise ValueError(
+        raise InputError(
             f"{launched} processes were launched (WORLD_SIZE) but the run's process group has {num_processes}: they "
             "would train separate models into one folder. Launch with `accelerate launch --multi_gpu` (one machine) "
             "or with --num_machines / --machine_rank (several), so that Accelerate starts a distributed run."
@@ -44,7 +46,7 @@ def check_wrap_policy(model) -> None:
         return
     if os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP") or getattr(model, "_no_split_modules", None):
         return
-    raise ValueError(
+    raise InputError(
         f"The FSDP config wraps by transformer layer, but {type(model).__name__} declares no `_no_split_modules` and "
         "the config names no fsdp_transformer_layer_cls_to_wrap: set the latter to the model's block class, or use "
         "fsdp_auto_wrap_policy: SIZE_BASED_WRAP."

@@ -5,7 +5,7 @@ micro-batch loss reduced across processes (and checked to be finite), gradient c
 linear-warmup + cosine learning-rate schedule. Data order is a pure function of (seed, epoch), so a
 resumed run skips exactly the batches it had consumed and continues bit-for-bit. An objective may ask for a
 warm-up phase (`PretrainingSetup.warmup`, e.g. the causal LM's in-context warm-up): its steps come first, on
-its own dataset, and the corpus's schedule restarts after it.
+its own dataset, and the corpus's schedule restarts after it. `--max_steps` counts the whole run, warm-up included.
 """
 
 import logging
@@ -27,12 +27,13 @@ from ..run.checkpoints import (
     RUN_ARGS_FILE,
     NonFiniteLossError,
     TrainerState,
-    check_finite,
     write_json_atomic,
 )
+from ..run.errors import InputError
 from ..run.output import publish, save_pretrained_all
 from ..run.results import PretrainResult, save_result
 from ..run.start import prepare_run
+from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
 from .arguments import PretrainArguments
 from .checkpointing import load_checkpoint, save_checkpoint
 from .launch_checks import check_process_group, check_sharding_request, check_wrap_policy
@@ -53,8 +54,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist())
 
     def __len__(self) -> int:
         return self.n
@@ -179,7 +179,7 @@ class PretrainingLoop:
         set_seed(args.seed)
         self.objective = build_objective(args)
         # a loss over the whole accumulated batch (gradient cache) instead of one loss per micro-batch
-        self.cached_accumulation = args.gradient_accumulation_steps > 1 and hasattr(self.objective, "accumulated_step")
+        self.cached_accumulation = args.gradient_accumulation_steps > 1 and self.objective.accumulates_groups
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
         check_wrap_policy(setup.model)
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
@@ -226,12 +226,15 @@ class PretrainingLoop:
         args, accelerator = self.args, self.accelerator
         self.batches_per_epoch = len(self.train_loader)
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise InputError(
                 f"The training set ({len(self.setup.train_dataset)} items) is smaller than one global batch "
                 f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes): lower the batch size."
             )
         steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
-        corpus_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        if args.max_steps > 0:  # the run's total, a warm-up phase included (as Trainer's max_steps)
+            corpus_steps = args.max_steps - self.warmup_steps
+        else:
+            corpus_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
         self.max_steps = self.warmup_steps + corpus_steps
         # not prepared: Accelerate's wrapper would step it once per process; registered so it is checkpointed
         self.scheduler = _lr_schedule(optimizer, self.warmup_steps, corpus_steps, args.warmup_ratio)
@@ -261,8 +264,7 @@ class PretrainingLoop:
             loader, epoch = self.warmup_loader, 0  # one pass: state.epoch stays 0 until the corpus starts
         else:
             loader, epoch = self.train_loader, self.state.epoch
-            if hasattr(self.setup.collate_fn, "set_epoch"):  # e.g. new masks each pass (hfssl.training.masking)
-                self.setup.collate_fn.set_epoch(epoch)
+            self.objective.on_epoch_start(epoch)  # e.g. new masks each pass (hfssl.training.masking)
         if self.state.batches_in_epoch:
             loader = self.accelerator.skip_first_batches(loader, self.state.batches_in_epoch)
         # Accelerate's loaders set their sampler's epoch from their own count of passes, which a resumed run (and
@@ -276,7 +278,7 @@ class PretrainingLoop:
     def _micro_step(self, batch, micro_losses: list) -> float | None:
         """Forward/backward one micro-batch; on the last of an accumulation group, the optimizer step.
 
-        An objective with `accumulated_step` (a contrastive loss: gradient cache) gets the group's micro-batches
+        An objective that `accumulates_groups` (a contrastive loss: gradient cache) gets the group's micro-batches
         together instead, once the last has arrived. Returns the step's loss (mean over micro-batches and processes)
         after an optimizer step, else None.
         """
@@ -301,14 +303,16 @@ class PretrainingLoop:
 
     def _optimizer_step(self, step_loss: float) -> float:
         """Clip, step, schedule; the loss is checked first, so the weights stay finite."""
-        check_finite(
-            step_loss, self.state.global_step + 1, self.output_dir, "Lower --learning_rate or raise --warmup_ratio"
+        optimizer_step(
+            self.optimizer,
+            self.scheduler,
+            step_loss,
+            step=self.state.global_step + 1,
+            output_dir=self.output_dir,
+            advice="Lower --learning_rate or raise --warmup_ratio",
+            max_grad_norm=self.args.max_grad_norm,
+            clip=lambda max_norm: self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm),
         )
-        if self.args.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return step_loss
 
     def _after_step(self, step_loss: float, items: int, seconds: float) -> bool:
@@ -333,7 +337,7 @@ class PretrainingLoop:
                 logger.info("%s done after %d steps; training on the corpus", self.warmup_name, state.global_step)
         elif state.batches_in_epoch >= self.batches_per_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-        if args.save_steps > 0 and state.global_step % args.save_steps == 0 and not final:
+        if checkpoint_due(args.save_steps, state.global_step, final):
             checkpoint = save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit, self.run_args)
             self.callbacks.on_save(checkpoint)
         self.callbacks.on_step_end(state.global_step, step_loss)
@@ -394,8 +398,7 @@ class PretrainingLoop:
         if accelerator.is_main_process:
             model = accelerator.unwrap_model(self.model)
             publish(self.output_dir, save_pretrained_all([_FullWeights(model, state_dict), *self.setup.companions]))
-            if hasattr(self.objective, "closing_metrics"):  # e.g. a masked LM's pseudo-perplexity
-                result.final.update(self.objective.closing_metrics(model, accelerator))
+            result.final.update(self.objective.closing_metrics(model, accelerator))  # e.g. a masked LM's pseudo-PPL
             result.report = self.objective.finish(model, self.output_dir, accelerator)
             save_result(result, self.output_dir)
         accelerator.wait_for_everyone()

@@ -32,7 +32,7 @@ from ..models.loading import load_config, load_pretrained, load_tokenizer
 from ..run.arguments import require_fraction, require_non_negative
 from .arguments import PretrainArguments
 from .masking import EVAL_EPOCH, MaskingCollator
-from .objectives import PretrainingSetup
+from .objectives import Objective, PretrainingSetup
 from .pseudo_log_likelihood import pseudo_perplexity
 from .text_corpus import (
     TextCorpusArguments,
@@ -87,14 +87,15 @@ def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return (per_token.sum(dim=1) / counts).mean()
 
 
-class MaskedLMObjective:
+class MaskedLMObjective(Objective):
     name = "masked_lm"
     arguments_class = MaskedLMArguments
     task = "fill-mask"
 
     def __init__(self, args: MaskedLMArguments):
-        self.args = args
+        super().__init__(args)
         self.tokenizer, self.pll_blocks = None, None
+        self.collator: MaskingCollator | None = None
 
     # ---- setup -------------------------------------------------------------------------------------
     @staticmethod
@@ -148,11 +149,12 @@ class MaskedLMObjective:
             self.pll_blocks = eval_blocks.select(range(min(d.pll_samples, len(eval_blocks))))
         logger.info("Corpus: %d training blocks of %d tokens ([CLS] ... [SEP])", len(train_blocks), d.block_size)
         masking = dict(whole_word_mask=d.whole_word_mask)
+        self.collator = MaskingCollator(tokenizer, d.mlm_probability, t.seed, **masking)
         return PretrainingSetup(
             model,
             train_blocks,
             eval_blocks,
-            MaskingCollator(tokenizer, d.mlm_probability, t.seed, **masking),
+            self.collator,
             companions=[tokenizer],
             eval_collate_fn=MaskingCollator(tokenizer, d.mlm_probability, t.seed, epoch=EVAL_EPOCH, **masking),
         )
@@ -182,6 +184,9 @@ class MaskedLMObjective:
         return {"eval_loss": totals[0].item() / count, "eval_masked_accuracy": totals[1].item() / count}
 
     # ---- end of run --------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        self.collator.set_epoch(epoch)  # new masks for each pass over the data
+
     def closing_metrics(self, model: nn.Module, accelerator: Accelerator) -> dict[str, float]:
         """Pseudo-perplexity of `--pll_samples` held-out blocks (main process)."""
         if self.pll_blocks is None:

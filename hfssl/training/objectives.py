@@ -6,16 +6,19 @@ everything else (optimisation, accumulation, distribution, checkpoints, logging)
 holding its arguments class and its objective class, and one line in `OBJECTIVES`.
 """
 
+import abc
 import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import Dataset
+
+from ..run.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -49,30 +52,57 @@ class PretrainingSetup:
     eval_collate_fn: Any = None
 
 
-class Objective(Protocol):
-    """Built from its own arguments (`arguments_class`, a PretrainArguments subclass in the objective's file)."""
+class Objective(abc.ABC):
+    """What one self-supervised task does inside the loop; the loop calls every hook unconditionally.
 
-    name: str
-    arguments_class: type
-    task: str  # pipeline task of the saved model (text-generation, fill-mask, image-feature-extraction)
+    A subclass sets `name`, `arguments_class` (a PretrainArguments subclass in the objective's file) and `task`, and
+    implements the four abstract methods; the other hooks have default bodies that do nothing, and are overridden
+    only where the objective needs them.
+    """
 
+    name: ClassVar[str]
+    arguments_class: ClassVar[type]
+    task: ClassVar[str]  # pipeline task of the saved model (text-generation, fill-mask, image-feature-extraction)
+    # True: under gradient accumulation the loop hands `accumulated_step` each group's micro-batches together (one
+    # loss over the whole group, e.g. a contrastive loss by gradient cache) instead of calling `training_loss` on each
+    accumulates_groups: ClassVar[bool] = False
+
+    def __init__(self, args):
+        self.args = args
+
+    # ---- required ------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
         """Build model and data on every process. `resuming`: reuse what the run saved (e.g. its tokenizer)."""
 
+    @abc.abstractmethod
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scalar loss of one micro-batch (mean over its items)."""
 
+    @abc.abstractmethod
     def items_in_batch(self, batch: dict[str, torch.Tensor]) -> int:
         """Units of throughput in the batch (tokens for language models, images for vision)."""
 
+    @abc.abstractmethod
     def evaluate(self, model: nn.Module, eval_loader, accelerator: Accelerator) -> dict[str, float]:
         """Metrics on the held-out data, identical on every process."""
 
+    # ---- optional: the defaults do nothing -----------------------------------------------------------------------
+    def accumulated_step(self, model: nn.Module, batches: list[dict], accelerator: Accelerator) -> torch.Tensor:
+        """Forward and backward over one accumulation group at once; returns its loss. Called only when
+        `accumulates_groups` is True and --gradient_accumulation_steps > 1."""
+        raise NotImplementedError(f"{type(self).__name__} sets accumulates_groups but has no accumulated_step")
+
+    def on_epoch_start(self, epoch: int) -> None:  # noqa: B027 (a hook whose default is to do nothing)
+        """A new pass over the training data begins (e.g. draw new masks); not called during a warm-up phase."""
+
+    def closing_metrics(self, model: nn.Module, accelerator: Accelerator) -> dict[str, float]:
+        """Metrics computed once on the main process after saving (added to metrics.json's final entry)."""
+        return {}
+
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
         """Called on the main process after saving; returns the text the CLI prints last (e.g. a sample)."""
-
-    # optional: `closing_metrics(model, accelerator) -> dict`, metrics computed once on the main process after saving
-    # (added to metrics.json's final entry); a collate_fn with `set_epoch(epoch)` is told each new pass over the data
+        return ""
 
 
 # name -> "module:class", imported when chosen: a new objective is one new file plus one line here
@@ -86,7 +116,7 @@ OBJECTIVES: dict[str, str] = {
 def objective_class(name: str) -> type:
     """The objective class registered as `name`; ValueError listing the names for an unknown one."""
     if name not in OBJECTIVES:
-        raise ValueError(f"Unknown --objective {name!r}; available: {', '.join(sorted(OBJECTIVES))}.")
+        raise InputError(f"Unknown --objective {name!r}; available: {', '.join(sorted(OBJECTIVES))}.")
     module, cls = OBJECTIVES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 

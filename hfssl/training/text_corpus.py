@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from ..data.text import iter_texts, load_text_dataset, load_tokenizer
 from ..models.helpers import context_window
 from ..run.arguments import require_choice, require_fraction, require_positive
+from ..run.errors import InputError
 
 TOKENIZER_DIR = Path(".hfssl") / "tokenizer"  # inside --output_dir: the run's working files
 
@@ -67,11 +68,11 @@ class TextModelShapeArguments:
         )
         require_fraction(self, "dropout")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise InputError(
                 f"--num_attention_heads ({self.num_attention_heads}) must divide --hidden_size ({self.hidden_size})."
             )
         if self.block_size > self.max_position_embeddings and self.model_name_or_path is None:
-            raise ValueError(
+            raise InputError(
                 f"block_size ({self.block_size}) is longer than max_position_embeddings "
                 f"({self.max_position_embeddings}): lower --block_size or raise --max_position_embeddings."
             )
@@ -81,12 +82,12 @@ def check_fits_pretrained(args, model, tokenizer) -> None:
     """ValueError unless --block_size fits the loaded model's positions and the tokenizer its vocabulary."""
     window = context_window(model)
     if window is not None and args.block_size > window:
-        raise ValueError(
+        raise InputError(
             f"block_size ({args.block_size}) is longer than the {window} positions of {args.model_name_or_path}: "
             "lower --block_size."
         )
     if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(
+        raise InputError(
             f"The tokenizer has {len(tokenizer)} tokens but {args.model_name_or_path} has vocab_size "
             f"{model.config.vocab_size}: use the model's own tokenizer."
         )

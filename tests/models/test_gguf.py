@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hfssl.models.gguf import model_source
 from hfssl.models.loading import load_causal_lm, load_tokenizer
+from hfssl.run.model_source import model_source
 from tests.conftest import import_script
 
 

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertForSequenceClassification
 
-from hfssl.models.gguf import ModelSource
 from hfssl.models.loading import _check_fit, load_pretrained
+from hfssl.run.model_source import ModelSource
 
 
 def _add_to_checkpoint(folder, name, tensor):

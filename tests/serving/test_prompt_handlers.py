@@ -91,7 +91,7 @@ def test_form_from_page_values_takes_a_table_and_counts_its_values():
     table = pd.DataFrame([["a fine film", "positive"]], columns=["input", "label"])
     form = PromptForm.from_values(names, ["gpt", table, None])
     assert form.demonstrations == [["a fine film", "positive"]] and form.chat is False
-    with pytest.raises(ValueError, match="Expected 3 values"):
+    with pytest.raises(TypeError, match="Expected 3 values"):
         PromptForm.from_values(names, ["gpt"])
 
 

@@ -24,7 +24,7 @@ GREEDY = dict(max_new_tokens=40, do_sample=False)
 @pytest.fixture(scope="module")
 def main_command_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpt-stdlib")
-    argv = ["--output_dir", str(out), "--max_steps", "6", "--icl_warmup_steps", "4", "--eval_steps", "0"]
+    argv = ["--output_dir", str(out), "--max_steps", "10", "--icl_warmup_steps", "4", "--eval_steps", "0"]
     argv += ["--save_steps", "0", "--report_to", "none", "--max_eval_samples", "8"]
     run_pretraining(parse_pretrain_args(argv))
     return out

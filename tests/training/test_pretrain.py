@@ -141,7 +141,7 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
     """
     common = [
         "--max_steps",
-        "9",
+        "14",  # 5 warm-up + 9 corpus steps
         "--save_steps",
         "4",
         "--dropout",
@@ -187,7 +187,7 @@ def test_two_processes_match_one_process(tmp_path, corpus_file):
             corpus_file,
             out,
             "--max_steps",
-            "6",
+            "8",  # 2 warm-up + 6 corpus steps
             "--eval_steps",
             "3",
             "--per_device_train_batch_size",
@@ -284,7 +284,7 @@ def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_pat
     out = tmp_path / "run"
     result = run_pretraining(
         parse_pretrain_args(
-            _args(corpus_file, out, "--max_steps", "5", "--save_steps", "0", "--warmup_ratio", "0.4", *WARMUP, "3")
+            _args(corpus_file, out, "--max_steps", "8", "--save_steps", "0", "--warmup_ratio", "0.4", *WARMUP, "3")
         )
     )
     assert result.global_step == 3 + 5
@@ -304,10 +304,9 @@ def test_in_context_warmup_comes_first_with_its_own_batches_and_schedule(tmp_pat
 
 def test_in_context_defaults_and_bad_settings():
     from hfssl.training.arguments import parse_pretrain_args
-    from hfssl.training.causal_lm import DEFAULT_ICL_WARMUP_STEPS
 
-    args = parse_pretrain_args([])
-    assert (args.icl_warmup_steps, args.max_steps, args.learning_rate) == (DEFAULT_ICL_WARMUP_STEPS, 2000, 1e-3)
+    args = parse_pretrain_args([])  # the main command: 2,500 warm-up steps of a 5,000-step run
+    assert (args.icl_warmup_steps, args.max_steps, args.learning_rate) == (2500, 5000, 1e-3)
     args = parse_pretrain_args(["--model_name_or_path", "gpt2"])  # continuing a trained model: no warm-up
     assert args.icl_warmup_steps == 0
     args = parse_pretrain_args(["--objective", "contrastive"])
@@ -317,9 +316,26 @@ def test_in_context_defaults_and_bad_settings():
         (["--icl_mix_fraction", "1"], "icl_mix_fraction"),
         (["--icl_warmup_block_size", "512"], "icl_warmup_block_size"),
         (["--icl_warmup_steps", "-1"], ">= 0"),
+        (["--icl_warmup_ratio", "1.5"], "icl_warmup_ratio"),
+        (["--max_steps", "6", "--icl_warmup_steps", "6"], "leaves no step of --max_steps 6 for the corpus"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_pretrain_args(flags)
+
+
+def test_max_steps_counts_the_whole_run_warm_up_included():
+    """--max_steps 6 on a fresh GPT is a 6-step run (it was 2,506: the warm-up came on top); the warm-up is a share
+    of it, or the count given."""
+    from hfssl.training.arguments import parse_pretrain_args
+
+    assert parse_pretrain_args(["--max_steps", "6"]).icl_warmup_steps == 3
+    assert parse_pretrain_args(["--max_steps", "10", "--icl_warmup_ratio", "0.2"]).icl_warmup_steps == 2
+    assert (
+        parse_pretrain_args(
+            ["--max_steps", "10", "--icl_warmup_steps", "7", "--icl_warmup_ratio", "0.2"]
+        ).icl_warmup_steps
+        == 7
+    )
 
 
 def test_mixed_in_documents_make_up_the_requested_share(corpus_docs):
