@@ -20,22 +20,20 @@ rows {"name", "ratio", "target", ...}, ratio = hfssl / lightly.
     python benchmarks/bench_contrastive.py [--quick]
 """
 
-import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from common import DATA, argument_parser, result_path, save_json
 from PIL import Image
 
 from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.data.vision import SimCLRAugmentation, channel_stats, load_images
 from hfssl.losses import NTXentLoss
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.parquet"
-RESULTS = ROOT / "benchmarks" / "results" / "bench_contrastive.json"
+CIFAR = DATA / "cifar10" / "train.parquet"
+RESULTS = result_path("bench_contrastive")
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -124,43 +122,46 @@ def time_rounds(fns: dict, rounds: int, calls: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--images", type=int, default=2048, help="Images drawn from the data set.")
     parser.add_argument("--resnet_widths", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    rounds, calls = (2, 1) if args.quick else (4, 2)
+    return parser.parse_args(argv)
 
+
+def load_pixels(count: int):
+    """(data set, `count` of its images drawn with seed 0)."""
     data = load_images(str(CIFAR) if CIFAR.is_file() else "digits", image_size=32)
     # a seeded random subset: the CIFAR-10 parquet is stored class by class
-    pixels = data.pixels[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: args.images]]
-    mean, std = channel_stats(pixels)
-    config = SimCLRConfig(resnet_widths=args.resnet_widths, projection_dims=[512, 128])
-    print(
-        f"{data.name}: {len(pixels)} images; ResNet widths {args.resnet_widths}; batch {args.batch_size} images;"
-        f" {torch.get_num_threads()} threads"
-    )
+    return data, data.pixels[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:count]]
 
-    # augmentation alone: views per second
+
+def augmentation_views_per_s(pixels, mean, std) -> tuple[float, float]:
+    """Augmentation alone, views per second of (hfssl, lightly) on 256 images."""
     augment = SimCLRAugmentation(32, mean, std)
     transform = lightly_transform(mean, std, 32)
     images = [Image.fromarray(a) for a in pixels[:256].permute(0, 2, 3, 1).numpy()]
     aug = time_rounds(
         {"hfssl": lambda: augment(pixels[:256]), "lightly": lambda: [transform(i) for i in images]}, rounds=3, calls=2
     )
-    aug_hfssl, aug_lightly = 256 / aug["hfssl"], 2 * 256 / aug["lightly"]  # lightly makes two views per call
+    return 256 / aug["hfssl"], 2 * 256 / aug["lightly"]  # lightly makes two views per call
 
-    steps = {"hfssl": hfssl_step_fn(pixels, mean, std, args.batch_size, config)}
+
+def pretraining_images_per_s(pixels, mean, std, batch: int, config, rounds: int, calls: int) -> dict[str, float]:
+    """Images per second of hfssl's training step and of lightly's with 0 and 2 DataLoader workers."""
+    steps = {"hfssl": hfssl_step_fn(pixels, mean, std, batch, config)}
     for workers in (0, 2):
-        steps[f"lightly_workers{workers}"] = lightly_step_fn(pixels, mean, std, args.batch_size, config, workers)
+        steps[f"lightly_workers{workers}"] = lightly_step_fn(pixels, mean, std, batch, config, workers)
     seconds = time_rounds(steps, rounds, calls)
-    per_s = {name: args.batch_size / s for name, s in seconds.items()}
-    best_peer = max((k for k in per_s if k.startswith("lightly")), key=per_s.get)
+    return {name: batch / s for name, s in seconds.items()}
 
-    rows = [
+
+def result_rows(per_s: dict[str, float], aug_hfssl: float, aug_lightly: float) -> list[dict]:
+    best_peer = max((k for k in per_s if k.startswith("lightly")), key=per_s.get)
+    return [
         {
             "name": "pretrain_images_per_s",
             "ratio": per_s["hfssl"] / per_s[best_peer],
@@ -179,13 +180,32 @@ def main():
             "unit": "augmented views/s, no model",
         },
     ]
+
+
+def print_table(rows: list[dict], per_s: dict[str, float]) -> None:
     print(f"{'metric':<28}{'hfssl':>10}{'lightly':>10}{'ratio':>8}{'target':>8}")
     for r in rows:
         target = f"{r['target']:.1f}" if r["target"] else "-"
         print(f"{r['name']:<28}{r['ours']:>10.1f}{r['peer']:>10.1f}{r['ratio']:>8.2f}{target:>8}")
     print("peer settings (images/s): " + ", ".join(f"{k}={v:.1f}" for k, v in per_s.items() if k != "hfssl"))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def main():
+    args = parse_args()
+    rounds, calls = (2, 1) if args.quick else (4, 2)
+
+    data, pixels = load_pixels(args.images)
+    mean, std = channel_stats(pixels)
+    config = SimCLRConfig(resnet_widths=args.resnet_widths, projection_dims=[512, 128])
+    print(
+        f"{data.name}: {len(pixels)} images; ResNet widths {args.resnet_widths}; batch {args.batch_size} images;"
+        f" {torch.get_num_threads()} threads"
+    )
+    aug_hfssl, aug_lightly = augmentation_views_per_s(pixels, mean, std)
+    per_s = pretraining_images_per_s(pixels, mean, std, args.batch_size, config, rounds, calls)
+    rows = result_rows(per_s, aug_hfssl, aug_lightly)
+    print_table(rows, per_s)
+    save_json(args.output, rows)
     print(f"wrote {args.output}")
 
 

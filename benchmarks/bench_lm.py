@@ -18,18 +18,17 @@ rows, ratio = ours / peer.
     python benchmarks/bench_lm.py --quick    # ~1 min, noisier
 """
 
-import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from common import argument_parser, result_path, save_json
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hfssl import GPTConfig, GPTForCausalLM
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_lm.json"
+RESULTS = result_path("bench_lm")
 
 
 def build_models(args):
@@ -124,8 +123,8 @@ def alternate(fn_a, fn_b, rounds, calls_per_round):
     return statistics.median(times_a), statistics.median(times_b)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="Fewer rounds (noisier).")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--hidden_size", type=int, default=384)
@@ -135,33 +134,13 @@ def main():
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--new_tokens", type=int, default=256)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    rounds, gen_rounds = (3, 2) if args.quick else (7, 5)
-    train_calls = 2 if args.quick else 4
+    return parser.parse_args(argv)
 
-    ours, peer, n_params = build_models(args)
-    print(
-        f"models: {n_params / 1e6:.1f}M parameters each; torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
-    g = torch.Generator().manual_seed(0)
-    batch = torch.randint(2, args.vocab_size, (args.batch_size, args.block_size), generator=g)
-    prompt = torch.randint(2, args.vocab_size, (1, 8), generator=g)
 
-    peak_before = matmul_flops_per_s()
-    t_ours, t_peer = alternate(make_train_step(ours, batch), make_train_step(peer, batch), rounds, train_calls)
-    tokens = batch.numel()
-    train_ours, train_peer = tokens / t_ours, tokens / t_peer
-    flops_per_token = 6 * n_params + 12 * args.layers * args.hidden_size * args.block_size
-    # the machine is shared and noisy: the best matmul rate seen in this run is the (conservative) peak
-    peak = max(peak_before, matmul_flops_per_s())
-    mfu_ours, mfu_peer = train_ours * flops_per_token / peak, train_peer * flops_per_token / peak
-
-    g_ours, g_peer = alternate(
-        make_generate(ours, prompt, args.new_tokens), make_generate(peer, prompt, args.new_tokens), gen_rounds, 1
-    )
-    gen_ours, gen_peer = args.new_tokens / g_ours, args.new_tokens / g_peer
-
-    rows = [
+def result_rows(train: tuple, gen: tuple, mfu: tuple, peak: float) -> list[dict]:
+    """The rows of bench_lm.json from (ours, peer) pairs of training tokens/s, generation tokens/s and MFU."""
+    (train_ours, train_peer), (gen_ours, gen_peer), (mfu_ours, mfu_peer) = train, gen, mfu
+    return [
         {
             "name": "train_tokens_per_s",
             "ratio": train_ours / train_peer,
@@ -187,6 +166,9 @@ def main():
             "unit": f"fraction of fp32 matmul peak {peak / 1e9:.0f} GFLOP/s",
         },
     ]
+
+
+def print_table(rows: list[dict], peak_before: float, peak: float) -> None:
     print(f"fp32 1024x1024 matmul: {peak_before / 1e9:.0f} GFLOP/s before training, best {peak / 1e9:.0f} GFLOP/s")
     print(f"{'metric':<24}{'hfssl':>12}{'GPT2LMHead':>12}{'ratio':>8}{'target':>8}  unit")
     for r in rows:
@@ -198,8 +180,38 @@ def main():
             + fmt.format(r["peer"])
             + f"{r['ratio']:>8.2f}{target:>8}  {r['unit']}"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def main():
+    args = parse_args()
+    rounds, gen_rounds = (3, 2) if args.quick else (7, 5)
+    train_calls = 2 if args.quick else 4
+
+    ours, peer, n_params = build_models(args)
+    print(
+        f"models: {n_params / 1e6:.1f}M parameters each; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(2, args.vocab_size, (args.batch_size, args.block_size), generator=g)
+    prompt = torch.randint(2, args.vocab_size, (1, 8), generator=g)
+
+    peak_before = matmul_flops_per_s()
+    t_ours, t_peer = alternate(make_train_step(ours, batch), make_train_step(peer, batch), rounds, train_calls)
+    tokens = batch.numel()
+    train_ours, train_peer = tokens / t_ours, tokens / t_peer
+    flops_per_token = 6 * n_params + 12 * args.layers * args.hidden_size * args.block_size
+    # the machine is shared and noisy: the best matmul rate seen in this run is the (conservative) peak
+    peak = max(peak_before, matmul_flops_per_s())
+    mfu_ours, mfu_peer = train_ours * flops_per_token / peak, train_peer * flops_per_token / peak
+
+    g_ours, g_peer = alternate(
+        make_generate(ours, prompt, args.new_tokens), make_generate(peer, prompt, args.new_tokens), gen_rounds, 1
+    )
+    gen_ours, gen_peer = args.new_tokens / g_ours, args.new_tokens / g_peer
+
+    rows = result_rows((train_ours, train_peer), (gen_ours, gen_peer), (mfu_ours, mfu_peer), peak)
+    print_table(rows, peak_before, peak)
+    save_json(args.output, rows)
     print(f"wrote {args.output}")
 
 

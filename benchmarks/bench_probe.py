@@ -13,12 +13,11 @@ Writes benchmarks/results/bench_probe.json rows {"name", "ratio", "target"}; rat
     python benchmarks/bench_probe.py [--quick]
 """
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from common import DATA, argument_parser, result_path, save_json
 from torch import nn
 from torch.nn import functional as F
 
@@ -26,9 +25,8 @@ from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.adapt.features import image_features
 from hfssl.data.vision import Normalize, channel_stats, load_images
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.parquet"
-RESULTS = ROOT / "benchmarks" / "results" / "bench_probe.json"
+CIFAR = DATA / "cifar10" / "train.parquet"
+RESULTS = result_path("bench_probe")
 
 
 def sgd_probe(features_of, labels: torch.Tensor, dim: int, classes: int, epochs: int, seed: int) -> nn.Linear:
@@ -46,12 +44,21 @@ def sgd_probe(features_of, labels: torch.Tensor, dim: int, classes: int, epochs:
     return head
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="512 training images instead of 2048.")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def accuracy(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (head(features).argmax(1) == labels).float().mean().item()
+
+
+def main():
+    args = parse_args()
     n_train = 512 if args.quick else 2048
 
     data = load_images(str(CIFAR) if CIFAR.is_file() else "digits", image_size=32)
@@ -79,9 +86,8 @@ def main():
     naive_head = sgd_probe(forward, train.labels, dim, classes, args.epochs, seed=0)
     naive_s = time.perf_counter() - start
 
-    with torch.no_grad():
-        acc_cached = (cached_head(test_features).argmax(1) == test.labels).float().mean().item()
-        acc_naive = (naive_head(test_features).argmax(1) == test.labels).float().mean().item()
+    acc_cached = accuracy(cached_head, test_features, test.labels)
+    acc_naive = accuracy(naive_head, test_features, test.labels)
     rows = [
         {
             "name": "probe_training_time",
@@ -97,8 +103,7 @@ def main():
     print(f"{'cached':<10}{cached_s:>10.1f}{acc_cached:>16.4f}")
     print(f"{'naive':<10}{naive_s:>10.1f}{acc_naive:>16.4f}")
     print(f"speed-up {naive_s / cached_s:.1f}x (target >= 10)")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(rows, indent=2) + "\n")
+    save_json(args.output, rows)
     print(f"wrote {args.output}")
 
 

@@ -20,8 +20,6 @@ Writes benchmarks/results/bench_prompting.json (or --output) rows {"name", "rati
         --output benchmarks/results/bench_prompting_smollm2.json      # shots 0, 8, 16
 """
 
-import argparse
-import json
 import logging
 import random
 import statistics
@@ -29,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import DATA, argument_parser, result_path, save_json
 
 from hfssl import GPTConfig, GPTForCausalLM
 from hfssl.adapt.prompt_classifier import PromptClassifier, stop_token_ids
@@ -36,9 +35,8 @@ from hfssl.adapt.prompts import get_template, select_demonstrations
 from hfssl.data.labelled import load_labelled
 from hfssl.data.text import train_bpe_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2" / "train.txt"
-RESULTS = ROOT / "benchmarks" / "results" / "bench_prompting.json"
+SST2 = DATA / "sst2" / "train.txt"
+RESULTS = result_path("bench_prompting")
 
 
 def load_sentences() -> tuple[list[str], list[int], str]:
@@ -116,8 +114,8 @@ def generation_row(classifier, queries: list[str], new_tokens: int) -> dict:
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="48 queries, 1 seed, shots 0 and 8.")
     parser.add_argument("--shots", type=int, nargs="+", default=[0, 4, 8])
     parser.add_argument("--queries", type=int, default=200)
@@ -134,11 +132,74 @@ def main():
         help="A real causal LM instead of the random hfssl GPT: a folder, Hub id or .gguf (e.g. the SmolLM2 that "
         "`python -m hfssl.reference fetch` prints).",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.shots, args.queries, args.seeds = [0, 8], 48, 1
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    return args
+
+
+def time_draw(classifier, harness, queries: list[str], query_labels: list[int], demos, k: int, seed: int) -> dict:
+    """One demonstration draw scored by both sides (alternating twice, each side's faster run kept): their seconds,
+    after checking that they agree (same predictions, log-likelihoods within 1e-3)."""
     from lm_eval.api.instance import Instance
+
+    continuations = [classifier.template.continuation(w) for w in classifier.options]
+    contexts = [classifier.template.context(demos, q) for q in queries]
+    requests = [
+        Instance("loglikelihood", {}, (c, cont), i)
+        for i, (c, cont) in enumerate((c, cont) for c in contexts for cont in continuations)
+    ]
+    ours_s, theirs_s = [], []
+    for _ in range(2):  # alternate, keep each side's faster run
+        t = time.perf_counter()
+        ours = classifier.score(queries, [demos] * len(queries)).loglik
+        ours_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        theirs = harness.loglikelihood(requests, disable_tqdm=True)
+        theirs_s.append(time.perf_counter() - t)
+    theirs = torch.tensor([ll for ll, _ in theirs], dtype=torch.float64).view(len(queries), -1)
+    diff = (ours - theirs).abs().max().item()
+    same = bool((ours.argmax(-1) == theirs.argmax(-1)).all())
+    if diff > 1e-3 or not same:
+        raise SystemExit(f"hfssl and lm-eval disagree at k={k}: max |dll| {diff:.2e}, same predictions {same}")
+    ratio = min(theirs_s) / min(ours_s)
+    accuracy = (ours.argmax(-1) == torch.tensor(query_labels)).double().mean().item()
+    print(f"{k:>3}{seed:>6}{min(ours_s):>10.2f}{min(theirs_s):>11.2f}{ratio:>8.2f}{diff:>11.1e}{same!s:>12}")
+    return {
+        "k": k,
+        "seed": seed,
+        "hfssl_s": min(ours_s),
+        "lm_eval_s": min(theirs_s),
+        "ratio": ratio,
+        "max_abs_diff": diff,
+        "accuracy": accuracy,
+    }
+
+
+def scoring_rows(args, classifier, harness, queries, query_labels, pool_texts, pool_labels) -> tuple[list, list]:
+    """(a row per k: the mean lm-eval / hfssl time ratio over the draws, the runs of every draw)."""
+    rows, details = [], []
+    for k in args.shots:
+        ratios = []
+        for seed in range(args.seeds if k else 1):
+            chosen = select_demonstrations(pool_labels, k, strategy="random", seed=seed)[0]
+            demos = classifier.demonstrations([pool_texts[i] for i in chosen], [pool_labels[i] for i in chosen])
+            details.append(time_draw(classifier, harness, queries, query_labels, demos, k, seed))
+            ratios.append(details[-1]["ratio"])
+        rows.append(
+            {
+                "name": f"scored examples/s vs lm-eval hf backend, {k} shots",
+                "ratio": statistics.fmean(ratios),
+                # the random GPT's 8-shot target was 3 (#5); on a real model: >= 5 at 8 shots, >= 1 at 0 (#15)
+                "target": {0: 1.0 if args.model else None, 8: 5.0 if args.model else 3.0}.get(k),
+            }
+        )
+    return rows, details
+
+
+def main():
+    args = parse_args()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     from lm_eval.models.huggingface import HFLM
 
     texts, labels, source = load_sentences()
@@ -153,70 +214,17 @@ def main():
     pool_idx, query_idx = order[: len(order) // 2], order[len(order) // 2 :][: args.queries]
     queries, query_labels = [texts[i] for i in query_idx], [labels[i] for i in query_idx]
     pool_texts, pool_labels = [texts[i] for i in pool_idx], [labels[i] for i in pool_idx]
-    continuations = [classifier.template.continuation(w) for w in classifier.options]
 
-    rows, details = [], []
     print(
-        f"{source}: {len(queries)} queries x {len(continuations)} options, batch {args.batch_size}, "
+        f"{source}: {len(queries)} queries x {len(classifier.options)} options, batch {args.batch_size}, "
         f"{torch.get_num_threads()} threads"
     )
     print(f"{'k':>3}{'seed':>6}{'hfssl s':>10}{'lm-eval s':>11}{'ratio':>8}{'max |dll|':>11}{'same preds':>12}")
-    for k in args.shots:
-        ratios = []
-        for seed in range(args.seeds if k else 1):
-            chosen = select_demonstrations(pool_labels, k, strategy="random", seed=seed)[0]
-            demos = classifier.demonstrations([pool_texts[i] for i in chosen], [pool_labels[i] for i in chosen])
-            contexts = [classifier.template.context(demos, q) for q in queries]
-            requests = [
-                Instance("loglikelihood", {}, (c, cont), i)
-                for i, (c, cont) in enumerate((c, cont) for c in contexts for cont in continuations)
-            ]
-            ours_s, theirs_s = [], []
-            for _ in range(2):  # alternate, keep each side's faster run
-                t = time.perf_counter()
-                ours = classifier.score(queries, [demos] * len(queries)).loglik
-                ours_s.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                theirs = harness.loglikelihood(requests, disable_tqdm=True)
-                theirs_s.append(time.perf_counter() - t)
-            theirs = torch.tensor([ll for ll, _ in theirs], dtype=torch.float64).view(len(queries), -1)
-            diff = (ours - theirs).abs().max().item()
-            same = bool((ours.argmax(-1) == theirs.argmax(-1)).all())
-            if diff > 1e-3 or not same:
-                raise SystemExit(f"hfssl and lm-eval disagree at k={k}: max |dll| {diff:.2e}, same predictions {same}")
-            ratio = min(theirs_s) / min(ours_s)
-            ratios.append(ratio)
-            accuracy = (ours.argmax(-1) == torch.tensor(query_labels)).double().mean().item()
-            details.append(
-                {
-                    "k": k,
-                    "seed": seed,
-                    "hfssl_s": min(ours_s),
-                    "lm_eval_s": min(theirs_s),
-                    "ratio": ratio,
-                    "max_abs_diff": diff,
-                    "accuracy": accuracy,
-                }
-            )
-            print(f"{k:>3}{seed:>6}{min(ours_s):>10.2f}{min(theirs_s):>11.2f}{ratio:>8.2f}{diff:>11.1e}{same!s:>12}")
-        rows.append(
-            {
-                "name": f"scored examples/s vs lm-eval hf backend, {k} shots",
-                "ratio": statistics.fmean(ratios),
-                # the random GPT's 8-shot target was 3 (#5); on a real model: >= 5 at 8 shots, >= 1 at 0 (#15)
-                "target": {0: 1.0 if args.model else None, 8: 5.0 if args.model else 3.0}.get(k),
-            }
-        )
+    rows, details = scoring_rows(args, classifier, harness, queries, query_labels, pool_texts, pool_labels)
     if args.generate_queries:
         rows.append(generation_row(classifier, queries[: args.generate_queries], args.new_tokens))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {"rows": rows, "runs": details, "source": source, "queries": len(queries), "batch_size": args.batch_size},
-            indent=2,
-        )
-        + "\n"
-    )
+    record = {"rows": rows, "runs": details, "source": source, "queries": len(queries), "batch_size": args.batch_size}
+    save_json(args.output, record)
     for row in rows:
         target = f" (target {row['target']:g})" if row["target"] else ""
         print(f"{row['name']}: {row['ratio']:.2f}x{target}")

@@ -14,7 +14,6 @@ of the per-repeat ratios and their range.
     python benchmarks/bench_scaling.py --quick
 """
 
-import argparse
 import json
 import shutil
 import statistics
@@ -23,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, argument_parser, result_path, save_json
+
 SCRIPT = ROOT / "scripts" / "pretrain.py"
-RESULTS = ROOT / "benchmarks" / "results" / "bench_scaling.json"
+RESULTS = result_path("bench_scaling")
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
 
 LM = "--icl_warmup_steps 0 --hidden_size 256 --num_hidden_layers 4 --num_attention_heads 4 --block_size 128"
@@ -47,20 +47,15 @@ def throughput(launcher: list[str], flags: str, batch: int, accumulation: int, s
     return statistics.median(rates)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3, help="Runs of each pair (the order alternates).")
-    args = parser.parse_args()
-    steps, repeats = (24, 1) if args.quick else (45, args.repeats)
+def pairs() -> list[tuple]:
+    """(name, (launcher, flags, per-device batch, accumulation) of the base, the same of the other) of every pair."""
     one = [sys.executable]
     two = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
-    # (name, (launcher, flags, per-device batch, accumulation) of the base, the same of the other)
-    pairs = [
+    out = [
         (f"{name}: 2 processes / 1, global batch {batch}", (one, flags, batch, 1), (two, flags, batch // 2, 1))
         for name, flags, batch in (("causal LM", LM, 16), ("contrastive", VISION, 128))
     ]
-    pairs += [
+    out += [
         (
             f"contrastive: gradient cache {k} x {128 // k} / one batch of 128",
             (one, VISION, 128, 1),
@@ -68,32 +63,41 @@ def main() -> None:
         )
         for k in (2, 4)
     ]
-    rows = []
+    return out
+
+
+def measure_pair(name: str, base: tuple, other: tuple, repeats: int, steps: int, work: Path) -> dict:
+    """The pair's row: median throughputs of base ("one") and other ("two"), the median per-repeat ratio, its range."""
+    runs = []
+    for r in range(repeats):  # back to back, base first on even repeats: drift hits both sides alike
+        order = (base, other) if r % 2 == 0 else (other, base)
+        rates = {id(setting): throughput(*setting, steps, Path(work)) for setting in order}
+        runs.append((rates[id(base)], rates[id(other)]))
+    ratios = [b / a for a, b in runs]
+    return {
+        "name": name,
+        "one": statistics.median(a for a, _ in runs),
+        "two": statistics.median(b for _, b in runs),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs of each pair (the order alternates).")
+    args = parser.parse_args()
+    steps, repeats = (24, 1) if args.quick else (45, args.repeats)
     with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        for name, base, other in pairs:
-            runs = []
-            for r in range(repeats):  # back to back, base first on even repeats: drift hits both sides alike
-                order = (base, other) if r % 2 == 0 else (other, base)
-                rates = {id(setting): throughput(*setting, steps, Path(work)) for setting in order}
-                runs.append((rates[id(base)], rates[id(other)]))
-            ratios = [b / a for a, b in runs]
-            rows.append(
-                {
-                    "name": name,
-                    "one": statistics.median(a for a, _ in runs),
-                    "two": statistics.median(b for _, b in runs),
-                    "ratio": statistics.median(ratios),
-                    "ratio_min": min(ratios),
-                    "ratio_max": max(ratios),
-                    "runs": runs,
-                }
-            )
+        rows = [measure_pair(name, base, other, repeats, steps, Path(work)) for name, base, other in pairs()]
     print(f"{'':62s} {'base/s':>9s} {'other/s':>9s} {'ratio':>7s} {'min-max':>11s}  ({repeats} runs each)")
     for row in rows:
         spread = f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}"
         print(f"{row['name']:62s} {row['one']:9.0f} {row['two']:9.0f} {row['ratio']:7.2f} {spread:>11s}")
-    RESULTS.write_text(json.dumps({"steps": steps, "repeats": repeats, "rows": rows}, indent=2))
+    save_json(RESULTS, {"steps": steps, "repeats": repeats, "rows": rows}, end="")  # written without a final newline
     print(f"wrote {RESULTS}")
 
 

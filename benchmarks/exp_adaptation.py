@@ -20,8 +20,6 @@ of each modality are merged into the JSON file, so modalities can run separately
     python benchmarks/exp_adaptation.py              # the README table (about 2 hours on 2 CPU cores)
 """
 
-import argparse
-import json
 import logging
 import random
 import statistics
@@ -31,7 +29,22 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from common import (
+    DATA,
+    add_quick,
+    add_report,
+    argument_parser,
+    load_json,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    reset_accelerate,
+    result_path,
+    sample_std,
+    save_figure,
+    save_json,
+)
 
 import hfssl  # noqa: F401
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
@@ -43,19 +56,11 @@ from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.contrastive import ContrastiveArguments
 from hfssl.training.loop import run_pretraining
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("probe", "full", "lp-ft", "surgical", "lora")
 
 
-def _reset():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def pretrain(args: PretrainArguments) -> Path:
-    _reset()
+    reset_accelerate()
     return Path(run_pretraining(args).output_dir)
 
 
@@ -200,7 +205,7 @@ def run_modality(name, models, train, held_out, ks, seeds, work, epochs, on_row=
                         "method": method,
                         "k": k or "all",
                         "mean": statistics.mean(accuracies),
-                        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                        "std": sample_std(accuracies),
                         "accuracies": accuracies,
                     }
                 )
@@ -212,27 +217,21 @@ def markdown_table(rows: list[dict]) -> str:
     """The README form of a modality's table: mean +- std (%) per init x method x K, best mean per K in bold."""
     labels = list(dict.fromkeys(str(r["k"]) for r in rows))
     best = {k: max(r["mean"] for r in rows if str(r["k"]) == k) for k in labels}
-    lines = ["| init | method | " + " | ".join(f"K={k}" for k in labels) + " |", "|---|---|" + "---:|" * len(labels)]
+    lines = [markdown_row(["init", "method", *(f"K={k}" for k in labels)]), markdown_rule(2, len(labels))]
     for init in ("pretrained", "random init"):
         for method in METHODS:
             cells = {str(r["k"]): r for r in rows if r["init"] == init and r["method"] == method}
             text = [
-                f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}" if k in cells else "not run"
-                for k in labels
+                plus_minus(cells[k]["mean"], cells[k]["std"], scale=100) if k in cells else "not run" for k in labels
             ]
             text = [f"**{t}**" if k in cells and cells[k]["mean"] == best[k] else t for t, k in zip(text, labels)]
-            lines.append(f"| {init} | {method} | " + " | ".join(text) + " |")
+            lines.append(markdown_row([init, method, *text]))
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], ks, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     labels = [str(k or "all") for k in ks]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -255,14 +254,12 @@ def plot(rows: list[dict], ks, path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{rows[0]['modality']}: pretrained (solid) vs random init (dotted)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
+    add_quick(parser)
     parser.add_argument("--modalities", nargs="+", default=["text", "images"], choices=["text", "images"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None, help="Fine-tuning epochs on a K subset (default 10).")
@@ -275,16 +272,36 @@ def main():
         default=None,
         help="Keep (and reuse) the pretrained models and splits here (default: a temporary folder).",
     )
-    parser.add_argument("--report", action="store_true", help="Print the saved results as markdown tables and exit.")
-    args = parser.parse_args()
+    add_report(parser, "Print the saved results as markdown tables and exit.")
+    return parser.parse_args(argv)
+
+
+def report(quick: bool) -> None:
+    """The saved tables of the full (or --quick) run, per modality, with the settings they were measured with."""
+    record = load_json(result_path("exp_adaptation", "quick" if quick else ""))
+    for modality, rows in record["results"].items():
+        print(
+            f"\n{rows[0]['modality']} ({record.get('settings', {}).get(modality, 'settings not recorded')}; "
+            f"complete: {record.get('complete', {}).get(modality, 'not recorded')})"
+        )
+        print(markdown_table(rows))
+
+
+def modality_setup(modality: str, work: Path, quick: bool) -> tuple[str, list, dict, Path, Path]:
+    """(table name, K values (None: all the labels), {init: model folder}, training file, held-out file)."""
+    if modality == "text":
+        name, ks = "SST-2 (text)", [8, 32] if quick else [8, 32, 128, None]
+        models, train, held_out = text_setup(work, 1.0 if quick else 8.0, quick)
+    else:
+        name, ks = "CIFAR-10 (images)", [1, 10] if quick else [1, 10, 100]
+        models, train, held_out = image_setup(work, 1.0 if quick else 10.0)
+    return name, ks, models, train, held_out
+
+
+def main():
+    args = parse_args()
     if args.report:
-        record = json.loads((RESULTS / f"exp_adaptation{'_quick' if args.quick else ''}.json").read_text())
-        for modality, rows in record["results"].items():
-            print(
-                f"\n{rows[0]['modality']} ({record.get('settings', {}).get(modality, 'settings not recorded')}; "
-                f"complete: {record.get('complete', {}).get(modality, 'not recorded')})"
-            )
-            print(markdown_table(rows))
+        report(args.quick)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("hfssl.training", "accelerate", "datasets", "hfssl.adapt", "hfssl.data"):
@@ -292,27 +309,22 @@ def main():
     datasets.disable_progress_bars()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     epochs = (args.epochs or (3 if args.quick else 10), args.epochs_all or (3 if args.quick else 2))
-    tag = "_quick" if args.quick else ""
-    out = RESULTS / f"exp_adaptation{tag}.json"
-    record = json.loads(out.read_text()) if out.is_file() else {}
+    tag = "quick" if args.quick else ""
+    out = result_path("exp_adaptation", tag)
+    record = load_json(out) if out.is_file() else {}
     results, complete = record.get("results", {}), record.get("complete", {})
     settings = record.get("settings", {})
 
     def save(modality: str, rows: list[dict], done: bool) -> None:
         results[modality], complete[modality] = rows, done
         settings[modality] = {"seeds": seeds, "epochs_k_subset": epochs[0], "epochs_all_labels": epochs[1]}
-        out.write_text(json.dumps({"complete": complete, "settings": settings, "results": results}, indent=2) + "\n")
+        save_json(out, {"complete": complete, "settings": settings, "results": results})
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for modality in args.modalities:  # in the order given
-            if modality == "text":
-                name, ks = "SST-2 (text)", [8, 32] if args.quick else [8, 32, 128, None]
-                models, train, held_out = text_setup(work, 1.0 if args.quick else 8.0, args.quick)
-            else:
-                name, ks = "CIFAR-10 (images)", [1, 10] if args.quick else [1, 10, 100]
-                models, train, held_out = image_setup(work, 1.0 if args.quick else 10.0)
+            name, ks, models, train, held_out = modality_setup(modality, work, args.quick)
             rows = run_modality(
                 name,
                 models,
@@ -326,7 +338,7 @@ def main():
             )
             save(modality, rows, done=True)
             print(f"\n{name}: accuracy (%), mean ± std over seeds\n{markdown_table(rows)}")
-            plot(rows, ks, RESULTS / f"exp_adaptation_{modality}{tag}.png")
+            plot(rows, ks, result_path("exp_adaptation", modality, tag, suffix=".png"))
     print(f"wrote {out}")
 
 

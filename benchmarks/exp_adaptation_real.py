@@ -32,8 +32,6 @@ the file, or pass --fresh, to measure again). Needs `python -m hfssl.reference f
 main-command model in --gpt_model (skipped with a message when absent).
 """
 
-import argparse
-import json
 import logging
 import math
 import statistics
@@ -43,7 +41,27 @@ from pathlib import Path
 
 import datasets
 import torch
-from real_models import pyplot, random_init_copy, reference, reset_accelerate, resume
+from common import (
+    DATA,
+    OUTPUTS,
+    RESULTS,
+    ROOT,
+    add_fresh,
+    add_quick,
+    add_report,
+    argument_parser,
+    load_json,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    reset_accelerate,
+    resume,
+    sample_std,
+    save_figure,
+    save_json,
+)
+from real_models import random_init_copy, reference
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -53,9 +71,6 @@ from hfssl.data.labelled import LabelledData, few_shot_indices, load_labelled
 from hfssl.data.splits import held_out_split
 from hfssl.models.loading import load_pretrained, load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 EVAL_SIZE = 500
 TASKS = {"sst2": ("sst2/train.txt", None, [8, 32, 128]), "trec": ("trec/train.txt", ":", [8, 32, 64])}
 POOLINGS = {"minilm": ("mean", "first"), "smollm2": ("mean", "last"), "gpt": ("mean", "last")}
@@ -106,14 +121,14 @@ class Experiment:
         accuracies = row["accuracies"]
         row |= {
             "mean": statistics.fmean(accuracies),
-            "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "std": sample_std(accuracies),
         }
         self.record["rows"].append(row)
         self.done.add(self._key(row))
         self.save()
         print(
             f"{row['task']} {row['model']} {row['init']} {row['method']} K={row['k']}: "
-            f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f} ({row['seconds']:.0f} s)",
+            f"{plus_minus(row['mean'], row['std'], scale=100)} ({row['seconds']:.0f} s)",
             flush=True,
         )
 
@@ -289,10 +304,7 @@ def markdown_tables(record: dict) -> str:
             continue
         ks = [str(k) for k in TASKS[task][2]] + ["all"]
         out += [f"\n### {task}: held-out accuracy (%), mean ± std over seeds {record['settings']['seeds']}\n"]
-        out += [
-            "| model | init | method | " + " | ".join(f"K={k}" for k in ks) + " |",
-            "|---|---|---|" + "---:|" * len(ks),
-        ]
+        out += [markdown_row(["model", "init", "method", *(f"K={k}" for k in ks)]), markdown_rule(3, len(ks))]
         best = {k: max((r["mean"] for r in task_rows if str(r["k"]) == k), default=None) for k in ks}
         for model, init, method in row_groups(rows, task):
             cells = {str(r["k"]): r for r in task_rows if (r["model"], r["init"], r["method"]) == (model, init, method)}
@@ -301,11 +313,11 @@ def markdown_tables(record: dict) -> str:
                 if k not in cells:
                     text.append("")
                     continue
-                cell = f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}"
+                cell = plus_minus(cells[k]["mean"], cells[k]["std"], scale=100)
                 if len(cells[k]["accuracies"]) == 1:
                     cell = f"{100 * cells[k]['mean']:.1f} (1 seed)"
                 text.append(f"**{cell}**" if cells[k]["mean"] == best[k] else cell)
-            out.append(f"| {MODEL_NAMES[model]} | {init} | {method} | " + " | ".join(text) + " |")
+            out.append(markdown_row([MODEL_NAMES[model], init, method, *text]))
         gains = []
         for model in ("minilm", "smollm2"):
             for r in task_rows:
@@ -357,14 +369,12 @@ def plot(record: dict, path: Path) -> None:
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set(ylabel="held-out accuracy (%)", title=f"{task}: pretrained (solid) vs random init (dotted)")
         ax.legend(fontsize=5, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="SST-2, K = 8, 1 seed, probe + full + LoRA.")
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
+    add_quick(parser, "SST-2, K = 8, 1 seed, probe + full + LoRA.")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Default 0 1 2 (quick: 0).")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=list(MODEL_NAMES))
@@ -397,40 +407,20 @@ def main():
         default=[8, 32],
         help="K values of SmolLM2 full fine-tuning.",
     )
-    parser.add_argument("--gpt_model", type=Path, default=ROOT / "outputs" / "gpt-main")
-    parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "exp_adaptation_real")
-    parser.add_argument("--fresh", action="store_true", help="Measure every cell again (ignore saved results).")
+    parser.add_argument("--gpt_model", type=Path, default=OUTPUTS / "gpt-main")
+    parser.add_argument("--work_dir", type=Path, default=OUTPUTS / "exp_adaptation_real")
+    add_fresh(parser)
     parser.add_argument(
         "--results_name",
         default=None,
         help="Write benchmarks/results/<name>.json and .png (e.g. one name per task, to run the tasks at once).",
     )
-    parser.add_argument("--report", action="store_true", help="Print the saved tables and exit.")
-    args = parser.parse_args()
-    name = args.results_name or ("exp_adaptation_real_quick" if args.quick else "exp_adaptation_real")
-    out = RESULTS / f"{name}.json"
-    if args.report:
-        print(markdown_tables(json.loads(out.read_text())))
-        return
-    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    if args.quick:
-        args.tasks, args.smollm2_lora_ks, args.smollm2_full_ks = ["sst2"], [8], []
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    datasets.disable_progress_bars()
-    settings = {
-        "seeds": args.seeds,
-        "steps": args.steps,
-        "eval_size": EVAL_SIZE,
-        "batch_size": 16,
-    }
-    record = {"settings": settings, "rows": []}
-    record = resume(out, record, args.fresh)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
+    add_report(parser)
+    return parser.parse_args(argv)
 
-    def save():
-        out.write_text(json.dumps(record, indent=2) + "\n")
 
+def model_folders(args) -> tuple[dict, bool]:
+    """({(model key, init): folder}, whether the main-command GPT is there); random-init copies made once."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     folders = {
@@ -451,9 +441,11 @@ def main():
             f"GPT rows skipped: no model in {args.gpt_model} "
             f"(`accelerate launch scripts/pretrain.py --output_dir {args.gpt_model}`)"
         )
-    experiment = Experiment(args, record, save)
-    start = time.perf_counter()
-    splits = {task: split_task(task, args.work_dir) for task in args.tasks}
+    return folders, gpt_present
+
+
+def run_cells(args, experiment: Experiment, folders: dict, gpt_present: bool, splits: dict) -> None:
+    """Every cell of the plan, in order (the ones already measured are skipped by the experiment)."""
     for task, model_key, init, method, ks in plan(args, gpt_present):
         train, held_out, *files = splits[task]
         folder = folders[(model_key, init)]
@@ -461,6 +453,39 @@ def main():
             experiment.probe(task, train, held_out, model_key, init, folder, ks)
         else:
             experiment.finetune(task, files, len(train.names), model_key, init, folder, method, ks)
+
+
+def main():
+    args = parse_args()
+    name = args.results_name or ("exp_adaptation_real_quick" if args.quick else "exp_adaptation_real")
+    out = RESULTS / f"{name}.json"
+    if args.report:
+        print(markdown_tables(load_json(out)))
+        return
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    if args.quick:
+        args.tasks, args.smollm2_lora_ks, args.smollm2_full_ks = ["sst2"], [8], []
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    datasets.disable_progress_bars()
+    settings = {
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "eval_size": EVAL_SIZE,
+        "batch_size": 16,
+    }
+    record = {"settings": settings, "rows": []}
+    record = resume(out, record, args.fresh)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        save_json(out, record)
+
+    folders, gpt_present = model_folders(args)
+    experiment = Experiment(args, record, save)
+    start = time.perf_counter()
+    splits = {task: split_task(task, args.work_dir) for task in args.tasks}
+    run_cells(args, experiment, folders, gpt_present, splits)
     if "sst2" in splits:
         record["card_check"] = card_check(record, splits["sst2"][2:], args.work_dir)
     record["minutes_this_run"] = (time.perf_counter() - start) / 60

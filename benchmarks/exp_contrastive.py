@@ -14,26 +14,31 @@ benchmarks/results/exp_contrastive.json.
     python benchmarks/exp_contrastive.py --seeds 0 --budget_minutes 1
 """
 
-import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from common import (
+    DATA,
+    OUTPUTS,
+    argument_parser,
+    pyplot,
+    reset_accelerate,
+    result_path,
+    sample_std,
+    save_figure,
+    save_json,
+)
 
 import hfssl  # noqa: F401
 from hfssl.losses import NTXentLoss
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
-from hfssl.training.contrastive import ContrastiveArguments, ContrastiveObjective, _collate_images
+from hfssl.training.contrastive import ContrastiveArguments, ContrastiveObjective
 from hfssl.training.loop import run_pretraining
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train.parquet"
-RESULTS = ROOT / "benchmarks" / "results" / "exp_contrastive.json"
-PLOT = ROOT / "benchmarks" / "results" / "exp_contrastive.png"
+CIFAR = DATA / "cifar10" / "train.parquet"
 
 # the ContrastiveArguments every run of this experiment shares (recorded as "flags" in the results JSON)
 FLAGS = {
@@ -48,11 +53,6 @@ FLAGS = {
     "knn_bank_size": 5000,
     "eval_split_fraction": 0.05,
 }
-
-
-def _reset_accelerate():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def seconds_per_step() -> float:
@@ -72,22 +72,22 @@ def seconds_per_step() -> float:
 
 def random_init_knn(seed: int, workdir: Path) -> dict[str, float]:
     """kNN accuracy of the untrained encoder on exactly the bank and queries the pretraining run uses."""
-    _reset_accelerate()
+    reset_accelerate()
     objective = ContrastiveObjective(
         ContrastiveArguments(**FLAGS, dataset=str(CIFAR), seed=seed, output_dir=str(workdir / "random_init"))
     )
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(seed)
     setup = objective.setup(accelerator)
-    loader = torch.utils.data.DataLoader(setup.eval_dataset, batch_size=256, collate_fn=_collate_images)
+    loader = torch.utils.data.DataLoader(setup.eval_dataset, batch_size=256, collate_fn=setup.collate_fn)
     return objective.evaluate(setup.model, loader, accelerator)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget_minutes", type=float, default=5.0, help="Training budget per seed (<= 15).")
-    parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_contrastive")
+    parser.add_argument("--output_dir", type=Path, default=OUTPUTS / "exp_contrastive")
     parser.add_argument("--results_name", default="exp_contrastive", help="Name of the .json / .png in results/.")
     parser.add_argument(
         "--max_steps",
@@ -96,12 +96,11 @@ def main():
         help="Train exactly this many steps instead of the number the budget allows on this machine "
         "(to repeat a recorded run: its JSON has max_steps).",
     )
-    args = parser.parse_args()
-    results = RESULTS.with_name(f"{args.results_name}.json")
-    plot = PLOT.with_name(f"{args.results_name}.png")
-    if not CIFAR.is_file():
-        raise SystemExit(f"CIFAR-10 not found at {CIFAR} (the shared data folder is needed for this experiment).")
+    return parser.parse_args(argv)
 
+
+def steps_for(args) -> int:
+    """--max_steps, or the steps that fit the budget (measured step time; ~15% left for the kNN evaluations)."""
     if args.max_steps:
         max_steps = args.max_steps
         print(f"{max_steps} steps of {FLAGS['per_device_train_batch_size']} images per run (--max_steps)")
@@ -112,43 +111,49 @@ def main():
             f"estimated {step_s:.2f} s/step -> {max_steps} steps of {FLAGS['per_device_train_batch_size']} images "
             f"per {args.budget_minutes:g}-minute run"
         )
-    runs = []
-    for seed in args.seeds:
-        baseline = random_init_knn(seed, args.output_dir)
-        _reset_accelerate()
-        start = time.perf_counter()
-        result = run_pretraining(
-            ContrastiveArguments(
-                **FLAGS,
-                dataset=str(CIFAR),
-                seed=seed,
-                output_dir=str(args.output_dir / f"seed{seed}"),
-                max_steps=max_steps,
-                eval_steps=max(max_steps // 4, 1),
-                save_steps=0,
-                logging_steps=10,
-                report_to="none",
-                overwrite_output_dir=True,
-            )
+    return max_steps
+
+
+def run_seed(seed: int, max_steps: int, output_dir: Path) -> dict:
+    """One seed: the random-init baseline, then pretraining with the kNN monitor every quarter of the run."""
+    baseline = random_init_knn(seed, output_dir)
+    reset_accelerate()
+    start = time.perf_counter()
+    result = run_pretraining(
+        ContrastiveArguments(
+            **FLAGS,
+            dataset=str(CIFAR),
+            seed=seed,
+            output_dir=str(output_dir / f"seed{seed}"),
+            max_steps=max_steps,
+            eval_steps=max(max_steps // 4, 1),
+            save_steps=0,
+            logging_steps=10,
+            report_to="none",
+            overwrite_output_dir=True,
         )
-        minutes = (time.perf_counter() - start) / 60
-        curve = [(0, baseline["knn_top1_k20"])] + [
-            (e["step"], e["knn_top1_k20"]) for e in result.log_history if "knn_top1_k20" in e
-        ]
-        runs.append(
-            {
-                "seed": seed,
-                "random_init": baseline,
-                "pretrained": {k: v for k, v in result.final.items() if k.startswith("knn")},
-                "minutes": minutes,
-                "curve_k20": curve,
-            }
-        )
-        print(f"seed {seed}: random init {baseline}, pretrained {runs[-1]['pretrained']} ({minutes:.1f} min)")
+    )
+    minutes = (time.perf_counter() - start) / 60
+    curve = [(0, baseline["knn_top1_k20"])] + [
+        (e["step"], e["knn_top1_k20"]) for e in result.log_history if "knn_top1_k20" in e
+    ]
+    run = {
+        "seed": seed,
+        "random_init": baseline,
+        "pretrained": {k: v for k, v in result.final.items() if k.startswith("knn")},
+        "minutes": minutes,
+        "curve_k20": curve,
+    }
+    print(f"seed {seed}: random init {baseline}, pretrained {run['pretrained']} ({minutes:.1f} min)")
+    return run
+
+
+def knn_table(runs: list[dict], max_steps: int) -> tuple[dict, float]:
+    """Print and return the table (mean, std of kNN top-1 % per encoder and k) and the gain at k=20."""
 
     def stat(kind, k):
         values = [100 * r[kind][f"knn_top1_k{k}"] for r in runs]
-        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        return statistics.mean(values), sample_std(values)
 
     print(
         f"\nCIFAR-10 kNN top-1 (%) on 2,500 held-out images, bank of 5,000; {len(runs)} seed(s); "
@@ -163,32 +168,36 @@ def main():
         print(f"{label:<28}{m20:>10.1f} +- {s20:<4.1f}{m200:>10.1f} +- {s200:<4.1f}")
     gain = table["pretrained"]["k20"][0] - table["random_init"]["k20"][0]
     print(f"gain at k=20: {gain:+.1f} points (target >= +10)")
+    return table, gain
 
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(
-        json.dumps({"runs": runs, "table": table, "max_steps": max_steps, "flags": FLAGS, "gain_k20": gain}, indent=2)
-        + "\n"
-    )
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
-    else:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in runs:
-            steps, acc = zip(*r["curve_k20"])
-            ax.plot(steps, [100 * a for a in acc], marker="o", label=f"seed {r['seed']}")
-        ax.axhline(table["random_init"]["k20"][0], color="gray", linestyle="--", label="random init (mean)")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("kNN top-1, k=20 (%)")
-        ax.set_title(f"SimCLR on CIFAR-10, {args.budget_minutes:g}-minute CPU budget per seed")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plot, dpi=120)
-        print(f"wrote {plot}")
+def plot(runs: list[dict], table: dict, budget_minutes: float, path: Path) -> None:
+    """kNN accuracy (k=20) over training, a line per seed, the random-init mean as a dashed line."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        steps, acc = zip(*r["curve_k20"])
+        ax.plot(steps, [100 * a for a in acc], marker="o", label=f"seed {r['seed']}")
+    ax.axhline(table["random_init"]["k20"][0], color="gray", linestyle="--", label="random init (mean)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("kNN top-1, k=20 (%)")
+    ax.set_title(f"SimCLR on CIFAR-10, {budget_minutes:g}-minute CPU budget per seed")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def main():
+    args = parse_args()
+    results = result_path(args.results_name)
+    if not CIFAR.is_file():
+        raise SystemExit(f"CIFAR-10 not found at {CIFAR} (the shared data folder is needed for this experiment).")
+    max_steps = steps_for(args)
+    runs = [run_seed(seed, max_steps, args.output_dir) for seed in args.seeds]
+    table, gain = knn_table(runs, max_steps)
+    save_json(results, {"runs": runs, "table": table, "max_steps": max_steps, "flags": FLAGS, "gain_k20": gain})
+    plot(runs, table, args.budget_minutes, result_path(args.results_name, suffix=".png"))
     print(f"wrote {results}")
 
 

@@ -22,7 +22,6 @@ Part 2 (honest k-shot SST-2): the Tiny Shakespeare GPT of benchmarks/exp_lm.py (
 Prints the tables, writes benchmarks/results/exp_icl.json and benchmarks/results/exp_icl.png.
 """
 
-import argparse
 import json
 import random
 import statistics
@@ -31,7 +30,21 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from common import (
+    DATA,
+    OUTPUTS,
+    RESULTS,
+    argument_parser,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    reset_accelerate,
+    result_path,
+    sample_std,
+    save_figure,
+    save_json,
+)
 
 import hfssl  # noqa: F401
 from hfssl.adapt.prompt_classifier import PromptClassifier
@@ -42,9 +55,6 @@ from hfssl.models.loading import load_causal_lm
 from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 POOL_LINES = 32
 
 # CausalLMArguments of the model (the model learns from the key -> value corpus itself: no in-context warm-up on top)
@@ -100,19 +110,18 @@ def evaluate_key_value(model_dir: Path, shots: list[int], seeds: list[int], num_
             per_seed.append(correct / total)
         table[k] = {
             "mean": statistics.fmean(per_seed),
-            "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0,
+            "std": sample_std(per_seed),
             "runs": per_seed,
             "query_in_context_bound": 1 - (1 - 1 / KEYS_PER_MAPPING) ** k,
         }
     return table
 
 
-def plot(table: dict, sst2: dict | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(table: dict, sst2: dict | None, path: Path) -> bool:
+    """Key -> value accuracy against k (and, with part 2, SST-2 raw and calibrated); False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
     fig, axes = plt.subplots(1, 2 if sst2 else 1, figsize=(10 if sst2 else 5, 4), squeeze=False)
     ks = sorted(table)
     ax = axes[0][0]
@@ -137,14 +146,14 @@ def plot(table: dict, sst2: dict | None, path: Path) -> None:
         ax.axhline(0.5, color="gray", linestyle="--", label="chance")
         ax.set(xlabel="demonstrations k", ylabel="accuracy", title="SST-2, Tiny Shakespeare GPT", ylim=(0, 1))
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, announce=False)
+    return True
 
 
 def print_key_value_table(table: dict) -> None:
-    print("| k | accuracy | P(query key among the k lines) |\n|---|---|---|")
+    print(markdown_row(["k", "accuracy", "P(query key among the k lines)"]) + "\n" + markdown_rule(3))
     for k, row in table.items():
-        print(f"| {k} | {row['mean']:.3f} ± {row['std']:.3f} | {row['query_in_context_bound']:.3f} |")
+        print(markdown_row([k, plus_minus(row["mean"], row["std"], ".3f"), f"{row['query_in_context_bound']:.3f}"]))
 
 
 def evaluate_saved_model(model_dir: Path, shots: list[int], seeds: list[int], num_mappings: int) -> None:
@@ -154,16 +163,13 @@ def evaluate_saved_model(model_dir: Path, shots: list[int], seeds: list[int], nu
         f"{len(seeds)} demonstration seeds; chance {1 / len(VALUES):.3f}"
     )
     print_key_value_table(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"exp_icl_{model_dir.resolve().name}.json"
-    out.write_text(
-        json.dumps({"model_dir": str(model_dir), "key_value": {str(k): v for k, v in table.items()}}, indent=2) + "\n"
-    )
+    out = result_path("exp_icl", model_dir.resolve().name)  # a variant named after the model's folder
+    save_json(out, {"model_dir": str(model_dir), "key_value": {str(k): v for k, v in table.items()}})
     print(f"wrote {out}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="Short training, fewer mappings, part 1 only.")
     parser.add_argument("--max_steps", type=int, default=5000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -172,38 +178,38 @@ def main():
     parser.add_argument(
         "--sst2_model",
         type=Path,
-        default=ROOT / "outputs" / "exp_lm" / "seed0",
+        default=OUTPUTS / "exp_lm" / "seed0",
         help="The Tiny Shakespeare GPT of benchmarks/exp_lm.py.",
     )
     parser.add_argument("--sst2_queries", type=int, default=300)
-    parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_icl")
+    parser.add_argument("--output_dir", type=Path, default=OUTPUTS / "exp_icl")
     parser.add_argument(
         "--evaluate",
         type=Path,
         default=None,
         help="Skip training: evaluate part 1 on this saved model; writes results/exp_icl_<name>.json.",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.max_steps, args.num_mappings = min(args.max_steps, 300), min(args.num_mappings, 20)
-    if args.evaluate is not None:
-        evaluate_saved_model(args.evaluate, args.shots, args.seeds, args.num_mappings)
-        return
+    return args
 
+
+def pretrain_key_value(max_steps: int, output_dir: Path):
+    """Part 1's GPT, pretrained on a fresh key -> value corpus (seed 0); (the run's result, its minutes)."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "key_value.jsonl"
-        num_docs = args.max_steps * MODEL_FLAGS["per_device_train_batch_size"] // 2 + 1000  # > 1 epoch of blocks
+        num_docs = max_steps * MODEL_FLAGS["per_device_train_batch_size"] // 2 + 1000  # > 1 epoch of blocks
         write_corpus(corpus, num_docs, seed=0)
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+        reset_accelerate()
         result = run_pretraining(
             CausalLMArguments(
                 **MODEL_FLAGS,
                 dataset=str(corpus),
-                output_dir=str(args.output_dir),
-                max_steps=args.max_steps,
-                eval_steps=max(args.max_steps // 4, 1),
+                output_dir=str(output_dir),
+                max_steps=max_steps,
+                eval_steps=max(max_steps // 4, 1),
                 save_steps=0,
                 overwrite_output_dir=True,
                 seed=0,
@@ -213,21 +219,14 @@ def main():
                 sample_max_new_tokens=12,
             )
         )
-    train_minutes = (time.perf_counter() - start) / 60
-    eval_loss = result.final["eval_loss"]
-    table = evaluate_key_value(args.output_dir, args.shots, args.seeds, args.num_mappings)
-    print(
-        f"\nPart 1: key -> value in context. "
-        f"GPT {MODEL_FLAGS['num_hidden_layers']} layers x {MODEL_FLAGS['hidden_size']}, "
-        f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {eval_loss:.3f}; "
-        f"{args.num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries; chance {1 / len(VALUES):.3f}"
-    )
-    print_key_value_table(table)
+    return result, (time.perf_counter() - start) / 60
 
-    sst2 = None
-    sst2_file = SHARED / "sst2" / "train.txt"
+
+def sst2_k_shot(args) -> dict | None:
+    """Part 2: scripts/prompt_eval.py's sweep with the Tiny Shakespeare GPT on SST-2 (None when skipped)."""
+    sst2_file = DATA / "sst2" / "train.txt"
     if not args.quick and args.sst2_model.is_dir() and sst2_file.is_file():
-        AcceleratorState._reset_state(reset_partial_state=True)
+        reset_accelerate(gradient_state=False)
         sst2_result = run_prompt_eval(
             PromptEvalArguments(
                 model_name_or_path=str(args.sst2_model),
@@ -242,28 +241,44 @@ def main():
         )
         print(f"\nPart 2: SST-2 k-shot with the Tiny Shakespeare GPT ({args.sst2_model}), balanced demonstrations")
         print(format_table(sst2_result))
-        sst2 = sst2_result.to_dict()
-    elif not args.quick:
+        return sst2_result.to_dict()
+    if not args.quick:
         print(f"\nPart 2 skipped: {args.sst2_model} or {sst2_file} is missing (run benchmarks/exp_lm.py first).")
+    return None
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "exp_icl_quick" if args.quick else "exp_icl"
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "key_value": {str(k): v for k, v in table.items()},
-                "train_steps": args.max_steps,
-                "train_minutes": train_minutes,
-                "eval_loss": eval_loss,
-                "model": MODEL_FLAGS,
-                "sst2": sst2,
-            },
-            indent=2,
-        )
-        + "\n"
+
+def main():
+    args = parse_args()
+    if args.evaluate is not None:
+        evaluate_saved_model(args.evaluate, args.shots, args.seeds, args.num_mappings)
+        return
+
+    result, train_minutes = pretrain_key_value(args.max_steps, args.output_dir)
+    eval_loss = result.final["eval_loss"]
+    table = evaluate_key_value(args.output_dir, args.shots, args.seeds, args.num_mappings)
+    print(
+        f"\nPart 1: key -> value in context. "
+        f"GPT {MODEL_FLAGS['num_hidden_layers']} layers x {MODEL_FLAGS['hidden_size']}, "
+        f"{args.max_steps} steps ({train_minutes:.1f} min), held-out loss {eval_loss:.3f}; "
+        f"{args.num_mappings} held-out mappings x {KEYS_PER_MAPPING} queries; chance {1 / len(VALUES):.3f}"
     )
-    plot(table, sst2, RESULTS / f"{name}.png")
-    print(f"wrote {RESULTS / (name + '.json')} and {name}.png")
+    print_key_value_table(table)
+    sst2 = sst2_k_shot(args)
+
+    name = "exp_icl_quick" if args.quick else "exp_icl"
+    record = {
+        "key_value": {str(k): v for k, v in table.items()},
+        "train_steps": args.max_steps,
+        "train_minutes": train_minutes,
+        "eval_loss": eval_loss,
+        "model": MODEL_FLAGS,
+        "sst2": sst2,
+    }
+    save_json(RESULTS / f"{name}.json", record)
+    if plot(table, sst2, RESULTS / f"{name}.png"):
+        print(f"wrote {RESULTS / (name + '.json')} and {name}.png")
+    else:
+        print(f"wrote {RESULTS / (name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -35,16 +35,32 @@ Needs `python -m hfssl.reference fetch` (SmolLM2 and MiniLM) and, for the gpt pa
 (after every cell, so a stopped run keeps what it measured) and exp_icl_real.png.
 """
 
-import argparse
 import itertools
-import json
 import random
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from real_models import pyplot, reference, resume
+from common import (
+    DATA,
+    OUTPUTS,
+    RESULTS,
+    add_fresh,
+    add_quick,
+    add_report,
+    argument_parser,
+    load_json,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    resume,
+    sample_std,
+    save_figure,
+    save_json,
+)
+from real_models import reference
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -54,9 +70,6 @@ from hfssl.data.labelled import LabelledData, load_labelled
 from hfssl.data.splits import held_out_split
 from hfssl.models.loading import load_causal_lm, load_pretrained, load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 TASKS = {"sst2": ("sst2/train.txt", "sentiment"), "trec": ("trec/train.txt", "question_type")}
 # every prompt opens with the task's instruction naming the label words: without one, the chat-templated instruct
 # model answers the question or comments on the review instead of classifying it (seen in a probe run)
@@ -83,7 +96,7 @@ def load_split(task: str, num_queries: int) -> tuple[LabelledData, LabelledData,
 def summary(values: list[float]) -> dict:
     return {
         "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "std": sample_std(values),
         "runs": values,
     }
 
@@ -214,7 +227,45 @@ def _cell_key(part, task, k, strategy, prompt, mode, orders, seeds) -> tuple:
     return part, task, k, strategy, prompt, mode, orders, tuple(seeds)
 
 
+def measure_cell(scorer: Scorer, cell: dict) -> dict[str, list[float]]:
+    """Every metric of the cell, one value per demonstration seed (and order)."""
+    runs: dict[str, list[float]] = {}
+    for seed in cell["seeds"]:
+        for order in cell.get("orders", [None]):
+            metrics = scorer.score(
+                cell["k"],
+                cell["strategy"],
+                seed,
+                chat=cell.get("chat", False),
+                mode=cell.get("mode", "loglikelihood"),
+                order=order,
+            )
+            for name, value in metrics.items():
+                runs.setdefault(name, []).append(value)
+    return runs
+
+
+def print_row(task: str, model_name: str, part: str, cell: dict, row: dict) -> None:
+    extra = {
+        "accuracy_calibrated": "calibrated",
+        "invalid_answers": "invalid",
+    }
+    shown = [
+        f"{label} {plus_minus(row[name]['mean'], row[name]['std'], '.3f')}"
+        for name, label in extra.items()
+        if name in row
+    ]
+    print(
+        f"{task} {model_name} {part} k={cell['k']} {cell['strategy']} {row['prompt']} {row['mode']}: "
+        f"{plus_minus(row['accuracy']['mean'], row['accuracy']['std'], '.3f')}"
+        + "".join(f", {text}" for text in shown)
+        + f" ({row['seconds']:.0f} s)",
+        flush=True,
+    )
+
+
 def run_part(scorer: Scorer, task: str, model_name: str, part: str, cell_list, record, save) -> None:
+    """The part's cells not in `record` yet, each measured, appended to record["rows"], saved and printed."""
     done = {
         _cell_key(r["part"], r["task"], r["k"], r["strategy"], r["prompt"], r["mode"], r["orders"], r["seeds"])
         for r in record["rows"]
@@ -225,19 +276,7 @@ def run_part(scorer: Scorer, task: str, model_name: str, part: str, cell_list, r
         if _cell_key(part, task, cell["k"], cell["strategy"], prompt, mode, orders, cell["seeds"]) in done:
             continue
         start = time.perf_counter()
-        runs: dict[str, list[float]] = {}
-        for seed in cell["seeds"]:
-            for order in cell.get("orders", [None]):
-                metrics = scorer.score(
-                    cell["k"],
-                    cell["strategy"],
-                    seed,
-                    chat=cell.get("chat", False),
-                    mode=cell.get("mode", "loglikelihood"),
-                    order=order,
-                )
-                for name, value in metrics.items():
-                    runs.setdefault(name, []).append(value)
+        runs = measure_cell(scorer, cell)
         row = {
             "part": part,
             "task": task,
@@ -255,20 +294,7 @@ def run_part(scorer: Scorer, task: str, model_name: str, part: str, cell_list, r
             row["answers_sample"] = scorer.answers_sample  # the last draw's first answers
         record["rows"].append(row)
         save()
-        extra = {
-            "accuracy_calibrated": "calibrated",
-            "invalid_answers": "invalid",
-        }
-        shown = [
-            f"{label} {row[name]['mean']:.3f} ± {row[name]['std']:.3f}" for name, label in extra.items() if name in row
-        ]
-        print(
-            f"{task} {model_name} {part} k={cell['k']} {cell['strategy']} {row['prompt']} {row['mode']}: "
-            f"{row['accuracy']['mean']:.3f} ± {row['accuracy']['std']:.3f}"
-            + "".join(f", {text}" for text in shown)
-            + f" ({row['seconds']:.0f} s)",
-            flush=True,
-        )
+        print_row(task, model_name, part, cell, row)
 
 
 # ---- report --------------------------------------------------------------------------------------------------
@@ -276,7 +302,7 @@ def _cell(row: dict | None, metric: str) -> str:
     if row is None or metric not in row:
         return "—"
     m = row[metric]
-    return f"{m['mean']:.3f}" if len(m["runs"]) == 1 else f"{m['mean']:.3f} ± {m['std']:.3f}"
+    return f"{m['mean']:.3f}" if len(m["runs"]) == 1 else plus_minus(m["mean"], m["std"], ".3f")
 
 
 def _find(rows, **match) -> dict | None:
@@ -284,55 +310,71 @@ def _find(rows, **match) -> dict | None:
     return found[0] if found else None
 
 
+def accuracy_table(rows: list[dict], task: str, shots: list[int]) -> list[str]:
+    """Raw and calibrated accuracy against k, a line per (model, prompt, selection) that has cells beyond k = 0."""
+    out = [f"\n### {task}: accuracy, raw / calibrated (mean ± std over demonstration seeds)\n"]
+    out += [markdown_row(["model, prompt", "selection", *(f"k={k}" for k in shots)]), markdown_rule(2, len(shots))]
+    lines = [("SmolLM2, plain", s, "shots") for s in ("random", "balanced", "nearest")]
+    lines += [("SmolLM2, chat", "random", "chat"), ("hfssl GPT, plain", "random", "gpt")]
+    for label, strategy, part in lines:
+        for metric in ("accuracy", "accuracy_calibrated"):
+            cells_ = []
+            for k in shots:
+                row = _find(rows, task=task, part=part, k=k, strategy=strategy if k else "random")
+                cells_.append(_cell(row, metric))
+            if all(c == "—" for k, c in zip(shots, cells_) if k):  # k = 0 alone is the random row's
+                continue
+            name = f"{label} ({'calibrated' if metric.endswith('calibrated') else 'raw'})"
+            out.append(markdown_row([name, strategy, *cells_]))
+    return out
+
+
+def generation_table(rows: list[dict], task: str) -> list[str]:
+    """Greedy generation against log-likelihood scoring on the same seeds (nothing when no cell generated)."""
+    generated = [r for r in rows if r["task"] == task and r["mode"] == "generate"]
+    if not generated:
+        return []
+    out = ["\n| prompt | k | generation accuracy | invalid answers | log-likelihood accuracy (same seeds) |"]
+    out.append(markdown_rule(1, 4))
+    for r in generated:
+        part = "chat" if r["prompt"] == "chat" else "shots"
+        ll = _find(rows, task=task, part=part, k=r["k"], strategy="random")
+        same = None
+        if ll is not None:
+            same = summary(ll["accuracy"]["runs"][: len(r["seeds"])])
+        same_text = _cell({"a": same}, "a") if same else "—"
+        out.append(markdown_row([r["prompt"], r["k"], _cell(r, "accuracy"), _cell(r, "invalid_answers"), same_text]))
+    return out
+
+
+def order_table(rows: list[dict], task: str) -> list[str]:
+    """The spread over orders of each k=4 balanced demonstration set (nothing when the order part did not run)."""
+    ordered = [r for r in rows if r["task"] == task and r["part"] == "order"]
+    if not ordered:
+        return []
+    out = [
+        "\n| k=4 balanced demonstration set | orders | raw: mean ± std (min-max) | calibrated: mean ± std (min-max) |",
+        markdown_rule(0, 4),
+    ]
+    for r in ordered:
+        texts = []
+        for metric in ("accuracy", "accuracy_calibrated"):
+            runs = r[metric]["runs"]
+            texts.append(f"{plus_minus(r[metric]['mean'], r[metric]['std'], '.3f')} ({min(runs):.3f}-{max(runs):.3f})")
+        out.append(markdown_row([f"seed {r['seeds'][0]}", r["orders"], *texts]))
+    return out
+
+
 def report(record: dict) -> str:
+    """The saved tables of every task that has cells, as markdown."""
     rows, out = record["rows"], []
     shots = record["settings"]["shots"]
     for task in TASKS:
         if not any(r["task"] == task for r in rows):
             continue
-        header = "| model, prompt | selection | " + " | ".join(f"k={k}" for k in shots) + " |"
-        out += [f"\n### {task}: accuracy, raw / calibrated (mean ± std over demonstration seeds)\n", header]
-        out.append("|---|---|" + "---:|" * len(shots))
-        lines = [("SmolLM2, plain", s, "shots") for s in ("random", "balanced", "nearest")]
-        lines += [("SmolLM2, chat", "random", "chat"), ("hfssl GPT, plain", "random", "gpt")]
-        for label, strategy, part in lines:
-            for metric in ("accuracy", "accuracy_calibrated"):
-                cells_ = []
-                for k in shots:
-                    row = _find(rows, task=task, part=part, k=k, strategy=strategy if k else "random")
-                    cells_.append(_cell(row, metric))
-                if all(c == "—" for k, c in zip(shots, cells_) if k):  # k = 0 alone is the random row's
-                    continue
-                name = f"{label} ({'calibrated' if metric.endswith('calibrated') else 'raw'})"
-                out.append(f"| {name} | {strategy} | " + " | ".join(cells_) + " |")
-        generated = [r for r in rows if r["task"] == task and r["mode"] == "generate"]
-        if generated:
-            out += ["\n| prompt | k | generation accuracy | invalid answers | log-likelihood accuracy (same seeds) |"]
-            out.append("|---|---:|---:|---:|---:|")
-            for r in generated:
-                part = "chat" if r["prompt"] == "chat" else "shots"
-                ll = _find(rows, task=task, part=part, k=r["k"], strategy="random")
-                same = None
-                if ll is not None:
-                    same = summary(ll["accuracy"]["runs"][: len(r["seeds"])])
-                out.append(
-                    f"| {r['prompt']} | {r['k']} | {_cell(r, 'accuracy')} | {_cell(r, 'invalid_answers')} | "
-                    + (_cell({"a": same}, "a") if same else "—")
-                    + " |"
-                )
-        ordered = [r for r in rows if r["task"] == task and r["part"] == "order"]
-        if ordered:
-            out += [
-                "\n| k=4 balanced demonstration set | orders | raw: mean ± std (min-max) | "
-                "calibrated: mean ± std (min-max) |",
-                "|---:|---:|---:|---:|",
-            ]
-            for r in ordered:
-                texts = []
-                for metric in ("accuracy", "accuracy_calibrated"):
-                    runs = r[metric]["runs"]
-                    texts.append(f"{r[metric]['mean']:.3f} ± {r[metric]['std']:.3f} ({min(runs):.3f}-{max(runs):.3f})")
-                out.append(f"| seed {r['seeds'][0]} | {r['orders']} | {texts[0]} | {texts[1]} |")
+        out += accuracy_table(rows, task, shots)
+        out += generation_table(rows, task)
+        out += order_table(rows, task)
     return "\n".join(out)
 
 
@@ -369,14 +411,12 @@ def plot(record: dict, path: Path) -> None:
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])
         ax.set(xlabel="demonstrations k", ylabel="accuracy", title=f"{task}: raw (dotted) / calibrated (solid)")
         ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="40 queries, k in {0, 4}, 2 seeds: checks the script.")
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
+    add_quick(parser, "40 queries, k in {0, 4}, 2 seeds: checks the script.")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
@@ -393,16 +433,57 @@ def main():
     parser.add_argument("--seeds", type=int, default=3, help="Demonstration seeds of every other cell.")
     parser.add_argument("--orders", type=int, default=5, help="Distinct orders of each k=4 demonstration set.")
     parser.add_argument("--model", default=None, help="The LM (default: the reference SmolLM2-135M-Instruct).")
-    parser.add_argument(
-        "--gpt_model", type=Path, default=ROOT / "outputs" / "gpt-main", help="A main-command GPT folder."
+    parser.add_argument("--gpt_model", type=Path, default=OUTPUTS / "gpt-main", help="A main-command GPT folder.")
+    add_report(parser)
+    add_fresh(parser)
+    return parser.parse_args(argv)
+
+
+def load_gpt(args):
+    """The main-command GPT (model, tokenizer) for the gpt part, or None (with a message) when it is absent."""
+    if "gpt" not in args.parts:
+        return None
+    if (args.gpt_model / "config.json").is_file():
+        return load_causal_lm(str(args.gpt_model))
+    print(
+        f"gpt part skipped: no model in {args.gpt_model} (run `accelerate launch scripts/pretrain.py "
+        f"--output_dir {args.gpt_model}` first)"
     )
-    parser.add_argument("--report", action="store_true", help="Print the saved tables and exit.")
-    parser.add_argument("--fresh", action="store_true", help="Measure every cell again (ignore saved results).")
-    args = parser.parse_args()
+    return None
+
+
+def run_task(task: str, args, smollm2, gpt, seeds: dict[str, int], record: dict, save) -> None:
+    """Every requested part of the grid on one task."""
+    queries, demo_half, template = load_split(task, args.queries)
+    print(f"\n{task}: {len(queries)} queries, demonstration half {len(demo_half)}, classes {queries.names}")
+    scorer = Scorer(*smollm2, template, queries, demo_half, args.pool_size)
+    if "shots" in args.parts:
+        scorer.embeddings = minilm_embeddings(demo_half.inputs, queries.inputs)
+    for part in args.parts:
+        if part == "gpt":
+            if gpt is None:
+                continue
+            part_scorer = Scorer(*gpt, template, queries, demo_half, args.pool_size)
+            model_name = "hfssl GPT (main command)"
+        else:
+            part_scorer, model_name = scorer, "SmolLM2-135M-Instruct"
+        run_part(
+            part_scorer,
+            task,
+            model_name,
+            part,
+            cells(part, args.shots, seeds, args.orders, args.nearest_shots),
+            record,
+            save,
+        )
+
+
+def main():
+    args = parse_args()
     name = "exp_icl_real_quick" if args.quick else "exp_icl_real"
     out = RESULTS / f"{name}.json"
     if args.report:
-        print(report(json.loads(out.read_text())))
+        print(report(load_json(out)))
         return
     if args.quick:
         args.queries, args.shots, args.random_seeds, args.seeds, args.orders, args.pool_size = 40, [0, 4], 2, 2, 3, 200
@@ -417,42 +498,13 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     def save():
-        out.write_text(json.dumps(record, indent=2) + "\n")
+        save_json(out, record)
 
     start = time.perf_counter()
     smollm2 = load_causal_lm(args.model or str(reference("smollm2")))
-    gpt = None
-    if "gpt" in args.parts:
-        if (args.gpt_model / "config.json").is_file():
-            gpt = load_causal_lm(str(args.gpt_model))
-        else:
-            print(
-                f"gpt part skipped: no model in {args.gpt_model} (run `accelerate launch scripts/pretrain.py "
-                f"--output_dir {args.gpt_model}` first)"
-            )
+    gpt = load_gpt(args)
     for task in args.tasks:
-        queries, demo_half, template = load_split(task, args.queries)
-        print(f"\n{task}: {len(queries)} queries, demonstration half {len(demo_half)}, classes {queries.names}")
-        scorer = Scorer(*smollm2, template, queries, demo_half, args.pool_size)
-        if "shots" in args.parts:
-            scorer.embeddings = minilm_embeddings(demo_half.inputs, queries.inputs)
-        for part in args.parts:
-            if part == "gpt":
-                if gpt is None:
-                    continue
-                part_scorer = Scorer(*gpt, template, queries, demo_half, args.pool_size)
-                model_name = "hfssl GPT (main command)"
-            else:
-                part_scorer, model_name = scorer, "SmolLM2-135M-Instruct"
-            run_part(
-                part_scorer,
-                task,
-                model_name,
-                part,
-                cells(part, args.shots, seeds, args.orders, args.nearest_shots),
-                record,
-                save,
-            )
+        run_task(task, args, smollm2, gpt, seeds, record, save)
     record["minutes"] = (time.perf_counter() - start) / 60
     save()
     print(report(record))

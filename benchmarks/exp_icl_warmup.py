@@ -16,7 +16,6 @@ optionally with flags changed (`--variant NAME=FLAGS`), and measures on every mo
 Prints the table and writes benchmarks/results/exp_icl_warmup.json.
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -27,10 +26,19 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exp_icl
+from common import (
+    OUTPUTS,
+    argument_parser,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    reset_accelerate,
+    result_path,
+    save_json,
+)
 
 from hfssl.data.text import load_text_dataset
 from hfssl.models.loading import load_causal_lm
@@ -39,7 +47,6 @@ from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
 from hfssl.training.text_corpus import split_held_out
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = [0, 4, 8]
 
 
@@ -76,19 +83,20 @@ def train(flags: list[str], seed: int, output_dir: Path) -> float:
     args = dataclasses.replace(
         args, seed=seed, output_dir=str(output_dir), overwrite_output_dir=True, report_to="none", save_steps=0
     )
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
     start = time.perf_counter()
     run_pretraining(args)
     return (time.perf_counter() - start) / 60
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    if len(values) > 1:
+        return plus_minus(statistics.fmean(values), statistics.stdev(values), ".3f")
+    return f"{values[0]:.3f}"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1])
     parser.add_argument(
         "--variant",
@@ -98,9 +106,12 @@ def main():
     )
     parser.add_argument("--baseline", type=Path, action="append", default=[], help="Also measure this saved model.")
     parser.add_argument("--num_mappings", type=int, default=100)
-    parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "exp_icl_warmup")
-    args = parser.parse_args()
+    parser.add_argument("--work_dir", type=Path, default=OUTPUTS / "exp_icl_warmup")
+    return parser.parse_args(argv)
 
+
+def measured_rows(args) -> list[dict]:
+    """A row per variant (its runs, one per seed: trained, then measured) and per --baseline model."""
     variants = {"default": []} | {v.split("=", 1)[0]: shlex.split(v.split("=", 1)[1]) for v in args.variant}
     rows = []
     for name, flags in variants.items():
@@ -113,23 +124,28 @@ def main():
         rows.append({"model": name, "flags": flags, "runs": runs})
     for path in args.baseline:
         rows.append({"model": str(path), "flags": None, "runs": [measure(path, args.num_mappings)]})
+    return rows
 
+
+def print_table(rows: list[dict], args) -> None:
     print(
         f"\nKey -> value accuracy on {args.num_mappings} held-out mappings (chance 0.125) and held-out docstring "
         f"bits/char; mean ± std over seeds {args.seeds}"
     )
-    print("| model | " + " | ".join(f"k={k}" for k in SHOTS) + " | bits/char | minutes |")
-    print("|---|" + "---:|" * (len(SHOTS) + 2))
+    print(markdown_row(["model", *(f"k={k}" for k in SHOTS), "bits/char", "minutes"]))
+    print(markdown_rule(1, len(SHOTS) + 2))
     for row in rows:
         runs = row["runs"]
         cells = [mean_std([r["key_value"][str(k)] for r in runs]) for k in SHOTS]
         minutes = mean_std([r["minutes"] for r in runs]) if "minutes" in runs[0] else "—"
-        print(
-            f"| {row['model']} | " + " | ".join(cells) + f" | {mean_std([r['bits_per_char'] for r in runs])} "
-            f"| {minutes} |"
-        )
-    out = ROOT / "benchmarks" / "results" / "exp_icl_warmup.json"
-    out.write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2) + "\n")
+        print(markdown_row([row["model"], *cells, mean_std([r["bits_per_char"] for r in runs]), minutes]))
+
+
+def main():
+    args = parse_args()
+    rows = measured_rows(args)
+    print_table(rows, args)
+    out = save_json(result_path("exp_icl_warmup"), {"seeds": args.seeds, "rows": rows})
     print(f"wrote {out}")
 
 

@@ -16,8 +16,6 @@ benchmarks/results/exp_lm.json.
     python benchmarks/exp_lm.py --budget_minutes 1                  # quick check
 """
 
-import argparse
-import json
 import math
 import os
 import statistics
@@ -28,7 +26,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from common import DATA, OUTPUTS, argument_parser, reset_accelerate, result_path, sample_std, save_json
 
 import hfssl  # noqa: F401
 from hfssl.data.text import load_text_dataset, load_tokenizer, pack_into_blocks
@@ -36,9 +34,7 @@ from hfssl.models.gpt import GPTConfig, GPTForCausalLM
 from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-RESULTS = ROOT / "benchmarks" / "results" / "exp_lm.json"
+DEFAULT_CORPUS = DATA / "tinyshakespeare" / "input.txt"
 
 # CausalLMArguments of the model and its training (recorded as "config" in the results JSON)
 MODEL_FLAGS = dict(
@@ -107,15 +103,72 @@ def ngram_losses(train_blocks, eval_blocks, vocab_size: int, k: float = 0.01) ->
     return {"unigram": nll_uni / count, "bigram": nll_bi / count}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--budget_minutes", type=float, default=8.0, help="CPU training budget per seed (<= 10).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_lm")
+    parser.add_argument("--output_dir", type=Path, default=OUTPUTS / "exp_lm")
     parser.add_argument("--results_name", default="exp_lm", help="Name of the .json in benchmarks/results/.")
-    args = parser.parse_args()
-    results = RESULTS.with_name(f"{args.results_name}.json")
+    return parser.parse_args(argv)
+
+
+def pretrain_seed(seed: int, max_steps: int, train_file: Path, held_out_file: Path, output_dir: Path) -> dict:
+    """One seed's GPT pretrained for max_steps: its held-out loss, minutes and sample."""
+    reset_accelerate()
+    out = output_dir / f"seed{seed}"
+    run_args = CausalLMArguments(
+        **MODEL_FLAGS,
+        dataset=str(train_file),
+        eval_dataset=str(held_out_file),
+        output_dir=str(out),
+        max_steps=max_steps,
+        eval_steps=max(max_steps // 4, 1),
+        save_steps=0,
+        max_eval_samples=100000,
+        seed=seed,
+        overwrite_output_dir=True,
+        sample_prompt="ROMEO:",
+        sample_max_new_tokens=120,
+        report_to="none",
+        logging_steps=50,
+    )
+    start = time.perf_counter()
+    result = run_pretraining(run_args)
+    return {
+        "seed": seed,
+        "loss": result.final["eval_loss"],
+        "minutes": (time.perf_counter() - start) / 60,
+        "sample": result.report.removeprefix("Sample:\n"),
+    }
+
+
+def baseline_losses(tokenizer_dir: Path, train_file: Path, held_out_file: Path):
+    """(n-gram losses, held-out blocks, tokenizer): the BPE tokenizer is a deterministic function of the training
+    text, so the baselines are seed-free."""
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    train_blocks = pack_into_blocks(load_text_dataset(str(train_file)), tokenizer, MODEL_FLAGS["block_size"])
+    eval_blocks = pack_into_blocks(load_text_dataset(str(held_out_file)), tokenizer, MODEL_FLAGS["block_size"])
+    baselines = ngram_losses(list(train_blocks["input_ids"]), list(eval_blocks["input_ids"]), len(tokenizer))
+    return baselines, eval_blocks, tokenizer
+
+
+def result_rows(baselines: dict, runs: list[dict], max_steps: int) -> list[dict]:
+    losses = [r["loss"] for r in runs]
+    mean, std = statistics.mean(losses), sample_std(losses)
+    rows = [
+        {"model": "unigram (add-one)", "loss": baselines["unigram"], "std": 0.0},
+        {"model": "bigram (add-0.01)", "loss": baselines["bigram"], "std": 0.0},
+        {"model": f"hfssl GPT ({max_steps} steps)", "loss": mean, "std": std},
+    ]
+    for row in rows:
+        row["perplexity"] = math.exp(row["loss"])
+    return rows
+
+
+def main():
+    args = parse_args()
+    results = result_path(args.results_name)
     if not args.corpus.is_file():
         raise SystemExit(f"Corpus not found: {args.corpus} (the shared data folder is needed for this experiment).")
 
@@ -124,52 +177,12 @@ def main():
         step_s = seconds_per_step(MODEL_FLAGS["per_device_train_batch_size"], MODEL_FLAGS["block_size"])
         max_steps = max(20, int(args.budget_minutes * 60 / step_s * 0.9))  # 10% for evaluation and saving
         print(f"measured {step_s:.3f} s/step -> {max_steps} steps for a {args.budget_minutes:g}-minute budget")
-        runs = []
-        for seed in args.seeds:
-            AcceleratorState._reset_state(reset_partial_state=True)
-            GradientState._reset_state()
-            out = args.output_dir / f"seed{seed}"
-            run_args = CausalLMArguments(
-                **MODEL_FLAGS,
-                dataset=str(train_file),
-                eval_dataset=str(held_out_file),
-                output_dir=str(out),
-                max_steps=max_steps,
-                eval_steps=max(max_steps // 4, 1),
-                save_steps=0,
-                max_eval_samples=100000,
-                seed=seed,
-                overwrite_output_dir=True,
-                sample_prompt="ROMEO:",
-                sample_max_new_tokens=120,
-                report_to="none",
-                logging_steps=50,
-            )
-            start = time.perf_counter()
-            result = run_pretraining(run_args)
-            runs.append(
-                {
-                    "seed": seed,
-                    "loss": result.final["eval_loss"],
-                    "minutes": (time.perf_counter() - start) / 60,
-                    "sample": result.report.removeprefix("Sample:\n"),
-                }
-            )
-        # the BPE tokenizer is a deterministic function of the training text: the baselines are seed-free
-        tokenizer = load_tokenizer(str(args.output_dir / f"seed{args.seeds[0]}"))
-        train_blocks = pack_into_blocks(load_text_dataset(str(train_file)), tokenizer, MODEL_FLAGS["block_size"])
-        eval_blocks = pack_into_blocks(load_text_dataset(str(held_out_file)), tokenizer, MODEL_FLAGS["block_size"])
-        baselines = ngram_losses(list(train_blocks["input_ids"]), list(eval_blocks["input_ids"]), len(tokenizer))
+        runs = [pretrain_seed(seed, max_steps, train_file, held_out_file, args.output_dir) for seed in args.seeds]
+        baselines, eval_blocks, tokenizer = baseline_losses(
+            args.output_dir / f"seed{args.seeds[0]}", train_file, held_out_file
+        )
 
-    losses = [r["loss"] for r in runs]
-    mean, std = statistics.mean(losses), (statistics.stdev(losses) if len(losses) > 1 else 0.0)
-    rows = [
-        {"model": "unigram (add-one)", "loss": baselines["unigram"], "std": 0.0},
-        {"model": "bigram (add-0.01)", "loss": baselines["bigram"], "std": 0.0},
-        {"model": f"hfssl GPT ({max_steps} steps)", "loss": mean, "std": std},
-    ]
-    for row in rows:
-        row["perplexity"] = math.exp(row["loss"])
+    rows = result_rows(baselines, runs, max_steps)
     minutes = statistics.mean(r["minutes"] for r in runs)
     print(
         f"\nTiny Shakespeare, held-out last 10% ({len(eval_blocks)} blocks of {MODEL_FLAGS['block_size']} "
@@ -180,10 +193,7 @@ def main():
     for row in rows:
         print(f"{row['model']:<28}{row['loss']:>16.3f} +- {row['std']:.3f}{row['perplexity']:>12.1f}")
     print(f"\nSample (seed {runs[0]['seed']}, prompt 'ROMEO:'):\n{runs[0]['sample']}")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(
-        json.dumps({"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS}, indent=2) + "\n"
-    )
+    save_json(results, {"rows": rows, "runs": runs, "max_steps": max_steps, "config": MODEL_FLAGS})
     print(f"wrote {results}")
 
 

@@ -21,15 +21,25 @@ block per stage, widths 32-32-64-64).
 Prints the table, writes benchmarks/results/exp_meta.json and exp_meta.png.
 """
 
-import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from common import (
+    DATA,
+    OUTPUTS,
+    RESULTS,
+    argument_parser,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    reset_accelerate,
+    save_figure,
+    save_json,
+)
 from PIL import Image
 from torch.nn import functional as F
 
@@ -43,9 +53,7 @@ from hfssl.meta.trainer import MetaArguments, build_model, mean_ci95, run_meta_t
 from hfssl.training.contrastive import ContrastiveArguments
 from hfssl.training.loop import run_pretraining
 
-ROOT = Path(__file__).resolve().parents[1]
-OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
-RESULTS = ROOT / "benchmarks" / "results"
+OMNIGLOT = DATA / "omniglot" / "images_background_small1.zip"
 WIDTHS = [32, 32, 64, 64]
 
 
@@ -57,8 +65,7 @@ def simclr_pretrain(images, train_classes, out: Path, steps: int) -> Path:
             folder = Path(tmp) / f"c{int(images.labels[i]):03d}"
             folder.mkdir(exist_ok=True)
             Image.fromarray(images.pixels[i].permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+        reset_accelerate()
         run_pretraining(
             ContrastiveArguments(
                 dataset=tmp,
@@ -113,39 +120,39 @@ def probe_accuracy(encoder, data, episode) -> float:
         return (head(f_q.to(head.weight.dtype)).argmax(-1) == y_q).float().mean().item()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--episodes", type=int, default=200, help="Test episodes per cell (meta_train.py: 600).")
     parser.add_argument("--meta_steps", type=int, default=300)
     parser.add_argument("--simclr_steps", type=int, default=400)
     parser.add_argument("--adapt_steps", type=int, default=20)
-    parser.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "exp_meta")
-    args = parser.parse_args()
+    parser.add_argument("--output_dir", type=Path, default=OUTPUTS / "exp_meta")
+    args = parser.parse_args(argv)
     if not OMNIGLOT.is_file():
         raise SystemExit(f"{OMNIGLOT} not found: this experiment needs the shared data folder.")
     if args.quick:
         args.episodes, args.meta_steps, args.simclr_steps, args.adapt_steps = 40, 20, 20, 10
-    torch.manual_seed(0)
+    return args
 
-    images = load_images(str(OMNIGLOT), image_size=28)
-    mean, std = channel_stats(images.pixels)
-    data = EpisodeData(images.pixels, images.labels, mean, std)
-    train_classes, _, test_classes = split_classes(len(images.label_names), (0.7, 0.15, 0.15), seed=0)
-    samplers = {k: EpisodeSampler(images.labels, test_classes, 5, k, 15, seed=2) for k in (1, 5)}
-    table: dict[str, dict] = {}
-    timings: dict[str, float] = {}
 
-    def record(name, k, accuracies):
-        m, ci = mean_ci95(accuracies)
-        table.setdefault(name, {})[f"{k}-shot"] = {"accuracy": m, "ci95": ci, "episodes": len(accuracies)}
-        print(f"{name:<24} 5-way {k}-shot: {100 * m:5.1f} +- {100 * ci:.1f}", flush=True)
+def record(table: dict, name: str, k: int, accuracies: list[float]) -> None:
+    """A per-episode method's cell: mean and 95% CI over its episodes, into table[name]["<k>-shot"], printed."""
+    m, ci = mean_ci95(accuracies)
+    table.setdefault(name, {})[f"{k}-shot"] = {"accuracy": m, "ci95": ci, "episodes": len(accuracies)}
+    print(f"{name:<24} 5-way {k}-shot: {100 * m:5.1f} +- {100 * ci:.1f}", flush=True)
 
+
+def per_episode_rows(args, images, train_classes, data, samplers, table: dict, timings: dict) -> Path:
+    """scratch, then SimCLR (pretrained on the meta-train images) + linear probe / + fine-tune; the SimCLR folder."""
     start = time.perf_counter()
     scratch = lambda: build_model(_meta_args())  # noqa: E731
     for k, sampler in samplers.items():
         record(
-            "scratch", k, [train_from(scratch, data, sampler[i], args.adapt_steps, 1e-3) for i in range(args.episodes)]
+            table,
+            "scratch",
+            k,
+            [train_from(scratch, data, sampler[i], args.adapt_steps, 1e-3) for i in range(args.episodes)],
         )
     timings["scratch"] = time.perf_counter() - start
 
@@ -155,13 +162,20 @@ def main():
     simclr = lambda: build_model(_meta_args(model_name_or_path=str(simclr_dir)))  # noqa: E731
     encoder = simclr().eval()
     for k, sampler in samplers.items():
-        record("SimCLR + linear probe", k, [probe_accuracy(encoder, data, sampler[i]) for i in range(args.episodes)])
         record(
+            table, "SimCLR + linear probe", k, [probe_accuracy(encoder, data, sampler[i]) for i in range(args.episodes)]
+        )
+        record(
+            table,
             "SimCLR + fine-tune",
             k,
             [train_from(simclr, data, sampler[i], args.adapt_steps, 1e-3) for i in range(args.episodes)],
         )
+    return simclr_dir
 
+
+def meta_trained_rows(args, simclr_dir: Path, table: dict, timings: dict) -> None:
+    """MAML, FOMAML, ANIL, ProtoNet and SimCLR + ANIL, each meta-trained with the shots it is tested with."""
     for name, extra in [
         ("MAML", {"algorithm": "maml"}),
         ("FOMAML", {"algorithm": "fomaml"}),
@@ -188,40 +202,56 @@ def main():
             table.setdefault(name, {})[f"{k}-shot"] = row
             print(f"{name:<24} 5-way {k}-shot: {100 * row['accuracy']:5.1f} +- {100 * row['ci95']:.1f}", flush=True)
 
+
+def print_table(table: dict, args, test_classes) -> None:
     print(
         f"\nOmniglot, 5-way, {len(test_classes)} held-out characters, {args.episodes} episodes per cell, "
         f"mean +- 95% CI; meta-training {args.meta_steps} steps, SimCLR {args.simclr_steps} steps"
     )
-    print("| method | 1-shot (%) | 5-shot (%) |\n|---|---:|---:|")
+    print(markdown_row(["method", "1-shot (%)", "5-shot (%)"]) + "\n" + markdown_rule(1, 2))
     for name, row in table.items():
-        cells = [f"{100 * row[s]['accuracy']:.1f} ± {100 * row[s]['ci95']:.1f}" for s in ("1-shot", "5-shot")]
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+        cells = [plus_minus(row[s]["accuracy"], row[s]["ci95"], scale=100) for s in ("1-shot", "5-shot")]
+        print(markdown_row([name, *cells]))
+
+
+def main():
+    args = parse_args()
+    torch.manual_seed(0)
+
+    images = load_images(str(OMNIGLOT), image_size=28)
+    mean, std = channel_stats(images.pixels)
+    data = EpisodeData(images.pixels, images.labels, mean, std)
+    train_classes, _, test_classes = split_classes(len(images.label_names), (0.7, 0.15, 0.15), seed=0)
+    samplers = {k: EpisodeSampler(images.labels, test_classes, 5, k, 15, seed=2) for k in (1, 5)}
+    table: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    simclr_dir = per_episode_rows(args, images, train_classes, data, samplers, table, timings)
+    meta_trained_rows(args, simclr_dir, table, timings)
+
+    print_table(table, args, test_classes)
     name = "exp_meta_quick" if args.quick else "exp_meta"
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "table": table,
-                "seconds": timings,
-                "episodes": args.episodes,
-                "meta_steps": args.meta_steps,
-                "simclr_steps": args.simclr_steps,
-                "adapt_steps": args.adapt_steps,
-            },
-            indent=2,
-        )
-        + "\n"
+    save_json(
+        RESULTS / f"{name}.json",
+        {
+            "table": table,
+            "seconds": timings,
+            "episodes": args.episodes,
+            "meta_steps": args.meta_steps,
+            "simclr_steps": args.simclr_steps,
+            "adapt_steps": args.adapt_steps,
+        },
     )
-    plot(table, RESULTS / f"{name}.png")
-    print(f"wrote {RESULTS / (name + '.json')} and {name}.png")
+    if plot(table, RESULTS / f"{name}.png"):
+        print(f"wrote {RESULTS / (name + '.json')} and {name}.png")
+    else:
+        print(f"wrote {RESULTS / (name + '.json')}")
 
 
-def plot(table: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(table: dict, path: Path) -> bool:
+    """Accuracy per method, 1- and 5-shot bars with their 95% CI; False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
     names = list(table)
     fig, ax = plt.subplots(figsize=(9, 4))
     for offset, shots in ((-0.2, "1-shot"), (0.2, "5-shot")):
@@ -232,8 +262,8 @@ def plot(table: dict, path: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set(ylabel="5-way accuracy (%)", title="Omniglot, held-out characters")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, announce=False)
+    return True
 
 
 if __name__ == "__main__":

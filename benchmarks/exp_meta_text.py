@@ -25,15 +25,30 @@ with the 95% CI over episodes (1.96 s / sqrt(n)) of each seed beside it.
 Needs `python -m hfssl.reference fetch`. Writes benchmarks/results/exp_meta_text.json and exp_meta_text.png.
 """
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from real_models import pyplot, random_init_copy, reference, reset_accelerate
+from common import (
+    DATA,
+    OUTPUTS,
+    RESULTS,
+    add_quick,
+    add_report,
+    argument_parser,
+    load_json,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    reset_accelerate,
+    sample_std,
+    save_figure,
+    save_json,
+)
+from real_models import random_init_copy, reference
 
 import hfssl  # noqa: F401
 from hfssl.adapt.features import text_features
@@ -43,9 +58,7 @@ from hfssl.data.labelled import LabelledData, load_labelled
 from hfssl.meta.trainer import MetaArguments, mean_ci95, run_meta_training
 from hfssl.models.loading import load_pretrained, load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-TREC = ROOT.parent / "shared" / "data" / "trec" / "train.txt"
-RESULTS = ROOT / "benchmarks" / "results"
+TREC = DATA / "trec" / "train.txt"
 WAYS, QUERIES, TEST_SHOTS, TRAIN_SHOTS = 5, 10, (1, 5), 5
 MIN_EXAMPLES = max(TEST_SHOTS) + QUERIES
 
@@ -159,7 +172,7 @@ def summarise(per_seed: list[tuple[float, float]]) -> dict:
     means = [m for m, _ in per_seed]
     return {
         "mean": statistics.fmean(means),
-        "std": statistics.stdev(means) if len(means) > 1 else 0.0,
+        "std": sample_std(means),
         "per_seed": [{"accuracy": m, "ci95": ci} for m, ci in per_seed],
     }
 
@@ -170,16 +183,16 @@ def markdown_table(record: dict) -> str:
         f"{settings['ways']}-way episodes on {len(record['classes']['meta_test_classes'])} held-out TREC fine classes; "
         f"{settings['episodes']} episodes per setting and seed; seeds {settings['seeds']}; "
         "accuracy (%) mean ± std over seeds [95% CI over the episodes of each seed]\n",
-        "| method | init | 1-shot | 5-shot |",
-        "|---|---|---:|---:|",
+        markdown_row(["method", "init", "1-shot", "5-shot"]),
+        markdown_rule(2, 2),
     ]
     for row in record["rows"]:
         cells = []
         for k in TEST_SHOTS:
             cell = row[f"{WAYS}-way {k}-shot"]
             cis = "/".join(f"{100 * s['ci95']:.1f}" for s in cell["per_seed"])
-            cells.append(f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f} [±{cis}]")
-        lines.append(f"| {row['method']} | {row['init']} | " + " | ".join(cells) + " |")
+            cells.append(f"{plus_minus(cell['mean'], cell['std'], scale=100)} [±{cis}]")
+        lines.append(markdown_row([row["method"], row["init"], *cells]))
     return "\n".join(lines)
 
 
@@ -204,52 +217,35 @@ def plot(record: dict, path: Path) -> None:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(TEST_SHOTS))], [f"{WAYS}-way {k}-shot" for k in TEST_SHOTS])
     ax.set(ylabel="meta-test accuracy (%)", title="TREC fine classes held out from meta-training")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 10 meta-steps, 20 episodes.")
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
+    add_quick(parser, "1 seed, 10 meta-steps, 20 episodes.")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Meta-training seeds (default 0 1 2).")
     parser.add_argument("--meta_steps", type=int, default=60, help="Outer steps of each meta-training run.")
     parser.add_argument("--episodes", type=int, default=100, help="Meta-test episodes per shot setting and seed.")
     parser.add_argument("--test_classes", type=int, default=12, help="Fine classes held out for meta-testing.")
     parser.add_argument("--algorithms", nargs="+", default=["protonet", "anil"], choices=["protonet", "anil"])
-    parser.add_argument("--work_dir", type=Path, default=ROOT / "outputs" / "exp_meta_text")
-    parser.add_argument("--report", action="store_true", help="Print the saved table and exit.")
-    args = parser.parse_args()
-    name = "exp_meta_text_quick" if args.quick else "exp_meta_text"
-    out = RESULTS / f"{name}.json"
-    if args.report:
-        print(markdown_table(json.loads(out.read_text())))
-        return
-    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    if args.quick:
-        args.meta_steps, args.episodes = min(args.meta_steps, 10), min(args.episodes, 20)
-    minilm = reference("minilm")
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    *files, test, classes = class_split(args.work_dir, args.test_classes)
-    print(f"meta-test classes: {classes['meta_test_classes']}")
-    record = {
-        "settings": {"ways": WAYS, "queries": QUERIES, "train_shots": TRAIN_SHOTS, "seeds": args.seeds}
-        | {"meta_steps": args.meta_steps, "episodes": args.episodes},
-        "classes": classes,
-        "rows": [],
-    }
+    parser.add_argument("--work_dir", type=Path, default=OUTPUTS / "exp_meta_text")
+    add_report(parser, "Print the saved table and exit.")
+    return parser.parse_args(argv)
 
-    def save():
-        out.write_text(json.dumps(record, indent=2) + "\n")
 
+def add_frozen_rows(record: dict, save, test: LabelledData, minilm: Path, args) -> None:
+    """The probe and nearest-centroid rows on frozen MiniLM embeddings, each saved and printed."""
     for method, cells in frozen_rows(test, minilm, args.seeds, args.episodes).items():
         row = {"method": method, "init": "MiniLM"}
         row |= {f"{WAYS}-way {k}": summarise(per_seed) for k, per_seed in cells.items()}
         record["rows"].append(row)
         save()
         print(row["method"], {k: round(v["mean"], 3) for k, v in row.items() if isinstance(v, dict)}, flush=True)
+
+
+def add_meta_trained_rows(record: dict, save, files, minilm: Path, args) -> None:
+    """ProtoNet / ANIL meta-trained from MiniLM and from random init, a row each (saved, printed); the ProtoNet run
+    from MiniLM with seed args.seeds[0] is kept for the model card check."""
     from transformers import AutoModel
 
     inits = {
@@ -274,6 +270,36 @@ def main():
             print(
                 row["method"], init, {k: round(v["mean"], 3) for k, v in row.items() if isinstance(v, dict)}, flush=True
             )
+
+
+def main():
+    args = parse_args()
+    name = "exp_meta_text_quick" if args.quick else "exp_meta_text"
+    out = RESULTS / f"{name}.json"
+    if args.report:
+        print(markdown_table(load_json(out)))
+        return
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    if args.quick:
+        args.meta_steps, args.episodes = min(args.meta_steps, 10), min(args.episodes, 20)
+    minilm = reference("minilm")
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    *files, test, classes = class_split(args.work_dir, args.test_classes)
+    print(f"meta-test classes: {classes['meta_test_classes']}")
+    record = {
+        "settings": {"ways": WAYS, "queries": QUERIES, "train_shots": TRAIN_SHOTS, "seeds": args.seeds}
+        | {"meta_steps": args.meta_steps, "episodes": args.episodes},
+        "classes": classes,
+        "rows": [],
+    }
+
+    def save():
+        save_json(out, record)
+
+    add_frozen_rows(record, save, test, minilm, args)
+    add_meta_trained_rows(record, save, files, minilm, args)
     record["minutes"] = (time.perf_counter() - start) / 60
     save()
     print(markdown_table(record))

@@ -20,7 +20,6 @@ sentences, SST-2's dev size) is fixed and never seen in pretraining.
     python benchmarks/exp_mlm.py             # the default budgets, 5 and 6 minutes (about 1.2 hours)
 """
 
-import argparse
 import json
 import logging
 import random
@@ -30,7 +29,20 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from common import (
+    DATA,
+    add_quick,
+    argument_parser,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    reset_accelerate,
+    result_path,
+    sample_std,
+    save_figure,
+    save_json,
+)
 
 import hfssl  # noqa: F401
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
@@ -41,22 +53,14 @@ from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.loop import run_pretraining
 from hfssl.training.masked_lm import MaskedLMArguments
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 logger = logging.getLogger("exp_mlm")
 
 SHAPE = dict(vocab_size=2048, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256)
 BLOCK, BATCH = 128, 16
 
 
-def _reset():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def pretrain(args):
-    _reset()
+    reset_accelerate()
     return run_pretraining(args)
 
 
@@ -149,7 +153,7 @@ def _row(part, model, method, k, accuracies, **extra) -> dict:
         "method": method,
         "k": k or "all",
         "mean": statistics.mean(accuracies),
-        "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "std": sample_std(accuracies),
         "accuracies": accuracies,
         **extra,
     }
@@ -240,8 +244,7 @@ def part_b(work: Path, minutes: float, seeds, ks, train, held_out, sentences, sa
 # ---- output --------------------------------------------------------------------------------------------------------
 def markdown(rows: list[dict]) -> str:
     labels = list(dict.fromkeys(str(r["k"]) for r in rows))
-    lines = ["| model | init | method | " + " | ".join(f"K={k}" for k in labels) + " |"]
-    lines.append("|---|---|---|" + "---:|" * len(labels))
+    lines = [markdown_row(["model", "init", "method", *(f"K={k}" for k in labels)]), markdown_rule(3, len(labels))]
     keys = list(dict.fromkeys((r["model"], r.get("init", "pretrained"), r["method"]) for r in rows))
     for model, init, method in keys:
         cells = {
@@ -249,19 +252,14 @@ def markdown(rows: list[dict]) -> str:
             for r in rows
             if (r["model"], r.get("init", "pretrained"), r["method"]) == (model, init, method)
         }
-        text = [f"{100 * cells[k]['mean']:.1f} ± {100 * cells[k]['std']:.1f}" if k in cells else "" for k in labels]
-        lines.append(f"| {model} | {init} | {method} | " + " | ".join(text) + " |")
+        text = [plus_minus(cells[k]["mean"], cells[k]["std"], scale=100) if k in cells else "" for k in labels]
+        lines.append(markdown_row([model, init, method, *text]))
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     parts = [p for p in ("a", "b") if any(r["part"] == p for r in rows)]
     fig, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 4.5), squeeze=False)
@@ -286,14 +284,12 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("held-out SST-2 accuracy (%)")
         ax.set_title("(a) causal vs masked, equal CPU minutes" if part == "a" else "(b) MiniLM with and without TAPT")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 1-minute budgets, fewer K.")
+    parser = argument_parser(__doc__)
+    add_quick(parser, "1 seed, 1-minute budgets, fewer K.")
     parser.add_argument("--parts", default="ab", help="Which parts to run: a, b or ab.")
     parser.add_argument("--minutes", type=float, default=5.0, help="(a) CPU minutes of pretraining per model.")
     parser.add_argument("--tapt_minutes", type=float, default=6.0, help="(b) CPU minutes of TAPT per seed.")
@@ -306,7 +302,7 @@ def main() -> None:
         args.minutes, args.tapt_minutes, args.seeds = min(args.minutes, 1.0), min(args.tapt_minutes, 1.0), 1
     seeds = list(range(args.seeds))
     ks_a, ks_b = ([32, None], [8, 32]) if args.quick else ([32, 128, None], [8, 32, 128])
-    output = args.output or RESULTS / ("exp_mlm_quick.json" if args.quick else "exp_mlm.json")
+    output = args.output or result_path("exp_mlm", "quick" if args.quick else "")
     work_root = args.work_dir or Path(tempfile.mkdtemp(prefix="exp_mlm-"))
     work_root.mkdir(parents=True, exist_ok=True)
     train, held_out, sentences = sst2_split(work_root)
@@ -315,7 +311,7 @@ def main() -> None:
     def save(rows, pretraining):
         record["rows"] = [r for r in record["rows"] if r["part"] != rows[0]["part"]] + rows
         record["pretraining"].update(pretraining)
-        output.write_text(json.dumps(record, indent=2))
+        save_json(output, record, end="")  # written without a final newline
 
     start = time.perf_counter()
     if "a" in args.parts:
