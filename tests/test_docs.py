@@ -20,7 +20,7 @@ _TEST_COUNT = re.compile(r"\b\d[\d,]*\s+tests\b")
 
 
 def _markdown_files() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+    return [README, ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _prose(text: str) -> str:
