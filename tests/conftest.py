@@ -209,3 +209,17 @@ def sentiment_file(tmp_path):
     path = tmp_path / "sentiment.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def empty_hfssl_cache(tmp_path, monkeypatch):
+    """An empty hfssl cache: no fetched reference models (a model store lists them too)."""
+    monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "hfssl-cache"))
+
+
+@pytest.fixture
+def models_root(tmp_path, tiny_tokenizer):
+    """A models root with a tiny saved GPT (`tests/serving/models_root.py`), for the serving and demo tests."""
+    from tests.serving.models_root import make_models_root
+
+    return make_models_root(tmp_path, tiny_tokenizer)

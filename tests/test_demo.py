@@ -18,7 +18,7 @@ from hfssl.models.helpers import cache_dir  # noqa: E402
 from hfssl.run.errors import StorageError  # noqa: E402
 from hfssl.serving import PRESET_NOTES, ModelStore, PromptForm, score_labels  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.serving.models_root import SENTIMENT_FORM, make_models_root  # noqa: E402
+from tests.serving.models_root import SENTIMENT_FORM  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("hfssl_demo_app", REPO / "demo" / "app.py")
 app = importlib.util.module_from_spec(spec)
@@ -30,14 +30,8 @@ REAL_SMOLLM2 = reference.reference_model_path("smollm2")
 
 
 @pytest.fixture(autouse=True)
-def _no_reference_models(tmp_path, monkeypatch):
-    """The page lists fetched reference models too: these tests run against an empty hfssl cache."""
-    monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "hfssl-cache"))
-
-
-@pytest.fixture
-def models_root(tmp_path, tiny_tokenizer):
-    return make_models_root(tmp_path, tiny_tokenizer)
+def _no_reference_models(empty_hfssl_cache):
+    """The page lists fetched reference models too: these tests see none (the SmolLM2 test restores the cache)."""
 
 
 def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision_tab(models_root, simclr_dir):
