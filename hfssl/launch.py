@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    os.execv(command[0], command)  # accelerate launch takes over this process
-    return 0  # not reached
+    os.execv(command[0], command)  # accelerate launch takes over this process: execv does not return (or raises)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def fetch_reference_models(keys: list[str] | None = None) -> dict[str, Path]:
     return folders
 
 
-def _print_paths(folders: dict[str, Path | None]) -> None:
+def _print_paths(folders: Mapping[str, Path | None]) -> None:
     for key, folder in folders.items():
         model = REFERENCE_MODELS[key]
         print(f"{model.folder}: {folder if folder else 'not fetched'} (on the Hub: {model.hub_id})")

@@ -34,19 +34,20 @@ def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
     return model
 
 
-def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList | nn.Sequential]:
     """The model's main stack of blocks: the longest ModuleList / Sequential of repeated modules."""
-    best = ("", None)
+    best_name, best = "", None
     for name, module in model.named_modules():
-        repeated = isinstance(module, (nn.ModuleList, nn.Sequential)) and len({type(m) for m in module}) == 1
-        if repeated and len(module) > 1 and (best[1] is None or len(module) > len(best[1])):
-            best = (name, module)
-    if best[1] is None:
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len({type(m) for m in module}) != 1:
+            continue
+        if len(module) > 1 and (best is None or len(module) > len(best)):
+            best_name, best = name, module
+    if best is None:
         raise InputError(
             f"Cannot find a stack of blocks in {type(model).__name__} for --method surgical; "
             "name module prefixes in --surgical_blocks instead."
         )
-    return best
+    return best_name, best
 
 
 def surgical_parameters(model: nn.Module, blocks: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import nn
@@ -45,6 +45,10 @@ from .classifier import Batcher, head_inputs, load_classifier, predict, surgical
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
 from .task import AdaptArguments, TaskData, load_task
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +118,9 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batch
         probe = fit_linear_probe(features, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
         with torch.no_grad():
             head.weight.copy_(probe.weight)
-            if head.bias is not None:
-                head.bias.copy_(probe.bias)
+            bias: torch.Tensor | None = head.bias  # None where the Linear was built with bias=False
+            if bias is not None:
+                bias.copy_(probe.bias)
             else:  # a bias-free head: keep the probe's weights; its bias is dropped (logged)
                 logger.warning("The head has no bias: LP-FT keeps the probe's weights only.")
     # modules the load initialised besides the head (a masked-LM encoder's pooler) are trained by every method
@@ -199,7 +204,7 @@ def _train(
 
 
 def _changed_parameters(model: nn.Module, snapshot: dict, lora: bool) -> list[str]:
-    base = model.get_base_model() if lora else model
+    base = cast("PeftModel", model).get_base_model() if lora else model
     return sorted(n for n, p in base.named_parameters() if n in snapshot and not torch.equal(p.detach(), snapshot[n]))
 
 
@@ -232,10 +237,11 @@ def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult:
         saved="adapter" if lora and not args.merge_lora else "model",
     )
     if lora and args.merge_lora:
-        model = model.merge_and_unload()
+        model = cast("PeftModel", model).merge_and_unload()
+    adapted = cast("PreTrainedModel | PeftModel", model)
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder)  # a peft model saves its adapter (and the head) only
+        adapted.save_pretrained(str(folder))  # a peft model saves its adapter (and the head) only
         batcher.companion.save_pretrained(folder)
         save_result(result, folder)
 

@@ -71,7 +71,7 @@ def fit_linear_probe(
             linear.bias.copy_(solution[-1])
     elif config.solver == "lbfgs":
         y = targets.long()
-        optimizer = torch.optim.LBFGS(
+        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
             linear.parameters(),
             max_iter=config.max_iter,
             line_search_fn="strong_wolfe",

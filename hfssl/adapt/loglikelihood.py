@@ -18,6 +18,7 @@ expanded over batches of the remaining suffixes (queries and label options), rig
 
 import inspect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from transformers.cache_utils import DynamicCache
 
 from ..models.helpers import cache_kwargs, context_window, output_cache
 from ..run.errors import InputError
+
+if TYPE_CHECKING:
+    from transformers.cache_utils import DynamicLayer
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -69,9 +73,10 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
 
 def _expand_cache(prefix_cache: DynamicCache, batch: int, config) -> DynamicCache:
     """A new cache holding the (1, nh, P, hs) prefix keys/values as (batch, nh, P, hs) views (the prefix untouched)."""
-    data = [
-        (layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1)) for layer in prefix_cache.layers
-    ]
+    data = []
+    for layer in cast("list[DynamicLayer]", prefix_cache.layers):  # filled by the prefix's forward pass
+        keys, values = cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values)
+        data.append((keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)))
     return DynamicCache(ddp_cache_data=data, config=config)
 
 
@@ -118,13 +123,14 @@ def _score_group(
     if prefix_len > 0:
         prefix = torch.tensor([inputs[0][:prefix_len]], device=device)
         prefix_cache = output_cache(model(input_ids=prefix, use_cache=True))
-    row_of, rows = {}, []  # unique rows and, per pair, which row it reads
+    row_of: dict[tuple[int, ...], int] = {}  # unique rows and, per pair, which row it reads
+    rows: list[list[int]] = []
     for sequence in inputs:
         key = tuple(sequence[prefix_len:-1])
         if key not in row_of:
             row_of[key] = len(rows)
             rows.append(list(key))
-    pairs_of_row = [[] for _ in rows]
+    pairs_of_row: list[list[int]] = [[] for _ in rows]
     for i, sequence in enumerate(inputs):
         pairs_of_row[row_of[tuple(sequence[prefix_len:-1])]].append(i)
     results: list[tuple[float, bool] | None] = [None] * len(pairs)

@@ -1,6 +1,7 @@
 """Classification metrics through `evaluate`, offline: the metric module ships inside hfssl."""
 
 from pathlib import Path
+from typing import TypedDict
 
 _SCRIPT = Path(__file__).resolve().parent / "metric_scripts" / "classification_metrics.py"
 
@@ -12,7 +13,12 @@ def classification_metric():
     return evaluate.load(str(_SCRIPT))
 
 
-def classification_scores(predictions, references) -> dict[str, float]:
+class ClassificationScores(TypedDict):
+    accuracy: float
+    macro_f1: float
+
+
+def classification_scores(predictions, references) -> ClassificationScores:
     return classification_metric().compute(
         predictions=[int(p) for p in predictions], references=[int(r) for r in references]
     )

@@ -9,6 +9,7 @@ The shots x seeds sweep of `scripts/prompt_eval.py` is `prompt_eval.py`.
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from ..run.errors import InputError
 from .calibration import CONTENT_FREE_INPUTS, contextual_calibration, label_probabilities
 from .loglikelihood import encode, loglikelihoods
 from .prompts import PromptTemplate, label_options
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +128,9 @@ class PromptClassifier:
         for i, demos in enumerate(demos_per_query):
             groups.setdefault(tuple(demos), []).append(i)
         fitted = []
-        for demos, members in groups.items():
+        for shared_demos, members in groups.items():
             texts = [queries[i] for i in members] + (list(CONTENT_FREE_INPUTS) if calibrate else [])
-            fitted.append((members, self.fit_context(list(demos), texts), texts))
+            fitted.append((members, self.fit_context(list(shared_demos), texts), texts))
         return fitted
 
     def score(self, queries: list[str], demos_per_query: list[list[str]], *, calibrate: bool = False) -> PromptScores:
@@ -184,7 +188,7 @@ class PromptClassifier:
                     if self.window is None
                     else min(max_new_tokens, self.window - batch["input_ids"].shape[1])
                 )
-                out = model.generate(
+                out = cast("GenerationMixin", model).generate(
                     **batch,
                     max_new_tokens=max(budget, 1),
                     do_sample=False,

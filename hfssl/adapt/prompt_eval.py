@@ -9,6 +9,7 @@ import logging
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -140,12 +141,12 @@ def queries_and_pool(
 
 def _score_draw(args, classifier: PromptClassifier, queries: LabelledData, demos: list[list[str]]) -> dict[str, float]:
     """The metrics of one demonstration draw."""
-    labels = queries.labels
+    labels, texts = queries.labels, cast(list[str], queries.inputs)  # prompting reads text data
     if args.mode == "generate":
-        _, predicted = classifier.generate(queries.inputs, demos, max_new_tokens=args.max_new_tokens)
-        predicted = torch.tensor(predicted)
+        _, answers = classifier.generate(texts, demos, max_new_tokens=args.max_new_tokens)
+        predicted = torch.tensor(answers)
         return {"accuracy": _accuracy(predicted, labels), "invalid_answers": (predicted < 0).double().mean().item()}
-    scores = classifier.score(queries.inputs, demos, calibrate=args.calibrate)
+    scores = classifier.score(texts, demos, calibrate=args.calibrate)
     word_lengths = torch.tensor([float(len(w)) for w in classifier.options], dtype=torch.float64)
     metrics = {
         "accuracy": _accuracy(scores.loglik.argmax(-1), labels),
@@ -179,11 +180,12 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         use_prefix_cache=not args.no_prefix_cache,
         chat_template=args.apply_chat_template,
     )
-    embeddings = (None, None)
+    pool_texts, query_texts = cast(list[str], pool.inputs), cast(list[str], queries.inputs)  # text data
+    embeddings: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     if args.strategy == "nearest":
         embeddings = (
-            text_features(model, tokenizer, pool.inputs, pooling="mean"),
-            text_features(model, tokenizer, queries.inputs, pooling="mean"),
+            text_features(model, tokenizer, pool_texts, pooling="mean"),
+            text_features(model, tokenizer, query_texts, pooling="mean"),
         )
     result = PromptEvalResult(
         model=args.model_name_or_path,
@@ -209,8 +211,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
                 query_embeddings=embeddings[1],
             )
             demos = [
-                classifier.demonstrations([pool.inputs[i] for i in idx], [pool_labels[i] for i in idx])
-                for idx in chosen
+                classifier.demonstrations([pool_texts[i] for i in idx], [pool_labels[i] for i in idx]) for idx in chosen
             ]
             for name, value in _score_draw(args, classifier, queries, demos).items():
                 runs.setdefault(name, []).append(value)

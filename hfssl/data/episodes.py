@@ -24,7 +24,7 @@ class Episode:
     classes: list[int]
 
 
-def split_classes(num_classes: int, fractions: tuple[float, float, float], seed: int) -> tuple[list[int], ...]:
+def split_classes(num_classes: int, fractions: tuple[float, ...], seed: int) -> tuple[list[int], list[int], list[int]]:
     """A seeded partition of class ids into (meta-train, meta-validation, meta-test) by the given fractions."""
     if abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise InputError(f"Class split fractions must be non-negative and sum to 1, got {fractions}.")

@@ -44,7 +44,11 @@ class LabelledData:
 
     def subset(self, indices) -> "LabelledData":
         indices = torch.as_tensor(indices, dtype=torch.long)
-        inputs = self.inputs[indices] if self.is_image else [self.inputs[i] for i in indices.tolist()]
+        inputs = (
+            self.inputs[indices]
+            if isinstance(self.inputs, torch.Tensor)
+            else [self.inputs[i] for i in indices.tolist()]
+        )
         return LabelledData(inputs, self.labels[indices], self.names, self.name)
 
     def merged_by_key(self, separator: str) -> "LabelledData":
@@ -100,7 +104,7 @@ def _labelled_text(spec, split, config_name, text_column: str, label_column: str
 
 def _labelled_images(spec, split, image_size: int, image_column: str, label_column: str) -> LabelledData:
     images = load_images(spec, image_size=image_size, split=split, image_column=image_column, label_column=label_column)
-    if images.labels is None:
+    if images.labels is None or images.label_names is None:  # both or neither
         raise InputError(f"{images.name} has no label column {label_column!r}: pass --label_column.")
     return LabelledData(images.pixels, images.labels, images.label_names, images.name)
 

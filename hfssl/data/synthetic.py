@@ -51,7 +51,8 @@ def key_value_documents(num_docs: int, seed: int) -> datasets.Dataset:
 def documents_for_chars(num_chars: int, seed: int) -> datasets.Dataset:
     """Enough documents to hold about `num_chars` characters (at least one)."""
     rng = random.Random(seed)
-    texts, total = [], 0
+    texts: list[str] = []
+    total = 0
     while total < num_chars or not texts:
         texts.append(key_value_document(rng))
         total += len(texts[-1]) + 1

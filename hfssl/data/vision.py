@@ -99,7 +99,7 @@ def _decode(value, image_size: int, where: str) -> np.ndarray:
             raise InputError(f"unsupported image value of type {type(value).__name__}")
         image = image.convert("RGB")  # grayscale, palette, RGBA, CMYK -> RGB
         if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise InputError(f"Corrupt or unreadable image {where}: {err}") from err
@@ -197,7 +197,7 @@ def load_images(
             ds = ds.cast_column(image_column, datasets.Image(decode=False))  # decode here, naming bad files
         arrays = []
         for i, value in enumerate(ds[image_column]):
-            where = value.get("path") if isinstance(value, dict) and value.get("path") else f"at row {i} of {name}"
+            where = value["path"] if isinstance(value, dict) and value.get("path") else f"at row {i} of {name}"
             arrays.append(_decode(value, image_size, where))
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
         cache.mkdir(parents=True, exist_ok=True)
@@ -223,6 +223,9 @@ def channel_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
 
 class Normalize(nn.Module):
     """uint8 (B, C, S, S) -> float (x / 255 - mean) / std."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, mean: list[float], std: list[float]):
         super().__init__()

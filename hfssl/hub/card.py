@@ -98,7 +98,7 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
     method = getattr(result, "method", None)
     eval_results = [*(result.eval_results() if result else []), *(prompt_eval.eval_results() if prompt_eval else [])]
     architecture = (config.get("architectures") or [None])[0]
-    datasets = [d for d in {args.get("dataset"), args.get("eval_dataset")} if hub_id(d) and "/" in d]
+    datasets = [d for d in {args.get("dataset"), args.get("eval_dataset")} if d and hub_id(d) and "/" in d]
     data = ModelCardData(
         library_name="peft" if adapter else "transformers",
         base_model=hub_id(base_model),

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
@@ -64,7 +65,7 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
     peft_config = PeftConfig.from_pretrained(str(model_dir))
     result = _run_result(model_dir)
     labels = getattr(result, "labels", None)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if labels:
         id2label = dict(enumerate(labels))
         kwargs = dict(num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
@@ -288,9 +289,9 @@ def push_after_training(hub: HubArguments, model_dir: str | Path) -> int:
     """
     if not hub.push_to_hub:
         return 0
-    try:
+    try:  # HubArguments requires a hub_model_id with --push_to_hub
         result = push_to_hub(
-            model_dir, hub.hub_model_id, private=hub.hub_private_repo, adapter_only=hub.hub_adapter_only
+            model_dir, cast(str, hub.hub_model_id), private=hub.hub_private_repo, adapter_only=hub.hub_adapter_only
         )
     except HubError as err:
         print(f"error: the model is saved in {model_dir}, but pushing it failed: {err}", file=sys.stderr)

@@ -26,6 +26,7 @@ import copy
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -34,6 +35,9 @@ from torch.nn import functional as F
 
 from ..models.helpers import classification_head, classification_head_name
 from ..run.errors import InputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ALGORITHMS = ("maml", "fomaml", "anil", "protonet")
 
@@ -95,7 +99,7 @@ def allow_second_order(model: nn.Module) -> None:
     """Second-order MAML differentiates the backward pass: switch fused SDPA attention (no double backward
     on CPU) to transformers' eager attention, the same function."""
     if getattr(getattr(model, "config", None), "_attn_implementation", None) not in (None, "eager"):
-        model.set_attn_implementation("eager")
+        cast("PreTrainedModel", model).set_attn_implementation("eager")  # a transformers model: it has a config
 
 
 def text_mask(model: nn.Module, x: torch.Tensor) -> dict:
@@ -123,7 +127,7 @@ def features(model: nn.Module, x: torch.Tensor, params: dict | None = None) -> t
 
     Heads that score every position and pool afterwards (transformers' GPT-2, Llama, ... sequence classifiers) see
     (B, T, F): phi is then the last real token's row (x holds right-padded token ids, as `TextEpisodeData` makes)."""
-    captured = {}
+    captured: dict[str, torch.Tensor] = {}
     head = classification_head(model)
     handle = head.register_forward_hook(lambda module, args, out: captured.setdefault("x", args[0]))
     try:

@@ -1,5 +1,7 @@
 """The labelled examples episodes are cut from: normalised images or padded token ids, and their labels."""
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -47,7 +49,9 @@ def load_episode_data(spec: str, image_size: int, model: nn.Module, tokenizer=No
     """
     if tokenizer is not None:
         data = load_labelled(spec)
-        return TextEpisodeData(data.inputs, data.labels, tokenizer, context_window(model)), len(data.names), None
+        texts = cast(list[str], data.inputs)  # load_labelled without an image_size loads texts
+        return TextEpisodeData(texts, data.labels, tokenizer, context_window(model)), len(data.names), None
     data = load_labelled(spec, image_size=image_size)
-    stats = stats or channel_stats(data.inputs)
-    return EpisodeData(data.inputs, data.labels, *stats), len(data.names), stats
+    pixels = cast(torch.Tensor, data.inputs)  # load_labelled with an image_size loads images
+    stats = stats or channel_stats(pixels)
+    return EpisodeData(pixels, data.labels, *stats), len(data.names), stats

@@ -16,6 +16,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    PreTrainedModel,
     ViTImageProcessor,
 )
 
@@ -58,9 +60,11 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def build_model(args: MetaArguments) -> nn.Module:
+def build_model(args: MetaArguments) -> PreTrainedModel:
     """An N-way classifier: a pretrained image encoder or text model with a fresh head, or a fresh small ResNet."""
-    ways = dict(id2label={i: f"way {i}" for i in range(args.ways)}, label2id={f"way {i}": i for i in range(args.ways)})
+    ways: dict[str, Any] = dict(
+        id2label={i: f"way {i}" for i in range(args.ways)}, label2id={f"way {i}": i for i in range(args.ways)}
+    )
     if args.model_name_or_path:
         config = load_config(args.source)
         auto = AutoModelForImageClassification if is_image_model(config) else AutoModelForSequenceClassification
@@ -131,6 +135,7 @@ class _Episodes:
 
 def _episodes(args: MetaArguments, model: nn.Module, tokenizer) -> _Episodes:
     data, num_classes, stats = load_episode_data(args.dataset, args.image_size, model, tokenizer)
+    test_classes: list[int] | None
     train_classes, val_classes, test_classes = split_classes(num_classes, tuple(args.class_split), args.seed)
     test_data = data
     if args.eval_dataset:
@@ -246,7 +251,7 @@ def run_meta_training(args: MetaArguments, callbacks=None) -> MetaResult:
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         else:
-            mean, std = episodes.stats
+            mean, std = cast(tuple, episodes.stats)  # images: their (mean, std)
             ViTImageProcessor(
                 size={"height": args.image_size, "width": args.image_size},
                 image_mean=mean,

@@ -8,6 +8,7 @@ name inside it, transformers' own spelling.
 
 import importlib.util
 from pathlib import Path
+from typing import cast
 
 from ..run.errors import InputError, MissingDependencyError
 from ..run.model_source import GGUF_SUFFIX, ModelSource, model_source
@@ -63,10 +64,12 @@ def load_gguf_tokenizer(source: ModelSource):
     """
     import gguf
     from transformers import PreTrainedTokenizerFast
-    from transformers.utils import cached_file
+    from transformers.utils.hub import cached_file
 
-    # a local file, or a Hub file cached now (from_pretrained reads it from the same cache)
-    fields = gguf.GGUFReader(cached_file(source.path, source.gguf_file)).fields
+    # a local file, or a Hub file cached now (from_pretrained reads it from the same cache); cached_file raises
+    # rather than return None for a missing one
+    path = cached_file(source.path, cast(str, source.gguf_file))  # a GGUF source names its file
+    fields = gguf.GGUFReader(cast(str, path)).fields
     vocabulary = len(fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in fields else None
     special = {}
     for name, key in _SPECIAL_TOKEN_KEYS.items():

@@ -8,11 +8,15 @@ before (hfssl's own model files accept both; transformers' models warn on the ol
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from torch import nn
 
 from ..run.errors import InputError
 from .gpt.modeling_gpt import CACHE_NAME
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 _HEAD_NAMES = ("score", "classifier", "classifier.out_proj", "classifier.dense_out", "head", "fc")
@@ -77,21 +81,22 @@ def ensure_pad_token(tokenizer, model: nn.Module | None = None):
             raise InputError(f"{type(tokenizer).__name__} has neither a pad token nor an end-of-text token to pad.")
         tokenizer.pad_token = tokenizer.eos_token
     if model is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+        cast("PretrainedConfig", model.config).pad_token_id = tokenizer.pad_token_id
     return tokenizer
 
 
 def classification_head(model: nn.Module) -> nn.Linear:
     """The final Linear layer that produces a classifier's logits (score / classifier / classifier.out_proj ...)."""
+    num_labels = cast("PretrainedConfig", model.config).num_labels
     for name in _HEAD_NAMES:
-        module = model
+        module: nn.Module | None = model
         for part in name.split("."):
             module = getattr(module, part, None)
-        if isinstance(module, nn.Linear) and module.out_features == model.config.num_labels:
+        if isinstance(module, nn.Linear) and module.out_features == num_labels:
             return module
     raise InputError(
         f"Cannot find the classification head of {type(model).__name__}: expected a Linear layer "
-        f"named score or classifier with {model.config.num_labels} outputs."
+        f"named score or classifier with {num_labels} outputs."
     )
 
 

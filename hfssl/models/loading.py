@@ -49,7 +49,7 @@ def as_source(model: "str | ModelSource", gguf_file: str | None = None) -> Model
     source = model if isinstance(model, ModelSource) else model_source(str(model), gguf_file)
     if source.path.startswith((".", "/", "~")) and not Path(source.path).expanduser().exists():
         raise MissingFileError(f"Could not load {source.path}: no such folder.")
-    if source.is_gguf:
+    if source.gguf_file is not None:  # source.is_gguf
         require_gguf_package()
         local = Path(source.path).expanduser() / source.gguf_file
         if local.is_file():

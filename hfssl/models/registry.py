@@ -8,6 +8,7 @@ Two mechanisms, both needed:
 """
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 from transformers import (
     AutoConfig,
@@ -17,6 +18,10 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
 )
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from .gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
 from .simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
@@ -28,7 +33,7 @@ LORA_DEFAULT_TARGET_MODULES = {
     SimCLRConfig.model_type: ["conv1", "conv2", "linear1", "linear2"],
 }
 
-_AUTO_CLASSES = [
+_AUTO_CLASSES: "list[tuple[type[PretrainedConfig], list[tuple[type[_BaseAutoModelClass], type[PreTrainedModel]]]]]" = [
     # (config class, [(Auto class, model class), ...])
     (
         GPTConfig,

@@ -15,13 +15,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 import yaml
 from transformers import HfArgumentParser
 
 from .errors import InputError, MissingFileError
 from .model_source import model_source
+
+if TYPE_CHECKING:
+    from transformers.hf_argparser import DataClassType
 
 T = TypeVar("T")
 
@@ -72,6 +75,8 @@ class ModelSourceArguments:
             "repository). A path ending in .gguf as --model_name_or_path works too. Needs hfssl[gguf]."
         },
     )
+    if TYPE_CHECKING:  # each class this is mixed into declares it, with its own default and help
+        model_name_or_path: str | None
 
     @property
     def source(self):
@@ -210,7 +215,7 @@ def parse_cli(cls: type[T], argv: list[str] | None = None) -> T:
     The dataclass's `__post_init__` checks the result, so what comes back is a valid configuration.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(cls)
+    parser = HfArgumentParser(cast("DataClassType", cls))
     parser.add_argument("--config", default=None, help="YAML recipe whose keys are any of these flags' names.")
     recipe = read_recipe(argv)
     check_recipe(recipe, cls, flag_value(argv, "--config") or "")

@@ -42,7 +42,9 @@ class RunResult:
 
     kind: ClassVar[str] = "run"
     args: dict = field(default_factory=dict)
-    legacy: ClassVar[bool] = False  # set on results read from files written before results were typed
+    # not a field (no annotation), an instance attribute: True on results read from files written before results were
+    # typed (result_from_dict sets it)
+    legacy = False
 
     @property
     def dataset(self) -> str | None:

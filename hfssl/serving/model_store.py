@@ -85,7 +85,7 @@ class ModelStore:
         return folders
 
     # ---- resolution --------------------------------------------------------------------------------------------
-    def resolve(self, name: str) -> str:
+    def resolve(self, name: str | None) -> str:
         """The real path of a model folder inside the root, or an allowed Hub id; anything else is refused."""
         name = (name or "").strip()
         if not name:
@@ -115,7 +115,7 @@ class ModelStore:
         return str(path)
 
     # ---- loading -----------------------------------------------------------------------------------------------
-    def causal_lm(self, name: str):
+    def causal_lm(self, name: str | None):
         """(model in eval mode, tokenizer) of a causal LM, loaded once while it stays among the cached."""
 
         def load():
@@ -129,7 +129,7 @@ class ModelStore:
         except (OSError, ValueError) as err:
             raise StorageError(f"Could not load {name!r} as a causal LM: {self.hide_paths(str(err))}") from None
 
-    def encoder(self, name: str):
+    def encoder(self, name: str | None):
         """(model in eval mode, image processor, whether it has a trained classification head) of an image model."""
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 

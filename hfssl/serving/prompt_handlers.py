@@ -3,8 +3,9 @@ contextually calibrated, with the same `PromptClassifier` as scripts/prompt_eval
 the exact prompt and its token count."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from ..adapt.prompt_classifier import PromptClassifier, stop_token_ids
 from ..models.helpers import context_window
@@ -75,6 +76,7 @@ def score_labels(store: ModelStore, form: PromptForm):
     prompt, tokens = prompt_info(prepared)
     classifier = prepared.classifier
     scores = classifier.score([prepared.query], [prepared.demonstrations], calibrate=True)
+    assert scores.calibrated is not None  # calibrate=True fills it
     kinds = ["raw"] * len(classifier.options) + ["calibrated"] * len(classifier.options)
     table = pd.DataFrame(
         {
@@ -111,7 +113,7 @@ def generate(store: ModelStore, form: PromptForm) -> Iterator[str]:
     )
     if sampling:
         kwargs["temperature"] = float(form.temperature)
-    thread = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+    thread = threading.Thread(target=cast(Callable[..., object], model.generate), kwargs=kwargs, daemon=True)
     thread.start()
     text = ""
     for piece in streamer:

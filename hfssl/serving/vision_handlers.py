@@ -30,16 +30,17 @@ def neighbours(store: ModelStore, encoder_name: str, image, reference: str = BUI
     size = model.config.image_size
     normalize = Normalize(list(processor.image_mean), list(processor.image_std))
     bank = load_images(reference, image_size=size)
-    query = Image.fromarray(np.asarray(image)).convert("RGB").resize((size, size))
-    query = torch.from_numpy(np.array(query)).permute(2, 0, 1)[None].contiguous()
+    query_image = Image.fromarray(np.asarray(image)).convert("RGB").resize((size, size))
+    query = torch.from_numpy(np.array(query_image)).permute(2, 0, 1)[None].contiguous()  # (1, 3, S, S) uint8
     feats = image_features(model, torch.cat([query, bank.pixels[:MAX_REFERENCE_IMAGES]]), normalize)
     feats = torch.nn.functional.normalize(feats, dim=1)
     similarity = feats[1:] @ feats[0]
     top = similarity.topk(min(int(k), len(similarity)))
+    names, labels = bank.label_names, bank.labels
     gallery = [
         (
             bank.pixels[i].permute(1, 2, 0).numpy(),
-            f"{bank.label_names[int(bank.labels[i])] if bank.label_names else ''} (cos {s:.3f})",
+            f"{names[int(labels[i])] if names and labels is not None else ''} (cos {s:.3f})",
         )
         for s, i in zip(top.values.tolist(), top.indices.tolist())
     ]

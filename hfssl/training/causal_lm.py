@@ -11,6 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import datasets
 import torch
@@ -37,6 +38,9 @@ from .text_corpus import (
     run_tokenizer,
     training_and_held_out_documents,
 )
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +152,8 @@ class CausalLMObjective(Objective):
 
     def __init__(self, args: CausalLMArguments):
         super().__init__(args)
-        self.tokenizer, self.sample_prompt = None, ""
+        self.tokenizer: Any = None  # set by setup()
+        self.sample_prompt = ""
 
     # ---- setup -------------------------------------------------------------------------------------
     @staticmethod
@@ -287,7 +292,7 @@ class CausalLMObjective(Objective):
         torch.manual_seed(t.seed)
         context = context_window(model) or 1024
         input_ids = input_ids[:, -(context - 1) :]  # keep room for at least one new token
-        output = model.generate(
+        output = cast("GenerationMixin", model).generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=min(t.sample_max_new_tokens, context - input_ids.shape[1]),

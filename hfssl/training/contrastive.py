@@ -11,6 +11,7 @@ statistics are per micro-batch), for one micro-batch's activation memory and one
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from accelerate import Accelerator
@@ -126,7 +127,8 @@ class ContrastiveObjective(Objective):
 
     def __init__(self, args: ContrastiveArguments):
         super().__init__(args)
-        self.augment = self.normalize = None
+        self.augment: SimCLRAugmentation | None = None  # both set by setup()
+        self.normalize: Normalize | None = None
         self.memory_format = torch.contiguous_format
         self.bank: ImageData | None = None
         self.bank_loader = None
@@ -195,7 +197,8 @@ class ContrastiveObjective(Objective):
             )
         model = self._model(train.label_names)
         # convolutions run ~1.2-1.35x faster in channels-last layout on our CPUs (measured with ResNet-18)
-        self.memory_format = torch.channels_last if model.config.backbone == "resnet" else torch.contiguous_format
+        backbone = cast(SimCLRConfig, model.config).backbone
+        self.memory_format = torch.channels_last if backbone == "resnet" else torch.contiguous_format
         model = model.to(memory_format=self.memory_format)
         eval_dataset = ImageTensorDataset(held_out) if held_out is not None else None
         return PretrainingSetup(model, ImageTensorDataset(train), eval_dataset, _collate_images, companions=[processor])
@@ -203,6 +206,7 @@ class ContrastiveObjective(Objective):
     # ---- steps -------------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pixels = batch["pixel_values"]
+        assert self.augment is not None, "setup() runs first"
         view_1, view_2 = (
             self.augment(pixels).contiguous(memory_format=self.memory_format)  # per-image randomness
             for _ in range(2)
@@ -212,6 +216,7 @@ class ContrastiveObjective(Objective):
     def accumulated_step(self, model: nn.Module, batches: list[dict], accelerator: Accelerator) -> torch.Tensor:
         """With --gradient_accumulation_steps k: NT-Xent over all k micro-batches (and every process) by gradient
         cache (`hfssl.training.gradient_cache`); the parameters' gradients are those of one batch of k x B."""
+        assert self.augment is not None, "setup() runs first"
         views = [
             tuple(self.augment(b["pixel_values"]).contiguous(memory_format=self.memory_format) for _ in range(2))
             for b in batches
@@ -237,6 +242,7 @@ class ContrastiveObjective(Objective):
     @torch.no_grad()
     def _features(self, model: nn.Module, loader, accelerator: Accelerator) -> tuple[torch.Tensor, torch.Tensor]:
         feats, labels = [], []
+        assert self.normalize is not None, "setup() runs first"
         for batch in loader:
             x = self.normalize(batch["pixel_values"]).contiguous(memory_format=self.memory_format)
             h = model(pixel_values=x).embeddings
@@ -252,6 +258,7 @@ class ContrastiveObjective(Objective):
         bank, bank_labels = self._features(model, self.bank_loader, accelerator)
         queries, query_labels = self._features(model, eval_loader, accelerator)
         model.train()
+        assert self.bank is not None and self.bank.label_names is not None, "evaluated only with a labelled bank"
         num_classes = len(self.bank.label_names)
         return {
             f"knn_top1_k{k}": knn_accuracy(
@@ -261,8 +268,9 @@ class ContrastiveObjective(Objective):
         }
 
     def finish(self, model: nn.Module, output_dir: Path, accelerator: Accelerator) -> str:
-        h = model.config.hidden_size
+        config = cast(SimCLRConfig, model.config)
+        h = config.hidden_size
         return (
-            f"SimCLR encoder ({model.config.backbone}, {h}-d features) saved with its image processor. Load it "
+            f"SimCLR encoder ({config.backbone}, {h}-d features) saved with its image processor. Load it "
             "with AutoModel / AutoModelForImageClassification or pipeline('image-feature-extraction')."
         )

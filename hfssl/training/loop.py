@@ -12,7 +12,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sized
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from accelerate import Accelerator
@@ -39,6 +41,9 @@ from .checkpointing import load_checkpoint, save_checkpoint
 from .launch_checks import check_process_group, check_sharding_request, check_wrap_policy
 from .objectives import build_objective
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["NonFiniteLossError", "PretrainingLoop", "run_pretraining"]
@@ -62,7 +67,8 @@ class EpochShuffleSampler(Sampler[int]):
 
 def _optimizer(model: torch.nn.Module, args: PretrainArguments) -> torch.optim.Optimizer:
     """AdamW; matrices of Linear layers get weight decay, biases / norms / embeddings do not."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     embedding_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     for p in model.parameters():
         if not p.requires_grad:
@@ -183,7 +189,7 @@ class PretrainingLoop:
         self.setup = setup = self.objective.setup(accelerator, resuming=resume is not None)
         check_wrap_policy(setup.model)
         if args.gradient_checkpointing:  # transformers 5 renamed it; keep working with either name
-            model = setup.model
+            model = cast("PreTrainedModel", setup.model)
             (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
         optimizer = self._prepare_data_and_model(setup)
         self._schedule(optimizer)
@@ -226,8 +232,9 @@ class PretrainingLoop:
         args, accelerator = self.args, self.accelerator
         self.batches_per_epoch = len(self.train_loader)
         if self.batches_per_epoch == 0:
+            items = len(cast(Sized, self.setup.train_dataset))
             raise InputError(
-                f"The training set ({len(self.setup.train_dataset)} items) is smaller than one global batch "
+                f"The training set ({items} items) is smaller than one global batch "
                 f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes): lower the batch size."
             )
         steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
@@ -353,7 +360,8 @@ class PretrainingLoop:
             desc=f"pretrain ({self.args.objective})",
         )
         self.model.train()
-        micro_losses, items, window_start = [], 0, time.perf_counter()
+        micro_losses: list = []  # the losses (or, for a cached accumulation, the batches) of this optimizer step
+        items, window_start = 0, time.perf_counter()
         done = state.global_step >= self.max_steps
         while not done:
             warmup_pass = self._in_warmup()

@@ -19,8 +19,9 @@ GPUs, not for 128-token blocks on CPU. A custom class would buy nothing we could
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import datasets
 import torch
 from accelerate import Accelerator
 from torch import nn
@@ -42,6 +43,9 @@ from .text_corpus import (
     run_tokenizer,
     training_and_held_out_documents,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +98,8 @@ class MaskedLMObjective(Objective):
 
     def __init__(self, args: MaskedLMArguments):
         super().__init__(args)
-        self.tokenizer, self.pll_blocks = None, None
+        self.tokenizer: Any = None  # set by setup(), like the two below
+        self.pll_blocks: datasets.Dataset | None = None
         self.collator: MaskingCollator | None = None
 
     # ---- setup -------------------------------------------------------------------------------------
@@ -185,6 +190,7 @@ class MaskedLMObjective(Objective):
 
     # ---- end of run --------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
+        assert self.collator is not None, "setup() runs first"
         self.collator.set_epoch(epoch)  # new masks for each pass over the data
 
     def closing_metrics(self, model: nn.Module, accelerator: Accelerator) -> dict[str, float]:
@@ -208,7 +214,8 @@ class MaskedLMObjective(Objective):
         answer = tokenizer.convert_ids_to_tokens(int(window[at]))
         window[at] = tokenizer.mask_token_id
         model.eval()
-        logits = model(input_ids=window[None].to(model.device)).logits[0, at]
+        device = cast("PreTrainedModel", model).device  # a transformers masked LM
+        logits = model(input_ids=window[None].to(device)).logits[0, at]
         top = tokenizer.convert_ids_to_tokens(logits.topk(5).indices.tolist())
         return (
             f"Fill-mask on held-out text: {tokenizer.decode(window)}\n"

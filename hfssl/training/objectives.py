@@ -11,7 +11,7 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from accelerate import Accelerator
@@ -19,6 +19,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..run.errors import InputError
+
+if TYPE_CHECKING:
+    from .arguments import PretrainArguments
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class Objective(abc.ABC):
     """
 
     name: ClassVar[str]
-    arguments_class: ClassVar[type]
+    arguments_class: ClassVar[type["PretrainArguments"]]
     task: ClassVar[str]  # pipeline task of the saved model (text-generation, fill-mask, image-feature-extraction)
     # True: under gradient accumulation the loop hands `accumulated_step` each group's micro-batches together (one
     # loss over the whole group, e.g. a contrastive loss by gradient cache) instead of calling `training_loss` on each
@@ -113,7 +116,7 @@ OBJECTIVES: dict[str, str] = {
 }
 
 
-def objective_class(name: str) -> type:
+def objective_class(name: str) -> type[Objective]:
     """The objective class registered as `name`; ValueError listing the names for an unknown one."""
     if name not in OBJECTIVES:
         raise InputError(f"Unknown --objective {name!r}; available: {', '.join(sorted(OBJECTIVES))}.")

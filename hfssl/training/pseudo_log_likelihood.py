@@ -9,9 +9,13 @@ at the end of training on a small held-out sample only (`--pll_samples` blocks).
 """
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @torch.no_grad()
@@ -30,7 +34,8 @@ def pseudo_log_likelihood(
         copies = input_ids.repeat(len(chunk), 1)  # (n, T): copy i hides token chunk[i]
         rows = torch.arange(len(chunk))
         copies[rows, chunk] = mask_token_id
-        logits = model(input_ids=copies.to(model.device)).logits.float()  # (n, T, V)
+        device = cast("PreTrainedModel", model).device  # a transformers masked LM
+        logits = model(input_ids=copies.to(device)).logits.float()  # (n, T, V)
         log_probs = logits[rows, chunk.to(logits.device)].log_softmax(dim=-1)  # (n, V)
         total += log_probs[rows, input_ids[chunk].to(logits.device)].sum().item()
     return total, len(positions)

@@ -7,6 +7,7 @@ tokenizer back (its token ids must not change). The final save writes it beside 
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 from accelerate import Accelerator
@@ -56,6 +57,9 @@ class TextModelShapeArguments:
     dropout: float = field(
         default=0.0, metadata={"help": "Dropout on embeddings, residuals and attention (0 is best for short runs)."}
     )
+    if TYPE_CHECKING:  # fields of the classes this is mixed with (TextCorpusArguments, ModelSourceArguments)
+        block_size: int
+        model_name_or_path: str | None
 
     def check_model_shape(self) -> None:
         require_positive(

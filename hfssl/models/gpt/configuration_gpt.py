@@ -78,7 +78,8 @@ class GPTConfig(PretrainedConfig):
         self.use_cache = use_cache
         # auto_map lets `from_pretrained(dir, trust_remote_code=True)` pick every head, not only the saved one.
         kwargs.setdefault("auto_map", dict(_AUTO_MAP))
-        super().__init__(
+        # transformers 5 wraps PreTrainedConfig.__init__ to take any keyword; its dataclass signature lacks these
+        super().__init__(  # type: ignore[call-arg]
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,

@@ -15,13 +15,13 @@ accepts either from its caller.
 import inspect
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -212,14 +212,14 @@ class GPTModel(GPTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Embedding) -> None:  # type: ignore[override]  # an Embedding only
         self.embed_tokens = value
 
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
@@ -262,19 +262,16 @@ class GPTModel(GPTPreTrainedModel):
             **{_MASK_CACHE_ARG: cache},
         )
         hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_hidden_states: tuple[torch.Tensor, ...] | None = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask=causal_mask, cache=cache, **kwargs)
-            if output_hidden_states:
+            if all_hidden_states is not None:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm(hidden_states)
-        if output_hidden_states:  # the last entry is the normalised output, as in GPT-2
+        if all_hidden_states is not None:  # the last entry is the normalised output, as in GPT-2
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            hidden_states=all_hidden_states,
-            **{CACHE_NAME: cache if use_cache else None},
-        )
+        cache_output: dict[str, Any] = {CACHE_NAME: cache if use_cache else None}
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden_states, **cache_output)
 
 
 class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
@@ -286,7 +283,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
-    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}  # type: ignore[dict-item]  # lists, as transformers' own
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
@@ -344,7 +341,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = GPTModel(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.score = nn.Linear(config.hidden_size, cast(int, config.num_labels))  # PreTrainedConfig sets it (default 2)
         self.post_init()
 
     def _last_token_index(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, T: int):

@@ -10,13 +10,14 @@ only when a two-view forward pass asks for it.
 """
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.utils.generic import ModelOutput
 
 from .configuration_simclr import SimCLRConfig
 
@@ -41,7 +42,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
@@ -120,7 +121,7 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, dims: list[int]):
         super().__init__()
-        layers = []
+        layers: list[nn.Module] = []
         for i, out_dim in enumerate(dims):
             last = i == len(dims) - 1
             layers.append(nn.Linear(in_dim, out_dim, bias=last))
@@ -139,7 +140,7 @@ class SimCLRPreTrainedModel(PreTrainedModel):
     base_model_prefix = "simclr"
     main_input_name = "pixel_values"
     _no_split_modules = ["ResNetStage", "TransformerEncoderLayer"]  # what FSDP wraps (shards) as one unit
-    input_modalities = ("image",)
+    input_modalities = ("image",)  # type: ignore[assignment]  # a tuple, as transformers' own models
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -221,7 +222,7 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.encoder = _backbone(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, cast(int, config.num_labels))  # PreTrainedConfig sets it
         self.post_init()
 
     def forward(
