@@ -71,10 +71,10 @@ def _dependency_errors() -> dict[type, str]:
 
 def error_message(err: BaseException) -> str | None:
     """The one-line message for an expected failure, or None for an unexpected one (a bug: keep its traceback)."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # ours (naming the last checkpoint) or any write's
+        return f"no space left on the device: {err.strerror or err}"
     if isinstance(err, HfsslError):
         return _one_line(str(err))
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return f"no space left on the device: {err.strerror or err}"
     if isinstance(err, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8"
     for kind, what in _dependency_errors().items():
