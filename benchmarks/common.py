@@ -35,6 +35,7 @@ VARIANTS = {
     "images": "the image half (CIFAR-10) of a script that also runs text",
     "text": "the text half (SST-2) of a script that also runs images",
     "smollm2": "on the reference SmolLM2-135M-Instruct (`--model`) instead of the script's own small model",
+    "4500steps": "the main command as it was before #27: 2,500 warm-up + 2,000 corpus steps (`--max_steps 4500`)",
 }
 
 

@@ -1,7 +1,8 @@
 """What does the main command's in-context warm-up buy, and what does it cost?
 
 Trains the README's main command (`scripts/pretrain.py` defaults: built-in docstrings, 2 x 128 GPT, BPE-1024,
-2,500 in-context warm-up steps, 2,000 corpus steps with 10% key -> value documents mixed in) for each seed,
+--max_steps 5,000 = 2,500 in-context warm-up steps + 2,500 corpus steps with 10% key -> value documents mixed in;
+until #27 it was 2,500 + 2,000, results/exp_icl_warmup_4500steps.json) for each seed,
 optionally with flags changed (`--variant NAME=FLAGS`), and measures on every model:
 
 - key -> value accuracy with k demonstrations on 100 held-out mappings (`exp_icl.evaluate_key_value`, 3

@@ -106,3 +106,23 @@ def test_the_cli_frame_gives_one_line_for_hfssl_errors_and_keeps_a_bugs_tracebac
     with pytest.raises(ValueError, match="shape mismatch"):
         run_cli(bug)
     assert error_message(KeyError("x")) is None and error_message(ValueError("x")) is None
+
+
+def test_the_environments_refusals_are_one_line_too():
+    import errno
+
+    denied = PermissionError(errno.EACCES, "Permission denied", "/models/out")
+    assert (
+        error_message(denied)
+        == "Permission denied: /models/out (check who may read or write it, or choose another path)"
+    )
+    assert error_message(OSError(errno.ENOSPC, "No space left on device")).startswith("no space left on the device")
+    assert error_message(OSError(errno.EIO, "I/O error")) is None  # not a refusal: a traceback
+
+
+def test_an_image_model_without_a_processor_is_named(tmp_path):
+    from hfssl.models.loading import load_image_processor
+    from hfssl.run.errors import StorageError
+
+    with pytest.raises(StorageError, match=f"image processor .*{tmp_path.name}"):
+        load_image_processor(str(tmp_path))

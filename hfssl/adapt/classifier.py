@@ -8,14 +8,13 @@ with a new head, so any compatible Hub model works as well as ours.
 import torch
 from torch import nn
 from transformers import (
-    AutoImageProcessor,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
 )
 
 from ..data.vision import Normalize
 from ..models.helpers import check_fits_context, classification_head, context_window, ensure_pad_token
-from ..models.loading import load_pretrained, load_tokenizer
+from ..models.loading import load_image_processor, load_pretrained, load_tokenizer
 from ..run.errors import InputError
 from .task import AdaptArguments, TaskData
 
@@ -78,7 +77,7 @@ class Batcher:
     def __init__(self, args: AdaptArguments, task: TaskData, model: nn.Module):
         self.task = task
         if task.is_image:
-            processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+            processor = load_image_processor(args.source)
             self.companion = processor
             self.normalize = Normalize(list(processor.image_mean), list(processor.image_std))
         else:

@@ -93,6 +93,8 @@ class FinetuneArguments(AdaptArguments):
         "per_device_eval_batch_size",
     }
 
+    ADDED_ARGUMENTS: ClassVar[dict] = {"max_grad_norm": 1.0}  # the clip fine-tuning had before the flag
+
     def __post_init__(self):
         super().__post_init__()
         require_choice(self, "method", METHODS)

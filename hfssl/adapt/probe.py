@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoImageProcessor, AutoModel
+from transformers import AutoModel
 
 from ..data.vision import Normalize
-from ..models.loading import load_config, load_pretrained, load_tokenizer
+from ..models.loading import load_config, load_image_processor, load_pretrained, load_tokenizer
 from ..run.arguments import require_choice, require_positive
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
@@ -84,7 +84,7 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
 def _feature_function(args: ProbeArguments, model: nn.Module, task):
     """(features(inputs) -> (N, F), the model's tokenizer or image processor)."""
     if task.is_image:
-        processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+        processor = load_image_processor(args.source)
         normalize = Normalize(list(processor.image_mean), list(processor.image_std))
         return lambda pixels: image_features(model, pixels, normalize, args.per_device_eval_batch_size), processor
     tokenizer = load_tokenizer(args.source)

@@ -26,6 +26,11 @@ def load_hub_dataset(spec: str, config_name: str | None = None, split: str = "tr
             f"Could not load Hub dataset {spec} (config {config_name!r}, split {split!r}): {err}. Check the name, "
             "the network (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and access rights; local paths must exist."
         ) from None
+    except ValueError as err:  # datasets' wording for an unknown split or config
+        raise InputError(
+            f"Hub dataset {spec} has no config {config_name!r} / split {split!r} ({str(err).splitlines()[0]}): check "
+            "--dataset_config_name and --dataset_split."
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         raise InputError(f"Hub dataset {spec} has splits {list(ds)}; pass one with --dataset_split.")
     return ds

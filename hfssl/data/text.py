@@ -95,7 +95,7 @@ def load_text_dataset(
         except ValueError as err:  # datasets' wording for files with no rows at all
             if "corresponds to no data" in str(err):
                 raise InputError(f"{name} contains no non-empty text.") from err
-            raise
+            raise InputError(f"{name} could not be read as {builder} data: {str(err).splitlines()[0]}") from None
         except datasets.exceptions.DatasetGenerationError as err:
             raise InputError(f"{name} could not be read as {builder} data: {err.__cause__ or err}") from None
     elif looks_like_path(spec, _BUILDERS):

@@ -62,7 +62,10 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
         AutoModelForSequenceClassification,
     )
 
-    peft_config = PeftConfig.from_pretrained(str(model_dir))
+    try:
+        peft_config = PeftConfig.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise HubError(f"{model_dir} holds no readable LoRA adapter (adapter_config.json): {err}") from None
     result = _run_result(model_dir)
     labels = getattr(result, "labels", None)
     kwargs: dict[str, Any] = {}
@@ -78,7 +81,11 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
 
         base = model_source(result.args["model_name_or_path"], result.args.get("gguf_file"))
     base = load_pretrained(auto, base, new_head=bool(labels), **kwargs)
-    PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload().save_pretrained(out)
+    try:
+        adapted = PeftModel.from_pretrained(base, str(model_dir))
+    except (OSError, ValueError, RuntimeError) as err:  # missing or truncated adapter weights, or another shape
+        raise HubError(f"Could not apply the LoRA adapter in {model_dir} to {base}: {err}") from None
+    adapted.merge_and_unload().save_pretrained(out)
 
 
 def _copy_model_files(model_dir: Path, out: Path, skip: set[str]) -> None:

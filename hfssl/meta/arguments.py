@@ -87,6 +87,8 @@ class MetaArguments(ModelSourceArguments, RunArguments):
         "task_threads",
     }
 
+    ADDED_ARGUMENTS: ClassVar[dict] = {"max_grad_norm": 0.0}  # meta-training did not clip before the flag
+
     def __post_init__(self):
         super().__post_init__()
         self.check_model_source()

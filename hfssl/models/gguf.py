@@ -1,9 +1,6 @@
-"""llama.cpp GGUF checkpoints: where a `--model_name_or_path` / `--gguf_file` pair points, loading through
-transformers' GGUF support (dequantised to float32), and converting a GGUF once into an ordinary safetensors folder
-(weights, tokenizer with its chat template, generation config) so that later loads take a second, not a minute.
-
-A GGUF is named either as a path ending in `.gguf`, or as a folder (or Hub repository) plus `gguf_file=` the file's
-name inside it, transformers' own spelling.
+"""llama.cpp GGUF checkpoints: checking a file, its tokenizer, and one-line errors for what transformers' GGUF support
+(dequantised to float32) cannot load. Where a `--model_name_or_path` / `--gguf_file` pair points is
+`hfssl.run.model_source`; converting a GGUF once into a safetensors folder is `hfssl.models.convert`.
 """
 
 import importlib.util

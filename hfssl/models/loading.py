@@ -186,6 +186,17 @@ def load_tokenizer(model: "str | ModelSource", gguf_file: str | None = None, tru
         raise _reading_error(source, "a tokenizer from", err) from None
 
 
+def load_image_processor(model: "str | ModelSource"):
+    """The image processor of a folder or Hub id; an error naming the source when it has none or cannot be read."""
+    from transformers import AutoImageProcessor
+
+    source = as_source(model)
+    try:
+        return AutoImageProcessor.from_pretrained(source.path)
+    except Exception as err:
+        raise _reading_error(source, "an image processor (preprocessor_config.json) from", err) from None
+
+
 def load_causal_lm(model: "str | ModelSource", trust_remote_code: bool = False, gguf_file: str | None = None):
     """(model, tokenizer) of a causal LM from a folder, Hub id or GGUF checkpoint."""
     source = as_source(model, gguf_file)

@@ -119,6 +119,9 @@ class RunArguments(HubArguments):
         }
     )
 
+    # arguments added after checkpoints were written, with the value those runs had (hfssl.run.resume)
+    ADDED_ARGUMENTS: ClassVar[dict] = {}
+
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the model, metrics and checkpoints go."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order, splits and sampling."})
     overwrite_output_dir: bool = field(

@@ -16,8 +16,9 @@ subclasses also derive from the builtin a caller would catch (`InputError` is a 
     ├── NonFiniteLossError (RuntimeError)    (hfssl.run.checkpoints) the loss became NaN or infinite
     └── HubError (RuntimeError)              (hfssl.hub.errors) a push that cannot go ahead or failed
 
-`error_message` turns these, and the few dependency errors listed in `_dependency_errors`, into one line; anything
-else is a bug and keeps its traceback (a `ValueError` from deep inside torch is not bad input).
+`error_message` turns these, the few dependency errors listed in `_dependency_errors`, and the environment's own
+refusals (a full disk, a path one may not read or write) into one line; anything else is a bug and keeps its traceback
+(a `ValueError` from deep inside torch is not bad input).
 """
 
 import errno
@@ -51,6 +52,9 @@ class NetworkError(HfsslError, ConnectionError):
     """A package registry or server that cannot be reached (the message says what to do offline)."""
 
 
+_PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}  # a folder one may not write, a read-only disk
+
+
 def _dependency_errors() -> dict[type, str]:
     """Errors of dependencies that mean bad input wherever they surface, with how to say so (message appended)."""
     kinds: dict[type, str] = {}
@@ -73,6 +77,9 @@ def error_message(err: BaseException) -> str | None:
     """The one-line message for an expected failure, or None for an unexpected one (a bug: keep its traceback)."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # ours (naming the last checkpoint) or any write's
         return f"no space left on the device: {err.strerror or err}"
+    if isinstance(err, OSError) and err.errno in _PERMISSION_ERRNOS:
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror or 'permission denied'}{where} (check who may read or write it, or choose another path)"
     if isinstance(err, HfsslError):
         return _one_line(str(err))
     if isinstance(err, UnicodeDecodeError):

@@ -28,13 +28,19 @@ def saved_arguments(checkpoint: Path) -> dict | None:
         raise InputError(f"Corrupt checkpoint arguments file {path}: {err}") from None
 
 
-def check_resume(checkpoint: Path, current: dict, safe: frozenset, global_step: int) -> list[str]:
+def check_resume(
+    checkpoint: Path, current: dict, safe: frozenset, global_step: int, added: dict | None = None
+) -> list[str]:
     """Refuse (ValueError naming every unsafe difference) or return the safe differences, which are logged.
 
     current: the new run's arguments (JSON values); safe: the names whose change keeps the run the same run;
-    global_step: where the checkpoint stands (a new --max_steps below it is refused).
+    global_step: where the checkpoint stands (a new --max_steps below it is refused); added: arguments introduced
+    after some checkpoints were written, with the value that reproduces what those runs did (a checkpoint without
+    the name is read as having it).
     """
     saved = saved_arguments(checkpoint)
+    if saved is not None:
+        saved = {**(added or {}), **saved}
     if saved is None:
         logger.warning(
             "%s records no arguments (written by an older hfssl): resuming without comparing them.", checkpoint

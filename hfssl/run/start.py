@@ -26,7 +26,11 @@ def prepare_run(args, inputs=(), *, recorded: dict | None = None, is_main: bool 
     if resume:
         checkpoint = resolve_checkpoint(resume, args.output_dir)
         check_resume(
-            checkpoint, recorded or args.to_dict(), args.RESUME_SAFE, read_trainer_state(checkpoint).global_step
+            checkpoint,
+            recorded or args.to_dict(),
+            args.RESUME_SAFE,
+            read_trainer_state(checkpoint).global_step,
+            added=args.ADDED_ARGUMENTS,
         )
         return checkpoint
     if args.overwrite_output_dir and is_main:

@@ -4,8 +4,8 @@ import json
 import os
 from pathlib import Path
 
-from ..models.gguf import GGUF_SUFFIX
 from ..models.helpers import is_image_model
+from ..run.model_source import GGUF_SUFFIX
 
 
 def read_config(config_file: Path) -> dict | None:

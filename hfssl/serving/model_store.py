@@ -5,10 +5,10 @@ import logging
 import os
 from pathlib import Path
 
-from ..models.gguf import GGUF_SUFFIX
 from ..models.loading import load_causal_lm, load_pretrained
 from ..reference import REFERENCE_MODELS, reference_model_path, reference_root
 from ..run.errors import InputError, StorageError
+from ..run.model_source import GGUF_SUFFIX
 from . import model_files
 from .lru_cache import LRUCache
 

@@ -45,9 +45,9 @@ EXAMPLES = {
     ),
 }
 
-# What each preset needs from a model, with what was measured (README: "Real models", "Learning check: does in-context
-# learning emerge here?" and "Demo"). SmolLM2 numbers: scripts/prompt_eval.py on 200 held-out queries, 3 draws of 4
-# demonstrations, mean over draws; raw / contextually calibrated.
+# What each preset needs from a model, with what was measured (docs/real-models.md, docs/prompting.md "Learning
+# check: does in-context learning emerge here?", docs/demo.md). SmolLM2 numbers: scripts/prompt_eval.py on 200
+# held-out queries, 3 draws of 4 demonstrations, mean over draws; raw / contextually calibrated.
 _HERE = (
     "Models pretrained here for minutes answer it at chance (SST-2 k-shot: 0.48-0.49): their raw bars show a "
     "label bias."

@@ -55,6 +55,15 @@ class PromptForm:
     def __post_init__(self):
         self.demonstrations = table_rows(self.demonstrations)
         self.chat = bool(self.chat)
+        # an API client may send anything: numbers are checked here, not deep inside generate()
+        try:
+            self.max_new_tokens = int(self.max_new_tokens)
+            self.temperature = float(self.temperature)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"max_new_tokens must be a whole number and temperature a number, got {self.max_new_tokens!r} and "
+                f"{self.temperature!r}."
+            ) from None
 
     @classmethod
     def field_names(cls, *, generation: bool = True) -> list[str]:

@@ -100,9 +100,9 @@ def generate(store: ModelStore, form: PromptForm) -> Iterator[str]:
     model, tokenizer = classifier.model, classifier.tokenizer
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     room = (classifier.window or 10**9) - inputs["input_ids"].shape[1]
-    new_tokens = max(1, min(int(form.max_new_tokens), MAX_NEW_TOKENS, room))
+    new_tokens = max(1, min(form.max_new_tokens, MAX_NEW_TOKENS, room))
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    sampling = float(form.temperature) > 0
+    sampling = form.temperature > 0
     kwargs = dict(
         **inputs,
         max_new_tokens=new_tokens,
@@ -112,7 +112,7 @@ def generate(store: ModelStore, form: PromptForm) -> Iterator[str]:
         eos_token_id=stop_token_ids(tokenizer),
     )
     if sampling:
-        kwargs["temperature"] = float(form.temperature)
+        kwargs["temperature"] = form.temperature
     thread = threading.Thread(target=cast(Callable[..., object], model.generate), kwargs=kwargs, daemon=True)
     thread.start()
     text = ""

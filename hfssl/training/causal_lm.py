@@ -45,10 +45,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SAMPLE_OPENING_WORDS = 3
-# the share of --max_steps a fresh causal LM spends on the in-context warm-up when neither --icl_warmup_steps nor
-# --icl_warmup_ratio is given: 2,500 of the main command's 5,000 steps (docs/pretraining-causal-lm.md, "does in-context
-# learning emerge here?"); a model loaded with --model_name_or_path gets none
-DEFAULT_ICL_WARMUP_RATIO = 0.5
+# in-context warm-up steps of a fresh causal LM when neither --icl_warmup_steps nor --icl_warmup_ratio is given, at most
+# half of --max_steps: 2,500 of the main command's 5,000 (docs/pretraining-causal-lm.md, "In-context warm-up"); a model
+# loaded with --model_name_or_path gets none
+DEFAULT_ICL_WARMUP_STEPS = 2500
 
 
 @dataclass(kw_only=True)
@@ -68,7 +68,7 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
         default=5000,
         metadata={
             "help": "Optimizer steps of the whole run, the in-context warm-up included (overrides --num_train_epochs "
-            "when > 0; with --max_steps 0 the warm-up comes before the epochs)."
+            "when > 0; with --max_steps 0 the warm-up's --icl_warmup_steps come before the epochs)."
         },
     )
     learning_rate: float = field(
@@ -82,17 +82,14 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
         default=None,
         metadata={
             "help": "The first N of --max_steps train on synthetic key -> value documents (hfssl.data.synthetic), so "
-            "the model learns to copy from its context (induction heads); the rest train on the corpus. Overrides "
-            "--icl_warmup_ratio; 0 turns the warm-up off."
+            "the model learns to copy from its context (induction heads); the rest train on the corpus. Default "
+            f"for a fresh model: {DEFAULT_ICL_WARMUP_STEPS}, at most half of --max_steps; 0 with --model_name_or_path "
+            "or to turn the warm-up off. Overrides --icl_warmup_ratio."
         },
     )
     icl_warmup_ratio: float | None = field(
         default=None,
-        metadata={
-            "help": "The in-context warm-up as a share of --max_steps (like --warmup_ratio). Default "
-            f"{DEFAULT_ICL_WARMUP_RATIO} for a fresh model (the main command: 2,500 of 5,000 steps), 0 with "
-            "--model_name_or_path."
-        },
+        metadata={"help": "The in-context warm-up as a share of --max_steps instead (like --warmup_ratio)."},
     )
     icl_warmup_block_size: int = field(
         default=64,
@@ -102,7 +99,7 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
         default=0.1,
         metadata={
             "help": "After a warm-up, this fraction of the corpus's characters is synthetic documents too: without "
-            "them the copying is forgotten (README, 'In-context warm-up')."
+            "them the copying is forgotten (docs/pretraining-causal-lm.md, 'In-context warm-up')."
         },
     )
     sample_prompt: str = field(
@@ -128,11 +125,19 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
             )
 
     def _resolve_icl_warmup(self) -> None:
-        """`icl_warmup_steps` from the ratio when it is not given; the warm-up must leave the corpus a step."""
+        """`icl_warmup_steps` when it is not given: the ratio's share of --max_steps, or the default count (at most
+        half of --max_steps, so a short run is half warm-up; a resumed run with more steps keeps its count). The
+        warm-up must leave the corpus a step."""
+        if self.icl_warmup_ratio is not None and self.icl_warmup_steps is None:
+            if self.max_steps == 0:
+                raise InputError(
+                    "--icl_warmup_ratio is a share of --max_steps, which is 0 (training by --num_train_epochs): give "
+                    "the warm-up as --icl_warmup_steps instead."
+                )
+            self.icl_warmup_steps = round(self.icl_warmup_ratio * self.max_steps)
         if self.icl_warmup_steps is None:
-            default_ratio = 0.0 if self.model_name_or_path else DEFAULT_ICL_WARMUP_RATIO
-            ratio = default_ratio if self.icl_warmup_ratio is None else self.icl_warmup_ratio
-            self.icl_warmup_steps = round(ratio * self.max_steps)
+            fresh = 0 if self.model_name_or_path else DEFAULT_ICL_WARMUP_STEPS
+            self.icl_warmup_steps = min(fresh, self.max_steps // 2) if self.max_steps > 0 else fresh
         if self.max_steps > 0 and self.icl_warmup_steps >= self.max_steps:
             raise InputError(
                 f"--icl_warmup_steps {self.icl_warmup_steps} leaves no step of --max_steps {self.max_steps} for the "

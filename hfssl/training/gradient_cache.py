@@ -12,7 +12,7 @@ contrast each item against its own micro-batch only. With k micro-batches x_1 ..
 
 Memory is that of one micro-batch plus the (N, D) embeddings; compute is one extra forward pass per micro-batch
 (in theory about 4/3 the step time of one big batch, whose backward costs ~2 forwards; measured 1.18-1.25x on CPU,
-README "Scaling out"). The forward of step 3 replays step 1's random draws (dropout): the global RNG state is saved
+docs/scaling-out.md). The forward of step 3 replays step 1's random draws (dropout): the global RNG state is saved
 before each micro-batch's first pass and restored before its second. BatchNorm normalises with per-micro-batch
 statistics in both passes (they are not the global batch's: with accumulation, BN sees B/k items), and its running
 statistics are updated once per micro-batch (step 1's updates are undone).

@@ -100,3 +100,9 @@ def test_a_preset_form_keeps_the_presets_examples_unchanged():
     form.demonstrations.append(["z", "zero"])
     assert form.query == "e" and form.preset == "key_value" and ["z", "zero"] not in preset("key_value").demonstrations
     assert EXAMPLES["key_value"][1] == "w"
+
+
+def test_a_form_refuses_numbers_that_are_not_numbers():
+    with pytest.raises(InputError, match="max_new_tokens must be a whole number"):
+        PromptForm(model="gpt", max_new_tokens="many")
+    assert PromptForm(model="gpt", max_new_tokens="7", temperature="0.5").max_new_tokens == 7

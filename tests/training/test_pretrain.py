@@ -318,17 +318,21 @@ def test_in_context_defaults_and_bad_settings():
         (["--icl_warmup_steps", "-1"], ">= 0"),
         (["--icl_warmup_ratio", "1.5"], "icl_warmup_ratio"),
         (["--max_steps", "6", "--icl_warmup_steps", "6"], "leaves no step of --max_steps 6 for the corpus"),
+        (["--max_steps", "0", "--num_train_epochs", "1", "--icl_warmup_ratio", "0.5"], "give the warm-up as"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_pretrain_args(flags)
 
 
 def test_max_steps_counts_the_whole_run_warm_up_included():
-    """--max_steps 6 on a fresh GPT is a 6-step run (it was 2,506: the warm-up came on top); the warm-up is a share
-    of it, or the count given."""
+    """--max_steps 6 on a fresh GPT is a 6-step run (it was 2,506: the warm-up came on top); the warm-up is part of
+    it: the default count (at most half), a share, or the count given."""
     from hfssl.training.arguments import parse_pretrain_args
 
-    assert parse_pretrain_args(["--max_steps", "6"]).icl_warmup_steps == 3
+    assert parse_pretrain_args(["--max_steps", "6"]).icl_warmup_steps == 3  # at most half the run by default
+    assert parse_pretrain_args(["--max_steps", "8000"]).icl_warmup_steps == 2500  # more steps: the same warm-up
+    epochs = parse_pretrain_args(["--max_steps", "0", "--num_train_epochs", "1"])
+    assert epochs.icl_warmup_steps == 2500  # by epochs: the warm-up comes before them
     assert parse_pretrain_args(["--max_steps", "10", "--icl_warmup_ratio", "0.2"]).icl_warmup_steps == 2
     assert (
         parse_pretrain_args(
