@@ -122,3 +122,18 @@ def test_counts_are_checked_where_the_arguments_are_built(flag):
 
     with pytest.raises(ValueError, match=f"{flag} must be > 0"):
         ProbeArguments(model_name_or_path="m", dataset="d", **{flag[2:]: -3})
+
+
+def test_a_checkpoint_from_before_a_new_argument_resumes_with_the_value_its_run_had(tmp_path):
+    """Fine-tuning clipped at 1.0 before --max_grad_norm existed: its checkpoints (no such key) resume at 1.0, and
+    are refused at another value; meta-training did not clip, so its old checkpoints resume at 0."""
+    from hfssl.adapt.finetune import FinetuneArguments
+    from hfssl.meta.arguments import MetaArguments
+    from hfssl.run.resume import check_resume
+
+    (tmp_path / "run_args.json").write_text(json.dumps({"seed": 42}))  # written before the flag
+    for cls, old in [(FinetuneArguments, 1.0), (MetaArguments, 0.0)]:
+        added = cls.ADDED_ARGUMENTS
+        assert check_resume(tmp_path, {"seed": 42, "max_grad_norm": old}, frozenset(), 0, added=added) == []
+        with pytest.raises(ValueError, match="--max_grad_norm was"):
+            check_resume(tmp_path, {"seed": 42, "max_grad_norm": old + 0.5}, frozenset(), 0, added=added)
