@@ -3,6 +3,11 @@
     python scripts/prompt_eval.py --model_name_or_path outputs/gpt-stdlib --dataset ../shared/data/sst2/train.txt \
         --shots 0,1,4,8 --num_seeds 3 --calibrate --output_file outputs/icl-sst2.json
 
+Chain-of-thought with self-consistency (demonstrations from a file with a `rationale` column):
+
+    python scripts/prompt_eval.py --model_name_or_path ... --dataset data.jsonl --shots 0,4 --chain_of_thought \
+        --num_samples 8 --temperature 0.7
+
 Queries come from --dataset; demonstrations from --demos_dataset (default: a disjoint part of --dataset).
 Prints a table (mean +- std over seeds); --help lists every flag.
 """

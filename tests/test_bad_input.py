@@ -348,6 +348,36 @@ CASES = [
         "missing from the verbalizer",
     ),
     Case("prompt-missing-model", "prompt_eval", _with(PROMPT, model_name_or_path="{root}/no_model"), "no such folder"),
+    Case(  # k = 1 needs worked demonstrations; sentiment.txt has no rationale column
+        "prompt-chain-of-thought-without-rationales",
+        "prompt_eval",
+        [*PROMPT, "--chain_of_thought"],
+        "--chain_of_thought needs demonstrations with a 'rationale' column: ",
+    ),
+    Case(
+        "prompt-self-consistency-greedy",
+        "prompt_eval",
+        _with([*PROMPT, "--chain_of_thought"], num_samples=3, temperature=0),
+        "self-consistency samples several chains: set --temperature > 0",
+    ),
+    Case(
+        "prompt-negative-temperature",
+        "prompt_eval",
+        _with([*PROMPT, "--chain_of_thought"], temperature=-1),
+        "--temperature must be >= 0",
+    ),
+    Case(
+        "prompt-chain-of-thought-calibrate",
+        "prompt_eval",
+        [*PROMPT, "--chain_of_thought", "--calibrate"],
+        "--chain_of_thought generates",
+    ),
+    Case(
+        "prompt-sampling-log-likelihoods",
+        "prompt_eval",
+        _with(PROMPT, num_samples=3, temperature=0.7),
+        "apply to generation: add --chain_of_thought or --mode generate",
+    ),
     # ---- meta-learning ----
     Case("meta-zero-meta-batch", "meta_train", _with(META, meta_batch_size=0), "--meta_batch_size must be > 0"),
     Case("meta-too-many-ways", "meta_train", _with(META, ways=9), "classes, but this split has only"),

@@ -293,3 +293,29 @@ def test_masked_lm_continues_pretraining_minilm_with_a_new_head(tmp_path, caplog
     assert not torch.equal(before, after)
     metrics = json.loads((out / "metrics.json").read_text())["final"]
     assert {"eval_masked_accuracy", "pseudo_perplexity"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_chain_of_thought_on_smollm2_ends_at_the_answer_sentence_and_parses(smollm2, tmp_path):
+    """Two worked demonstrations: SmolLM2 writes a chain that closes with "The answer is <label>.", generation stops
+    at the end of the example (a real tokenizer's stop strings), and the answer statement reads it."""
+    from hfssl.adapt.prompt_eval import PromptEvalArguments, run_prompt_eval
+
+    folder, _, _ = smollm2
+    reasons = {1: "The reviewer praises the film, which shows they liked it.", 0: "The reviewer complains about it."}
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y, "rationale": reasons[y]}) + "\n" for t, y in REVIEWS))
+    args = PromptEvalArguments(
+        model_name_or_path=str(folder),
+        dataset=str(data),
+        shots="2",
+        num_seeds=1,
+        chain_of_thought=True,
+        cot_max_new_tokens=40,
+    )
+    result = run_prompt_eval(args)
+    chains = [text for query in result.chains["2"] for text in query["chains"]]
+    assert chains and all("Review:" not in text and "\n\n" not in text for text in chains)
+    assert result.shots["2"]["parse_failures"]["mean"] <= 0.5
+    assert any(rule == "answer_statement" for query in result.chains["2"] for rule in query["rules"])
+    assert 0 < result.shots["2"]["tokens_per_query"]["mean"] <= 40

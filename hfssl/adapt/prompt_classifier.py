@@ -17,6 +17,7 @@ from torch import nn
 from ..models.helpers import context_window, ensure_pad_token
 from ..run.errors import InputError
 from .calibration import CONTENT_FREE_INPUTS, contextual_calibration, label_probabilities
+from .chain_of_thought import cut_chain
 from .loglikelihood import encode, loglikelihoods
 from .prompts import PromptTemplate, label_options
 
@@ -34,6 +35,21 @@ class PromptScores:
     probs: torch.Tensor
     calibrated: torch.Tensor | None
     num_demonstrations: list[int]  # demonstrations each query's prompt kept after fitting the context window
+
+
+@dataclass
+class Generations:
+    """texts[i][j]: the j-th continuation of prompt i (cut before a stop string); num_tokens[i][j]: the tokens the
+    model generated for it, up to where it stopped."""
+
+    texts: list[list[str]]
+    num_tokens: list[list[int]]
+
+
+def _length_before_padding(row: torch.Tensor, tokenizer) -> int:
+    """Tokens of a generated row before the padding that fills it once its sequence has finished."""
+    padding = (row == tokenizer.pad_token_id).flip(0).cumprod(0).sum().item()
+    return len(row) - int(padding)
 
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
@@ -158,14 +174,37 @@ class PromptClassifier:
         calibrated = contextual_calibration(probs, content_free) if content_free is not None else None
         return PromptScores(loglik, probs, calibrated, kept_counts)
 
-    @torch.no_grad()
     def generate(
         self, queries: list[str], demos_per_query: list[list[str]], *, max_new_tokens: int = 5
     ) -> tuple[list[str], list[int]]:
         """Greedy continuations and parsed predictions (label id, or -1 when no label word starts the answer)."""
-        fitted = self._grouped_contexts(queries, demos_per_query, calibrate=False)
+        texts = [row[0] for row in self.sample(queries, demos_per_query, max_new_tokens=max_new_tokens).texts]
+        return texts, [self.parse_answer(t) for t in texts]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        queries: list[str],
+        demos_per_query: list[list[str]],
+        *,
+        max_new_tokens: int,
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+        stop_strings: list[str] | tuple[str, ...] = (),
+    ) -> "Generations":
+        """`num_samples` continuations of every prompt, in left-padded batches of at most `batch_size` sequences.
+
+        temperature 0 decodes greedily (one continuation: num_samples must be 1); above 0 it samples from the
+        temperature-scaled distribution, untruncated (top_k 0, top_p 1), with the torch generator seeded by `seed`
+        and the caller's random state left as it was. Generation stops at the end-of-text or end-of-turn token, at
+        `max_new_tokens` (fewer where the context window ends first), or once a stop string is written; the texts
+        are cut before the first stop string.
+        """
+        if num_samples > 1 and temperature <= 0:
+            raise InputError("Several samples need a temperature > 0: greedy decoding gives one continuation.")
         contexts = [""] * len(queries)
-        for members, kept, _ in fitted:
+        for members, kept, _ in self._grouped_contexts(queries, demos_per_query, calibrate=False):
             for i in members:
                 contexts[i] = self.context(kept, queries[i])
         tokenizer, model = self.tokenizer, self.model
@@ -174,32 +213,54 @@ class PromptClassifier:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        texts = []
+        per_batch = max(1, self.batch_size // num_samples)  # prompts per batch: each brings num_samples sequences
+        texts: list[str] = []
+        counts: list[int] = []
         try:
-            for start in range(0, len(contexts), self.batch_size):
-                batch = tokenizer(
-                    contexts[start : start + self.batch_size],
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=False,  # as scoring encodes: the chat template brings its own
-                ).to(device)
-                budget = (
-                    max_new_tokens
-                    if self.window is None
-                    else min(max_new_tokens, self.window - batch["input_ids"].shape[1])
-                )
-                out = cast("GenerationMixin", model).generate(
-                    **batch,
-                    max_new_tokens=max(budget, 1),
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=stop_token_ids(tokenizer),
-                )
-                texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                for start in range(0, len(contexts), per_batch):
+                    batch_texts, batch_counts = self._generate_batch(
+                        contexts[start : start + per_batch], max_new_tokens, num_samples, temperature, stop_strings
+                    )
+                    texts += batch_texts
+                    counts += batch_counts
         finally:
             tokenizer.padding_side = side
             model.train(was_training)
-        return texts, [self.parse_answer(t) for t in texts]
+        rows = range(0, len(texts), num_samples)
+        return Generations([texts[i : i + num_samples] for i in rows], [counts[i : i + num_samples] for i in rows])
+
+    def _generate_batch(
+        self, contexts: list[str], max_new_tokens: int, num_samples: int, temperature: float, stop_strings
+    ) -> tuple[list[str], list[int]]:
+        """The decoded continuations of one batch (num_samples per context, in context order) and their lengths in
+        tokens (the padding after a finished sequence not counted)."""
+        tokenizer = self.tokenizer
+        batch = tokenizer(
+            contexts,
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,  # as scoring encodes: the chat template brings its own
+        ).to(next(self.model.parameters()).device)
+        prompt_length = batch["input_ids"].shape[1]
+        budget = max_new_tokens if self.window is None else min(max_new_tokens, self.window - prompt_length)
+        decoding: dict = {"do_sample": False}
+        if temperature > 0:
+            decoding = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if stop_strings:
+            decoding |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
+        out = cast("GenerationMixin", self.model).generate(
+            **batch,
+            max_new_tokens=max(budget, 1),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=stop_token_ids(tokenizer),
+            num_return_sequences=num_samples,
+            **decoding,
+        )
+        generated = out[:, prompt_length:]
+        texts = [cut_chain(t, stop_strings) for t in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        return texts, [_length_before_padding(row, tokenizer) for row in generated]
 
     def parse_answer(self, generated: str) -> int:
         """The label whose word the generated text starts with (case-insensitive, longest match); else the label
@@ -215,4 +276,4 @@ class PromptClassifier:
         return min(found)[2] if found else -1
 
 
-__all__ = ["PromptClassifier", "PromptScores", "stop_token_ids"]
+__all__ = ["Generations", "PromptClassifier", "PromptScores", "stop_token_ids"]

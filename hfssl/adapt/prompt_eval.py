@@ -3,6 +3,9 @@ every number of demonstrations k, over several demonstration draws.
 
 Queries and the demonstration pool are disjoint: `--demos_dataset`, or a fixed split of `--dataset` (seed 0) of which
 a fixed subset (seed 1) is queried, so every k and every demonstration seed is scored on the same queries.
+
+With --chain_of_thought the model writes a chain before its answer (`chain_of_thought.py` holds the prompt layout,
+the parse rule and the vote); --num_samples chains sampled at --temperature answer by majority vote.
 """
 
 import logging
@@ -16,12 +19,19 @@ import torch
 from ..data.labelled import LabelledData, load_labelled
 from ..data.splits import held_out_split
 from ..models.loading import load_causal_lm
-from ..run.arguments import ModelSourceArguments, require_choice, require_fraction, require_positive
+from ..run.arguments import (
+    ModelSourceArguments,
+    require_choice,
+    require_fraction,
+    require_non_negative,
+    require_positive,
+)
 from ..run.errors import InputError
 from ..run.results import PromptEvalResult, save_result
 from .calibration import expected_calibration_error
+from .chain_of_thought import chain_stop_strings, cot_demonstration, cot_template, majority_vote, parse_cot_answer
 from .features import text_features
-from .prompt_classifier import PromptClassifier
+from .prompt_classifier import Generations, PromptClassifier
 from .prompts import get_template, select_demonstrations
 
 logger = logging.getLogger(__name__)
@@ -43,7 +53,8 @@ class PromptEvalArguments(ModelSourceArguments):
     output_prefix: str | None = field(default=None, metadata={"help": "Override the text before each answer."})
     shots: str = field(default="0,1,4,8", metadata={"help": "Comma-separated numbers of demonstrations k."})
     seed: int = field(
-        default=42, metadata={"help": "First demonstration seed: draws use seed .. seed + num_seeds - 1."}
+        default=42,
+        metadata={"help": "First seed of demonstration draws and sampling: draws use seed .. seed + num_seeds - 1."},
     )
     num_seeds: int = field(default=3, metadata={"help": "Demonstration draws per k."})
     strategy: str = field(default="random", metadata={"help": "Demonstrations: random, balanced or nearest."})
@@ -62,6 +73,39 @@ class PromptEvalArguments(ModelSourceArguments):
         default=0.5, metadata={"help": "Part of --dataset used as the pool when no --demos_dataset."}
     )
     max_new_tokens: int = field(default=5, metadata={"help": "Generation mode: tokens to generate."})
+    chain_of_thought: bool = field(
+        default=False,
+        metadata={
+            "help": "Chain-of-thought: demonstrations show a rationale, then 'The answer is <label word>.'; the model "
+            "writes its reasoning and the answer is parsed from it (hfssl.adapt.chain_of_thought.parse_cot_answer). "
+            "Implies --mode generate. With --shots > 0 the demonstrations need a --rationale_column."
+        },
+    )
+    cot_trigger: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Text after the output prefix that starts every chain, e.g. "Let\'s think step by step." '
+            "(zero-shot chain-of-thought, Kojima et al. 2022, with --shots 0). Default: none; the demonstrations' "
+            "rationales lead."
+        },
+    )
+    rationale_column: str = field(
+        default="rationale", metadata={"help": "Chain-of-thought: the column of the demonstrations' reasoning."}
+    )
+    num_samples: int = field(
+        default=1,
+        metadata={
+            "help": "Sampled generations per query, answered by a majority vote of their parsed answers "
+            "(self-consistency, Wang et al. 2022). > 1 needs --temperature > 0."
+        },
+    )
+    temperature: float = field(
+        default=0.0,
+        metadata={"help": "Generation: 0 decodes greedily; > 0 samples at this temperature (no top-k/top-p cut)."},
+    )
+    cot_max_new_tokens: int = field(
+        default=128, metadata={"help": "Chain-of-thought: tokens a chain may take (the context window may cut it)."}
+    )
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
     no_prefix_cache: bool = field(
         default=False, metadata={"help": "Score every prompt in full (slower; same numbers)."}
@@ -79,6 +123,28 @@ class PromptEvalArguments(ModelSourceArguments):
         require_fraction(self, "demo_fraction", low_open=True)
         if self.verbalizer:
             parse_verbalizer(self.verbalizer)
+        self._check_generation()
+
+    def _check_generation(self) -> None:
+        """Chain-of-thought generates; sampling needs generation, and several samples need a temperature."""
+        require_positive(self, "num_samples", "cot_max_new_tokens")
+        require_non_negative(self, "temperature")
+        if self.chain_of_thought:
+            if self.calibrate:
+                raise InputError(
+                    "--calibrate rescores label log-likelihoods; --chain_of_thought generates: drop one of them."
+                )
+            self.mode = "generate"
+        elif self.cot_trigger:
+            raise InputError("--cot_trigger starts a chain of thought: add --chain_of_thought.")
+        if (self.num_samples > 1 or self.temperature > 0) and self.mode != "generate":
+            raise InputError(
+                "--num_samples and --temperature apply to generation: add --chain_of_thought or --mode generate."
+            )
+        if self.num_samples > 1 and self.temperature == 0:
+            raise InputError(
+                "self-consistency samples several chains: set --temperature > 0 (greedy decoding repeats one chain)."
+            )
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -120,7 +186,12 @@ def queries_and_pool(
     (a template's, e.g. ":" for TREC) classes are merged by the part of their names before it."""
 
     def load(spec):
-        data = load_labelled(spec, text_column=args.text_column, label_column=args.label_column)
+        data = load_labelled(
+            spec,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            rationale_column=args.rationale_column if args.chain_of_thought else None,
+        )
         return data.merged_by_key(label_key_separator) if label_key_separator else data
 
     queries = load(args.dataset)
@@ -136,16 +207,35 @@ def queries_and_pool(
         queries = queries.subset(sorted(subset.tolist()))
     if len(pool) == 0 and max(args.shot_counts) > 0:
         raise InputError("The demonstration pool is empty.")
+    _check_rationales(args, pool)
     return queries, pool
 
 
-def _score_draw(args, classifier: PromptClassifier, queries: LabelledData, demos: list[list[str]]) -> dict[str, float]:
-    """The metrics of one demonstration draw."""
+def _check_rationales(args: PromptEvalArguments, pool: LabelledData) -> None:
+    """Chain-of-thought demonstrations (k > 0) show their reasoning: every one needs a non-empty rationale."""
+    if not args.chain_of_thought or max(args.shot_counts) == 0:
+        return
+    column = args.rationale_column
+    if pool.rationales is None:
+        raise InputError(
+            f"--chain_of_thought needs demonstrations with a {column!r} column: {pool.name} has none (name it with "
+            '--rationale_column, or run zero-shot: --shots 0 --cot_trigger "Let\'s think step by step.").'
+        )
+    empty = sum(not r for r in pool.rationales)
+    if empty:
+        raise InputError(
+            f"--chain_of_thought needs a rationale for every demonstration: {empty} of the {len(pool)} drawn from "
+            f"{pool.name} have an empty {column!r}."
+        )
+
+
+def _score_draw(
+    args, classifier: PromptClassifier, queries: LabelledData, demos: list[list[str]], seed: int
+) -> tuple[dict[str, float], list[dict]]:
+    """The metrics of one demonstration draw, and (chain-of-thought) the chains of its first queries."""
     labels, texts = queries.labels, cast(list[str], queries.inputs)  # prompting reads text data
     if args.mode == "generate":
-        _, answers = classifier.generate(texts, demos, max_new_tokens=args.max_new_tokens)
-        predicted = torch.tensor(answers)
-        return {"accuracy": _accuracy(predicted, labels), "invalid_answers": (predicted < 0).double().mean().item()}
+        return _score_generated(args, classifier, queries, demos, seed)
     scores = classifier.score(texts, demos, calibrate=args.calibrate)
     word_lengths = torch.tensor([float(len(w)) for w in classifier.options], dtype=torch.float64)
     metrics = {
@@ -157,11 +247,111 @@ def _score_draw(args, classifier: PromptClassifier, queries: LabelledData, demos
         metrics["accuracy_calibrated"] = _accuracy(scores.calibrated.argmax(-1), labels)
         metrics["ece_calibrated"] = expected_calibration_error(scores.calibrated, labels)
     metrics["demonstrations_kept"] = statistics.fmean(scores.num_demonstrations)
-    return metrics
+    return metrics, []
+
+
+def _score_generated(
+    args, classifier: PromptClassifier, queries: LabelledData, demos: list[list[str]], seed: int
+) -> tuple[dict[str, float], list[dict]]:
+    """Generated answers: one per query, or the majority vote of --num_samples sampled ones. A chain of thought is
+    read by `parse_cot_answer`, a short answer by `PromptClassifier.parse_answer`; an answer naming no label is
+    counted (parse_failures / invalid_answers) and is wrong."""
+    cot = args.chain_of_thought
+    generations = classifier.sample(
+        cast(list[str], queries.inputs),
+        demos,
+        max_new_tokens=args.cot_max_new_tokens if cot else args.max_new_tokens,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        seed=seed,
+        stop_strings=(
+            chain_stop_strings(classifier.template, with_demonstrations=any(demos))
+            if cot and not args.apply_chat_template
+            else ()
+        ),
+    )
+    parsed = [
+        [parse_cot_answer(t, classifier.options) if cot else (classifier.parse_answer(t), "") for t in row]
+        for row in generations.texts
+    ]
+    answers = torch.tensor([[label for label, _ in row] for row in parsed])  # (N, num_samples)
+    votes = torch.tensor([majority_vote(row) for row in answers.tolist()])
+    metrics = {"accuracy": _accuracy(votes, queries.labels)}
+    if args.num_samples > 1:
+        metrics["accuracy_single"] = _accuracy(answers[:, 0], queries.labels)  # what the vote adds to one sample
+    metrics["parse_failures" if cot else "invalid_answers"] = (answers < 0).double().mean().item()
+    if not cot:
+        return metrics, []
+    metrics["tokens_per_query"] = statistics.fmean(sum(row) for row in generations.num_tokens)
+    return metrics, _chains(queries, generations, parsed, votes.tolist())
+
+
+CHAINS_KEPT = 20  # queries whose chains a result keeps, per k (of its first draw)
+
+
+def _chains(queries: LabelledData, generations: Generations, parsed, votes: list[int]) -> list[dict]:
+    """What the model wrote for the first CHAINS_KEPT queries, with the answers read from it, for reading."""
+
+    def name(label: int) -> str | None:
+        return queries.names[label] if label >= 0 else None
+
+    return [
+        {
+            "query": queries.inputs[i],
+            "gold": queries.names[int(queries.labels[i])],
+            "prediction": name(votes[i]),
+            "chains": generations.texts[i],
+            "answers": [name(label) for label, _ in parsed[i]],
+            "rules": [rule for _, rule in parsed[i]],
+            "num_tokens": generations.num_tokens[i],
+        }
+        for i in range(min(CHAINS_KEPT, len(queries)))
+    ]
+
+
+def _demonstrations(args, classifier: PromptClassifier, pool: LabelledData, chosen: list[list[int]]) -> list[list[str]]:
+    """The demonstration texts of each query: worked examples with their rationales under chain-of-thought."""
+    texts, labels = cast(list[str], pool.inputs), pool.labels.tolist()  # text data
+    if not args.chain_of_thought:
+        return [classifier.demonstrations([texts[i] for i in idx], [labels[i] for i in idx]) for idx in chosen]
+    rationales = cast(list[str], pool.rationales)  # checked by _check_rationales when k > 0
+    return [
+        [cot_demonstration(classifier.template, texts[i], rationales[i], classifier.options[labels[i]]) for i in idx]
+        for idx in chosen
+    ]
+
+
+def _evaluate_shots(
+    args, classifier: PromptClassifier, queries: LabelledData, pool: LabelledData, k: int, embeddings
+) -> tuple[dict[str, dict], list[dict]]:
+    """mean/std/runs of every metric at k demonstrations over the draws, and the chains of the first draw."""
+    # k = 0 (and "nearest", which is deterministic) has nothing to re-draw: one run stands for every seed, unless
+    # sampling makes each seed's generations differ
+    redraw = (k > 0 and args.strategy != "nearest") or args.temperature > 0
+    runs: dict[str, list[float]] = {}
+    chains: list[dict] = []
+    for seed in range(args.seed, args.seed + (args.num_seeds if redraw else 1)):
+        chosen = select_demonstrations(
+            pool.labels.tolist(),
+            k,
+            strategy=args.strategy,
+            seed=seed,
+            num_queries=len(queries),
+            pool_embeddings=embeddings[0],
+            query_embeddings=embeddings[1],
+        )
+        metrics, draw_chains = _score_draw(
+            args, classifier, queries, _demonstrations(args, classifier, pool, chosen), seed
+        )
+        chains = chains or draw_chains
+        for name, value in metrics.items():
+            runs.setdefault(name, []).append(value)
+    return {name: _summary(values) for name, values in runs.items()}, chains
 
 
 def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
-    """Accuracy (and ECE) for every k of --shots over --num_seeds demonstration draws; written to --output_file."""
+    """Accuracy (and ECE) for every k of --shots over --num_seeds demonstration draws; written to --output_file.
+    With --chain_of_thought the result also keeps the chains of the first queries (`result.chains[k]`)."""
     template = get_template(
         args.preset,
         instruction=args.instruction,
@@ -174,18 +364,17 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
     classifier = PromptClassifier(
         model,
         tokenizer,
-        template,
+        cot_template(template, args.cot_trigger) if args.chain_of_thought else template,
         queries.names,
         batch_size=args.per_device_eval_batch_size,
         use_prefix_cache=not args.no_prefix_cache,
         chat_template=args.apply_chat_template,
     )
-    pool_texts, query_texts = cast(list[str], pool.inputs), cast(list[str], queries.inputs)  # text data
     embeddings: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     if args.strategy == "nearest":
         embeddings = (
-            text_features(model, tokenizer, pool_texts, pooling="mean"),
-            text_features(model, tokenizer, query_texts, pooling="mean"),
+            text_features(model, tokenizer, cast(list[str], pool.inputs), pooling="mean"),
+            text_features(model, tokenizer, cast(list[str], queries.inputs), pooling="mean"),
         )
     result = PromptEvalResult(
         model=args.model_name_or_path,
@@ -195,27 +384,10 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         chance=1 / len(queries.names),
         args=args.to_dict(),
     )
-    pool_labels = pool.labels.tolist()
     for k in args.shot_counts:
-        # k = 0 (and "nearest", which is deterministic) has nothing to re-draw: one run stands for every seed
-        draws = args.num_seeds if k > 0 and args.strategy != "nearest" else 1
-        runs: dict[str, list[float]] = {}
-        for seed in range(args.seed, args.seed + draws):
-            chosen = select_demonstrations(
-                pool_labels,
-                k,
-                strategy=args.strategy,
-                seed=seed,
-                num_queries=len(queries),
-                pool_embeddings=embeddings[0],
-                query_embeddings=embeddings[1],
-            )
-            demos = [
-                classifier.demonstrations([pool_texts[i] for i in idx], [pool_labels[i] for i in idx]) for idx in chosen
-            ]
-            for name, value in _score_draw(args, classifier, queries, demos).items():
-                runs.setdefault(name, []).append(value)
-        result.shots[str(k)] = {name: _summary(values) for name, values in runs.items()}
+        result.shots[str(k)], chains = _evaluate_shots(args, classifier, queries, pool, k, embeddings)
+        if chains:
+            result.chains[str(k)] = chains
     if args.output_file:
         Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
         save_result(result, args.output_file)
@@ -226,22 +398,27 @@ def format_table(result: PromptEvalResult) -> str:
     """Markdown table: one row per k, mean +- std over seeds for every metric present."""
     columns = [
         "accuracy",
+        "accuracy_single",
         "accuracy_norm",
         "ece",
         "accuracy_calibrated",
         "ece_calibrated",
         "invalid_answers",
+        "parse_failures",
+        "tokens_per_query",
         "demonstrations_kept",
     ]
     present = [c for c in columns if any(c in row for row in result.shots.values())]
     lines = ["| k | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    digits = {c: 1 if c == "tokens_per_query" else 3 for c in present}  # tokens: a count, not a share
     for k, row in result.shots.items():
-        cells = [f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" if c in row else "" for c in present]
+        cells = [f"{row[c]['mean']:.{digits[c]}f} ± {row[c]['std']:.{digits[c]}f}" if c in row else "" for c in present]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     seeds = max(len(row[present[0]]["runs"]) for row in result.shots.values())
+    sampled = result.args.get("temperature", 0) > 0
     lines.append(
         f"\n{result.num_queries} queries, chance {result.chance:.3f}, up to {seeds} seeds "
-        "(k = 0 is deterministic: one run)."
+        + ("(each seed draws demonstrations and samples)." if sampled else "(k = 0 is deterministic: one run).")
     )
     return "\n".join(lines)
 

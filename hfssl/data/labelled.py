@@ -28,12 +28,14 @@ _TABLE_BUILDERS = {
 
 @dataclass
 class LabelledData:
-    """inputs: list of texts, or uint8 images (N, 3, S, S); labels: int64 (N,); names: the C class names."""
+    """inputs: list of texts, or uint8 images (N, 3, S, S); labels: int64 (N,); names: the C class names;
+    rationales: a worked reasoning per text (chain-of-thought demonstrations), when the source has that column."""
 
     inputs: list[str] | torch.Tensor
     labels: torch.Tensor
     names: list[str]
     name: str  # where the data came from, for messages
+    rationales: list[str] | None = None  # "" where a row has none
 
     @property
     def is_image(self) -> bool:
@@ -49,7 +51,8 @@ class LabelledData:
             if isinstance(self.inputs, torch.Tensor)
             else [self.inputs[i] for i in indices.tolist()]
         )
-        return LabelledData(inputs, self.labels[indices], self.names, self.name)
+        rationales = [self.rationales[i] for i in indices.tolist()] if self.rationales is not None else None
+        return LabelledData(inputs, self.labels[indices], self.names, self.name, rationales)
 
     def merged_by_key(self, separator: str) -> "LabelledData":
         """The classes merged by the part of their names before `separator`: TREC's 'DESC:manner' and 'DESC:def' are
@@ -57,7 +60,7 @@ class LabelledData:
         keys = [name.split(separator)[0] for name in self.names]
         names = sorted(set(keys))
         to_merged = torch.tensor([names.index(key) for key in keys], dtype=torch.long)
-        return LabelledData(self.inputs, to_merged[self.labels], names, self.name)
+        return LabelledData(self.inputs, to_merged[self.labels], names, self.name, self.rationales)
 
 
 def _label_space_text(path: Path) -> datasets.Dataset:
@@ -90,7 +93,9 @@ def _text_table(spec: str, split: str, config_name: str | None) -> tuple[dataset
     return load_hub_dataset(spec, config_name, split), f"Hub dataset {spec}"
 
 
-def _labelled_text(spec, split, config_name, text_column: str, label_column: str) -> LabelledData:
+def _labelled_text(
+    spec, split, config_name, text_column: str, label_column: str, rationale_column: str | None
+) -> LabelledData:
     ds, name = _text_table(spec, split, config_name)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in ds.column_names:
@@ -99,7 +104,12 @@ def _labelled_text(spec, split, config_name, text_column: str, label_column: str
         raise InputError(f"{name} is empty.")
     ids, names = label_ids(ds, label_column)
     texts = [str(t) for t in ds[text_column]]
-    return LabelledData(texts, torch.tensor(ids, dtype=torch.long), names, name)
+    rationales = (
+        ["" if r is None else str(r).strip() for r in ds[rationale_column]]
+        if rationale_column and rationale_column in ds.column_names
+        else None
+    )
+    return LabelledData(texts, torch.tensor(ids, dtype=torch.long), names, name, rationales)
 
 
 def _labelled_images(spec, split, image_size: int, image_column: str, label_column: str) -> LabelledData:
@@ -118,14 +128,18 @@ def load_labelled(
     text_column: str = "text",
     label_column: str = "label",
     image_column: str = "image",
+    rationale_column: str | None = None,
 ) -> LabelledData:
     """Labelled texts, or (with image_size) labelled images resized to image_size x image_size.
+
+    With `rationale_column`, texts carry that column's values as `rationales` when the source has it (else None:
+    whoever needs them says so).
 
     Raises FileNotFoundError for a missing local path or an unreachable Hub dataset, ValueError for a missing
     column, an empty set or a single class.
     """
     if image_size is None:
-        data = _labelled_text(spec, split, config_name, text_column, label_column)
+        data = _labelled_text(spec, split, config_name, text_column, label_column, rationale_column)
     else:
         data = _labelled_images(spec, split, image_size, image_column, label_column)
     present = sorted(set(data.labels.tolist()))

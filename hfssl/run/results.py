@@ -165,7 +165,11 @@ class MetaResult(RunResult):
 
 @dataclass(kw_only=True)
 class PromptEvalResult(RunResult):
-    """Zero-/few-shot accuracy per number of demonstrations k: shots[k][metric] = {"mean", "std", "runs"}."""
+    """Zero-/few-shot accuracy per number of demonstrations k: shots[k][metric] = {"mean", "std", "runs"}.
+
+    With chain-of-thought, chains[k] holds what the model wrote for the first queries of the first draw (query,
+    gold, prediction, chains, answers, rules, num_tokens); without it there is no `chains` key in the file.
+    """
 
     kind: ClassVar[str] = "prompt_eval"
     model: str = ""
@@ -174,6 +178,13 @@ class PromptEvalResult(RunResult):
     label_words: dict[str, str] = field(default_factory=dict)
     chance: float = 0.0
     shots: dict[str, dict[str, dict]] = field(default_factory=dict)
+    chains: dict[str, list[dict]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        payload = super().to_dict()
+        if not self.chains:
+            del payload["chains"]  # files of runs without chain-of-thought keep their layout
+        return payload
 
     def eval_results(self) -> list[EvalResult]:
         dataset = self.dataset or "prompts"
