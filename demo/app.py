@@ -36,13 +36,22 @@ from hfssl.serving import (
     generate,
     neighbours,
     preset,
+    reason,
     score_labels,
 )
-from hfssl.serving.prompt_form import DEFAULT_NEW_TOKENS
+from hfssl.serving.prompt_form import DEFAULT_COT_TRIGGER, DEFAULT_NEW_TOKENS
 from hfssl.serving.vision_handlers import BUILTIN_REFERENCE
 
 MAX_UPLOAD = "5mb"
 CONCURRENCY = 2
+REASON_NOTE = (
+    "**Reason (chain of thought)** asks the model to write its reasoning before its answer, in the layout of "
+    "`prompt_eval.py --chain_of_thought`: the trigger (blank: none) follows the output prefix in the query. The "
+    "demonstration rows have no rationale column, so each is shown as a plain worked example whose chain is only "
+    '"The answer is <label>." (after the trigger too). The chain is cut where the model starts another example and '
+    "its answer is read by prompt_eval's rule, shown apart below it. Raise *Max new tokens* for a longer chain. "
+    "Ticking **Chain of thought** makes **Generate** stream the same prompt's continuation, uncut."
+)
 
 
 # ---- errors in the page ---------------------------------------------------------------------------------------
@@ -128,9 +137,21 @@ def _model_and_template_fields(choices: list[str], default_model: str | None, al
     return form, info, note
 
 
+def _chain_of_thought_fields(form: dict) -> None:
+    """The chain-of-thought option, added to `form`: the checkbox, the trigger, and a note on the Reason button."""
+    with gr.Row():
+        form["chain_of_thought"] = gr.Checkbox(
+            value=False, label="Chain of thought (Generate writes Reason's prompt)", elem_id="chain-of-thought"
+        )
+        form["cot_trigger"] = gr.Textbox(
+            value=DEFAULT_COT_TRIGGER, label="Chain-of-thought trigger (optional)", elem_id="cot-trigger"
+        )
+    gr.Markdown(REASON_NOTE, elem_id="reason-note")
+
+
 def _prompt_fields(choices: list[str], default_model: str | None, allow_hub_models: bool):
     """Every input of the few-shot tab, keyed by its `PromptForm` field; the model info, the preset note, the
-    buttons."""
+    buttons (score, generate, reason)."""
     first = preset(FIRST_PRESET)
     form, info, note = _model_and_template_fields(choices, default_model, allow_hub_models, first)
     form["demonstrations"] = gr.Dataframe(
@@ -146,16 +167,19 @@ def _prompt_fields(choices: list[str], default_model: str | None, allow_hub_mode
     with gr.Row():
         score = gr.Button("Score labels", variant="primary", elem_id="score")
         generate_button = gr.Button("Generate", elem_id="generate")
+        reason_button = gr.Button("Reason (chain of thought)", elem_id="reason")
         form["max_new_tokens"] = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_NEW_TOKENS, step=1, label="Max new tokens")
         form["temperature"] = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0: greedy)")
         form["chat"] = gr.Checkbox(
             value=False, label="Chat template (instruct models: the prompt is one user turn)", elem_id="chat"
         )
-    return form, info, note, score, generate_button
+    _chain_of_thought_fields(form)
+    return form, info, note, (score, generate_button, reason_button)
 
 
 def _prompt_outputs():
-    """The few-shot tab's results: the chart and table of probabilities, the token count, the prompt, the text."""
+    """The few-shot tab's results: the chart and table of probabilities, the token count, the prompt, the text;
+    the chain of thought and, apart, the answer read from it."""
     chart = gr.BarPlot(
         x="bar", y="probability", color="kind", label="Label probabilities", elem_id="chart", y_lim=[0, 1], sort=None
     )
@@ -163,7 +187,9 @@ def _prompt_outputs():
     tokens = gr.Markdown(elem_id="tokens")
     prompt = gr.Textbox(label="Exact prompt", lines=8, elem_id="prompt")
     continuation = gr.Textbox(label="Generated continuation", elem_id="continuation")
-    return [chart, probabilities, prompt, tokens], continuation
+    chain = gr.Textbox(label="Chain of thought (cut where the model starts another example)", lines=4, elem_id="chain")
+    answer = gr.Markdown(elem_id="cot-answer")
+    return [chart, probabilities, prompt, tokens], continuation, [chain, answer]
 
 
 def _score_and_table(store: ModelStore, form: PromptForm):
@@ -180,8 +206,8 @@ def _preset_values(name: str) -> list:
 
 def _prompt_tab(store: ModelStore, choices: list[str], default_model: str | None, allow_hub_models: bool):
     """Lay out and wire the few-shot tab; returns the model picker and its description (filled on page load)."""
-    form, info, note, score, generate_button = _prompt_fields(choices, default_model, allow_hub_models)
-    score_outputs, continuation = _prompt_outputs()
+    form, info, note, (score, generate_button, reason_button) = _prompt_fields(choices, default_model, allow_hub_models)
+    score_outputs, continuation, reason_outputs = _prompt_outputs()
     filled = [form[name] for name in Preset.filled_fields()]
     form["preset"].change(_friendly(_preset_values, store), form["preset"], [*filled, note], api_name="preset")
     form["model"].change(_friendly(lambda name: describe(store, name), store), form["model"], info, api_name="describe")
@@ -198,6 +224,13 @@ def _prompt_tab(store: ModelStore, choices: list[str], default_model: str | None
         [form[name] for name in generating],
         continuation,
         api_name="generate",
+        concurrency_limit=CONCURRENCY,
+    )
+    reason_button.click(
+        _form_handler(reason, store, generating),
+        [form[name] for name in generating],
+        reason_outputs,
+        api_name="reason",
         concurrency_limit=CONCURRENCY,
     )
     return form["model"], info

@@ -6,7 +6,15 @@ search. Nothing here imports gradio; everything is testable without a browser.
 from .model_store import REFERENCE_PREFIX, ModelStore
 from .presets import EXAMPLES, FIRST_PRESET, PRESET_NOTES, Preset, preset
 from .prompt_form import PromptForm
-from .prompt_handlers import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, describe, generate, prompt_info, score_labels
+from .prompt_handlers import (
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_TOKENS,
+    describe,
+    generate,
+    prompt_info,
+    reason,
+    score_labels,
+)
 from .vision_handlers import neighbours
 
 __all__ = [
@@ -24,5 +32,6 @@ __all__ = [
     "neighbours",
     "preset",
     "prompt_info",
+    "reason",
     "score_labels",
 ]

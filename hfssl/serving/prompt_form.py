@@ -10,6 +10,7 @@ from ..adapt.prompts import PRESETS, PromptTemplate
 from ..run.errors import InputError
 
 DEFAULT_NEW_TOKENS = 20
+DEFAULT_COT_TRIGGER = "Let's think step by step."  # zero-shot chain-of-thought (Kojima et al. 2022)
 DEFAULT_PRESET = "sentiment"  # whose field and target delimiters a form borrows when its preset is unknown
 
 
@@ -31,13 +32,16 @@ def table_rows(table: Any) -> list[list]:
 @dataclass(kw_only=True)
 class PromptForm:
     """What the few-shot tab sends, in the order of the page's API (`/score` takes every field but the
-    generation ones; `/generate` takes them all).
+    generation ones; `/generate` and `/reason` take them all). A new field goes at the end, with a default, so that
+    callers who pass the fields positionally keep working.
 
     `delimiter` is escaped (`\\n\\n`); `labels` lists the label words, comma-separated (each is its own answer
-    word); `demonstrations` holds [input, label] rows (a DataFrame is turned into rows).
+    word); `demonstrations` holds [input, label] rows (a DataFrame is turned into rows). `chain_of_thought` writes
+    the prompt that `/generate` continues in the chain-of-thought layout (`/reason` always does), `cot_trigger`
+    (blank: none) follows the output prefix there.
     """
 
-    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("max_new_tokens", "temperature")
+    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("max_new_tokens", "temperature", "chain_of_thought", "cot_trigger")
 
     model: str | None
     preset: str = DEFAULT_PRESET
@@ -51,10 +55,13 @@ class PromptForm:
     max_new_tokens: int = DEFAULT_NEW_TOKENS
     temperature: float = 0.0
     chat: bool = False
+    chain_of_thought: bool = False
+    cot_trigger: str = DEFAULT_COT_TRIGGER
 
     def __post_init__(self):
         self.demonstrations = table_rows(self.demonstrations)
-        self.chat = bool(self.chat)
+        self.chat, self.chain_of_thought = bool(self.chat), bool(self.chain_of_thought)
+        self.cot_trigger = str(self.cot_trigger or "").strip()
         # an API client may send anything: numbers are checked here, not deep inside generate()
         try:
             self.max_new_tokens = int(self.max_new_tokens)
@@ -67,8 +74,8 @@ class PromptForm:
 
     @classmethod
     def field_names(cls, *, generation: bool = True) -> list[str]:
-        """The fields in API order; without the generation ones (max_new_tokens, temperature) when not
-        generating."""
+        """The fields in API order; without the generation ones (max_new_tokens, temperature, chain_of_thought,
+        cot_trigger) when not generating."""
         names = [f.name for f in dataclasses.fields(cls)]
         return names if generation else [n for n in names if n not in cls.GENERATION_FIELDS]
 

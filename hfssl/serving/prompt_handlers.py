@@ -1,12 +1,22 @@
 """The few-shot tab's handlers, each fed the store and one `PromptForm`: score the label words (raw and
 contextually calibrated, with the same `PromptClassifier` as scripts/prompt_eval.py), stream a continuation, show
-the exact prompt and its token count."""
+the exact prompt and its token count, and reason: write a chain of thought and read its answer as
+`prompt_eval.py --chain_of_thought` does."""
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
+from ..adapt.chain_of_thought import (
+    ANSWER_STATEMENT,
+    chain_stop_strings,
+    cot_demonstration,
+    cot_template,
+    cut_chain,
+    parse_cot_answer,
+)
 from ..adapt.prompt_classifier import PromptClassifier, stop_token_ids
 from ..models.helpers import context_window
 from ..run.errors import InputError
@@ -39,16 +49,27 @@ def describe(store: ModelStore, name: str) -> str:
     )
 
 
-def prepare(store: ModelStore, form: PromptForm) -> PreparedPrompt:
-    """The form's model loaded, its template and demonstrations checked and formatted."""
+def prepare(store: ModelStore, form: PromptForm, *, chain_of_thought: bool = False) -> PreparedPrompt:
+    """The form's model loaded, its template and demonstrations checked and formatted.
+
+    With `chain_of_thought`, in the layout of `prompt_eval.py --chain_of_thought` (`hfssl.adapt.chain_of_thought`):
+    the form's trigger, if any, follows the output prefix in the query and in every demonstration, and, the
+    demonstration rows having no rationale, each is a worked example whose chain is its answer sentence only
+    ("... The answer is positive.")."""
     model, tokenizer = store.causal_lm(form.model)
     template, words = form.template()
     texts, label_ids = form.examples(words)
     query = form.query_text()
+    if chain_of_thought:
+        template = cot_template(template, form.cot_trigger)
     classifier = PromptClassifier(
         model, tokenizer, template, words, batch_size=SCORING_BATCH_SIZE, chat_template=form.chat
     )
-    return PreparedPrompt(classifier, classifier.demonstrations(texts, label_ids), query)
+    if not chain_of_thought:
+        return PreparedPrompt(classifier, classifier.demonstrations(texts, label_ids), query)
+    options = classifier.options
+    worked = [cot_demonstration(template, text, "", options[label]) for text, label in zip(texts, label_ids)]
+    return PreparedPrompt(classifier, worked, query)
 
 
 def prompt_info(prepared: PreparedPrompt) -> tuple[str, str]:
@@ -91,10 +112,11 @@ def score_labels(store: ModelStore, form: PromptForm):
 
 def generate(store: ModelStore, form: PromptForm) -> Iterator[str]:
     """Stream the continuation of the prompt, the text so far at each step (greedy at temperature 0); with the
-    chat template it stops at the end of the assistant's turn. At most MAX_NEW_TOKENS and what the window leaves."""
+    chat template it stops at the end of the assistant's turn. At most MAX_NEW_TOKENS and what the window leaves.
+    With the form's `chain_of_thought`, the prompt is `reason`'s and the chain streams uncut."""
     from transformers import TextIteratorStreamer
 
-    prepared = prepare(store, form)
+    prepared = prepare(store, form, chain_of_thought=form.chain_of_thought)
     prompt, _ = prompt_info(prepared)
     classifier = prepared.classifier
     model, tokenizer = classifier.model, classifier.tokenizer
@@ -120,3 +142,38 @@ def generate(store: ModelStore, form: PromptForm) -> Iterator[str]:
         text += piece
         yield text
     thread.join()
+
+
+def reason(store: ModelStore, form: PromptForm) -> tuple[str, str]:
+    """(a chain of thought, the answer read from it as Markdown), as `prompt_eval.py --chain_of_thought` writes and
+    reads one: the prompt in the chain-of-thought layout (`prepare`), greedy at temperature 0, else sampled at the
+    form's temperature (plain sampling, a fresh seed each call), up to the form's max_new_tokens (at most
+    MAX_NEW_TOKENS and what the window leaves); the chain cut where the model starts another example (none with the
+    chat template: the assistant's turn ends it) and read by `parse_cot_answer`."""
+    prepared = prepare(store, form, chain_of_thought=True)
+    prompt_info(prepared)  # refuses a prompt over MAX_PROMPT_TOKENS
+    classifier, demonstrations = prepared.classifier, prepared.demonstrations
+    stops = [] if form.chat else chain_stop_strings(classifier.template, with_demonstrations=bool(demonstrations))
+    generations = classifier.sample(
+        [prepared.query],
+        [demonstrations],
+        max_new_tokens=max(1, min(form.max_new_tokens, MAX_NEW_TOKENS)),
+        temperature=form.temperature,
+        seed=random.randrange(2**32),
+        stop_strings=stops,
+    )
+    chain = cut_chain(generations.texts[0][0], stops)  # `sample` cuts too; cut here whatever wrote the text
+    label, rule = parse_cot_answer(chain, classifier.options)
+    return chain.strip(), answer_markdown(classifier.options, label, rule)
+
+
+def answer_markdown(options: list[str], label: int, rule: str) -> str:
+    """The answer `parse_cot_answer` read, and by which rule, or the parse failure `prompt_eval` would count."""
+    if label >= 0:
+        return f"Parsed answer: **{options[label]}** (read by rule `{rule}`)"
+    if rule == ANSWER_STATEMENT:
+        return (
+            f"Parsed answer: none; the chain's answer statement names no label (rule `{rule}`): counted as a parse "
+            "failure in prompt_eval"
+        )
+    return "Parsed answer: no answer could be parsed (counted as a parse failure in prompt_eval)"
