@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hfssl.run.cli import run_cli
+from hfssl.run.cli import BUG_NOTE, run_cli
 from hfssl.run.errors import HfsslError, InputError, MissingFileError, error_message
 from tests.conftest import REPO
 
@@ -103,8 +103,9 @@ def test_the_cli_frame_gives_one_line_for_hfssl_errors_and_keeps_a_bugs_tracebac
     def bug():
         raise ValueError("shape mismatch deep inside torch")  # not hfssl's: a bug, whose traceback must survive
 
-    with pytest.raises(ValueError, match="shape mismatch"):
+    with pytest.raises(ValueError, match="shape mismatch") as raised:
         run_cli(bug)
+    assert raised.value.__notes__ == [BUG_NOTE]  # printed under the traceback: a user sees it is not their mistake
     assert error_message(KeyError("x")) is None and error_message(ValueError("x")) is None
 
 

@@ -14,6 +14,12 @@ from .errors import error_message
 NOISY_LOGGERS = ("httpx", "httpx2", "urllib3", "filelock", "accelerate", "huggingface_hub")
 
 
+BUG_NOTE = (
+    "hfssl: this error does not come from your input; it is a bug in hfssl or a library it uses. "
+    "Please report it with the traceback above."
+)
+
+
 def configure_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for name in NOISY_LOGGERS:
@@ -28,6 +34,7 @@ def run_cli(run: Callable[[], int | None]) -> int:
     except Exception as err:
         message = error_message(err)
         if message is None:
+            err.add_note(BUG_NOTE)
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2

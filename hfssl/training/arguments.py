@@ -23,6 +23,7 @@ from ..run.arguments import (
     require_positive,
 )
 from ..run.errors import InputError
+from ..run.trackers import TRACKER_CHOICES
 
 DEFAULT_OBJECTIVE = "causal_lm"  # the README's main command
 
@@ -144,7 +145,7 @@ class PretrainArguments(ModelSourceArguments, RunArguments):
             "dataloader_num_workers",
         )
         require_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
-        require_choice(self, "report_to", ("tensorboard", "all", "none"))
+        require_choice(self, "report_to", TRACKER_CHOICES)
         require_fraction(self, "eval_split_fraction")
         require_fraction(self, "warmup_ratio")
         if self.max_steps == 0 and self.num_train_epochs == 0:

@@ -36,6 +36,7 @@ from ..run.output import publish, save_pretrained_all
 from ..run.results import PretrainResult, save_result
 from ..run.start import prepare_run
 from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
+from ..run.trackers import tracker_config, tracker_name
 from .arguments import PretrainArguments
 from .checkpointing import load_checkpoint, save_checkpoint
 from .launch_checks import check_process_group, check_sharding_request, check_wrap_policy
@@ -91,18 +92,6 @@ def _cores_per_process(accelerator: Accelerator) -> int:
     return max(1, cores // max(local_processes, 1))
 
 
-def _tracker(report_to: str) -> str | None:
-    if report_to == "none":
-        return None
-    if report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            logger.warning("tensorboard is not installed: metrics go to metrics.json only.")
-            return None
-    return report_to
-
-
 def _make_accelerator(args: PretrainArguments) -> Accelerator:
     check_sharding_request(_accelerator_available())
     accelerator = Accelerator(
@@ -111,7 +100,7 @@ def _make_accelerator(args: PretrainArguments) -> Accelerator:
         cpu=not _accelerator_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        log_with=_tracker(args.report_to),
+        log_with=tracker_name(args.report_to),
         project_dir=args.output_dir,
     )
     check_process_group(accelerator.num_processes)
@@ -200,7 +189,7 @@ class PretrainingLoop:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_dir / RUN_ARGS_FILE, self.run_args)
-        accelerator.init_trackers("pretrain", config={k: v for k, v in args.to_dict().items() if v is not None})
+        accelerator.init_trackers("pretrain", config=tracker_config(args.to_dict()))
 
     def _prepare_data_and_model(self, setup) -> torch.optim.Optimizer:
         """Data loaders, optimizer and model through `accelerator.prepare` (the loaders become per process)."""
