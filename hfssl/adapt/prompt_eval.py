@@ -46,7 +46,10 @@ class PromptEvalArguments(ModelSourceArguments):
         metadata={"help": "Pool of demonstrations (default: a seeded part of --dataset disjoint from the queries)."},
     )
     output_file: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
-    preset: str = field(default="sentiment", metadata={"help": "sentiment, question_type, topic or key_value."})
+    preset: str = field(
+        default="sentiment",
+        metadata={"help": "sentiment, question_type, topic, key_value or question_answer (open answers: Q: x A: y)."},
+    )
     verbalizer: str | None = field(default=None, metadata={"help": "Override: 'label=word,label=word'."})
     instruction: str | None = field(default=None, metadata={"help": "Override the preset's instruction."})
     input_prefix: str | None = field(default=None, metadata={"help": "Override the text before each input."})

@@ -31,10 +31,15 @@ class PromptTemplate:
     label_key_separator: str | None = field(
         default=None, metadata={"help": "Labels such as 'DESC:manner' are looked up by the part before this."}
     )
+    labels_are_answers: bool = field(
+        default=False, metadata={"help": "A label the verbalizer lacks is its own answer word (a sum, a name)."}
+    )
 
     def verbalize(self, label_name: str) -> str:
-        """The answer word of a label name; ValueError if the verbalizer lacks it."""
+        """The answer word of a label name; InputError if the verbalizer lacks it (unless labels are answers)."""
         key = label_name.split(self.label_key_separator)[0] if self.label_key_separator else label_name
+        if key not in self.verbalizer and self.labels_are_answers:
+            return label_name
         if key not in self.verbalizer:
             raise InputError(
                 f"Label {label_name!r} is missing from the verbalizer (it maps {sorted(self.verbalizer)}); "
@@ -58,6 +63,8 @@ class PromptTemplate:
 
 
 PRESETS: dict[str, PromptTemplate] = {
+    # open answers (hfssl.data.reasoning_tasks, arithmetic, names): each label is its own answer word
+    "question_answer": PromptTemplate(verbalizer={}, input_prefix="Q: ", output_prefix="A:", labels_are_answers=True),
     "sentiment": PromptTemplate(
         verbalizer={"0": "negative", "1": "positive", "negative": "negative", "positive": "positive"},
         input_prefix="Review: ",
@@ -96,6 +103,7 @@ PRESETS: dict[str, PromptTemplate] = {
         field_delimiter="",
         output_prefix="",
         demo_delimiter="\n",
+        labels_are_answers=True,
     ),
 }
 

@@ -102,6 +102,15 @@ def test_bad_verbalizers(tiny_tokenizer):
         _classifier(tiny_tokenizer, template=PromptTemplate(verbalizer={"0": "yes", "1": "yes"}))
 
 
+def test_open_answer_presets_use_each_label_as_its_own_word():
+    qa = get_template("question_answer")
+    assert qa.verbalize("1001") == "1001" and qa.demonstration("12 + 3?", "15") == "Q: 12 + 3?\nA: 15"
+    assert get_template("key_value").verbalize("w") == "w"
+    assert get_template("question_answer", verbalizer={"yes": "Yes"}).verbalize("yes") == "Yes"  # a verbalizer wins
+    with pytest.raises(ValueError, match="missing from the verbalizer"):
+        get_template("sentiment").verbalize("1001")
+
+
 def test_parse_and_generate(tiny_tokenizer):
     classifier = _classifier(tiny_tokenizer)
     assert classifier.parse_answer(" Positive, clearly") == 1
