@@ -46,7 +46,7 @@ def cached_features(
     key = hashlib.sha1(f"{model_fingerprint(model)}|{data_key}".encode()).hexdigest()[:20]
     path = _cache_root(cache_dir) / f"{key}.pt"
     if path.is_file():
-        return torch.load(path), True
+        return torch.load(path, weights_only=True), True  # a cache file is data: never run a pickle
     features = compute().float().cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

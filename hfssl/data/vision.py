@@ -191,7 +191,7 @@ def load_images(
     key = hashlib.sha1(f"{identity}|{image_column}|{image_size}".encode()).hexdigest()[:16]
     cached = cache / f"{key}.pt"
     if cached.is_file():
-        pixels = torch.load(cached)
+        pixels = torch.load(cached, weights_only=True)  # a cache file is data: never run a pickle
     else:
         if isinstance(ds.features[image_column], datasets.Image):
             ds = ds.cast_column(image_column, datasets.Image(decode=False))  # decode here, naming bad files

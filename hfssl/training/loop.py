@@ -184,7 +184,7 @@ class PretrainingLoop:
         self._schedule(optimizer)
         self.state = TrainerState()
         if resume is not None:
-            self.state = load_checkpoint(accelerator, resume)
+            self.state = load_checkpoint(accelerator, resume, self.scheduler)
             logger.info("Resumed from %s at step %d", resume, self.state.global_step)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -232,9 +232,8 @@ class PretrainingLoop:
         else:
             corpus_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
         self.max_steps = self.warmup_steps + corpus_steps
-        # not prepared: Accelerate's wrapper would step it once per process; registered so it is checkpointed
+        # not prepared: Accelerate's wrapper would step it once per process; checkpointed as JSON by save_checkpoint
         self.scheduler = _lr_schedule(optimizer, self.warmup_steps, corpus_steps, args.warmup_ratio)
-        accelerator.register_for_checkpointing(self.scheduler)
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     def log(self, entry: dict) -> None:
@@ -334,7 +333,9 @@ class PretrainingLoop:
         elif state.batches_in_epoch >= self.batches_per_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
         if checkpoint_due(args.save_steps, state.global_step, final):
-            checkpoint = save_checkpoint(self.accelerator, self.output_dir, state, args.save_total_limit, self.run_args)
+            checkpoint = save_checkpoint(
+                self.accelerator, self.output_dir, state, args.save_total_limit, self.run_args, self.scheduler
+            )
             self.callbacks.on_save(checkpoint)
         self.callbacks.on_step_end(state.global_step, step_loss)
         return final
