@@ -23,6 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from ..models.loading import load_pretrained
 from ..run.arguments import HubArguments
+from ..run.confinement import check_confined
 from ..run.results import load_result
 from .card import build_model_card, read_json
 from .errors import NETWORK_ERRORS, HubError
@@ -176,6 +177,7 @@ def prepare_upload_folder(
         return _prepare_gguf_upload(model_dir, gguf_file, out, repo_id, license=license, mark=mark)
     if not model_dir.is_dir():
         raise HubError(f"Model folder not found: {model_dir}")
+    check_confined(model_dir)  # a link to a file outside the folder would upload that file
     adapter = _is_adapter(model_dir)
     if not adapter and not (model_dir / "config.json").is_file():
         raise HubError(f"{model_dir} holds neither config.json (a model) nor adapter_config.json (an adapter).")

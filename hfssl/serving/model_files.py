@@ -37,13 +37,6 @@ def is_saved_model(path: Path) -> bool:
     return (path / "config.json").is_file() or is_gguf_file(path)
 
 
-def confined(root: Path, name: str) -> Path | None:
-    """The real path of `root / name` after following every symlink, or None when it lies outside `root` (an
-    absolute `name` stays absolute, so it is outside unless it names something under `root`)."""
-    real = Path(os.path.realpath(root / name))
-    return real if real.is_relative_to(root) else None
-
-
 def hub_offline() -> bool:
     """Whether this process may not reach the Hub (HF_HUB_OFFLINE, as huggingface_hub reads it or as set since)."""
     from huggingface_hub import constants

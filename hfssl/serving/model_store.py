@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..models.loading import load_causal_lm, load_pretrained
 from ..reference import REFERENCE_MODELS, reference_model_path, reference_root
+from ..run.confinement import check_confined, confined
 from ..run.errors import InputError, StorageError
 from ..run.model_source import GGUF_SUFFIX
 from . import model_files
@@ -95,8 +96,10 @@ class ModelStore:
         root, relative = self.root, name
         if name.startswith(REFERENCE_PREFIX):
             root, relative = self.reference_root, name.removeprefix(REFERENCE_PREFIX)
-        real = model_files.confined(root, relative)
+        real = confined(root, relative)
         if real is not None and model_files.is_saved_model(real):
+            if real.is_dir():  # its files too: a real folder of links to outside the root is refused
+                check_confined(real, boundary=root, shown_as=repr(name))
             return str(real)
         local = (self.root / name).exists() or Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
         hub_form = name.count("/") == 1 and ".." not in name and not local
@@ -109,7 +112,7 @@ class ModelStore:
 
     def data_path(self, name: str) -> str:
         """The real path of an existing file or folder of data under the root (symlinks followed); else refused."""
-        path = model_files.confined(self.root, (name or "").strip())
+        path = confined(self.root, (name or "").strip())
         if path is None or not path.exists():
             raise InputError(f"Reference data {name!r} must be an existing path under the models root.")
         return str(path)
