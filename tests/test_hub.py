@@ -336,5 +336,26 @@ def test_any_string_of_a_token_s_form_is_refused_without_printing_it(tmp_path, g
         push(["--model_dir", str(gpt_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(tmp_path / "u")]) == 2
     )
     captured = capsys.readouterr()
-    assert "notes.txt, line 2, holds what looks like a Hugging Face access token" in captured.err
+    assert "notes.txt, byte 24 (UTF-8), holds what looks like a Hugging Face access token" in captured.err
     assert leaked not in captured.err + captured.out and leaked[3:12] not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16-be", "utf-16"])
+def test_a_token_is_found_in_any_text_encoding(tmp_path, gpt_dir, no_token, encoding):
+    leaked = "hf_" + "Zy9" * 11 + "Q"
+    (gpt_dir / "notes.txt").write_bytes(f"first line\nsee {leaked} here\n".encode(encoding))
+    with pytest.raises(hub.HubError, match=r"notes.txt, byte \d+ \(UTF-") as refused:
+        hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "a/b")
+    assert leaked not in str(refused.value)
+
+
+def test_a_token_hidden_in_weights_or_split_across_chunks_is_found(tmp_path, gpt_dir, no_token, monkeypatch):
+    """The scan used to read a safetensors file's header only; tensor bytes can carry text too."""
+    from safetensors.torch import save_file
+
+    leaked = "hf_" + "Xw7" * 11 + "P"
+    data = torch.frombuffer(bytearray(b"\0" * 101 + leaked.encode() + b"\0" * 100), dtype=torch.uint8)
+    save_file({"w": data}, gpt_dir / "extra.safetensors")
+    monkeypatch.setattr("hfssl.hub.records._CHUNK", 64)  # the token straddles two chunks
+    with pytest.raises(hub.HubError, match=r"extra.safetensors, byte \d+ \(UTF-8\)"):
+        hub.prepare_upload_folder(gpt_dir, tmp_path / "up", "a/b")

@@ -149,9 +149,9 @@ def _prepare_gguf_upload(model_dir: Path, gguf_file, out: Path, repo_id: str, *,
         raise HubError(str(err)) from None
     _fresh_upload_folder(out, Path(source.input_path), mark)
     convert_gguf(source, out)
-    refuse_tokens(out)
     base = local_path_as_relative(source.input_path, Path(source.path))
     build_model_card(out, repo_id, base_model=base, license=license).save(out / "README.md")
+    refuse_tokens(out)
     return _uploaded_files(out)
 
 
@@ -198,10 +198,10 @@ def prepare_upload_folder(
         base_model = args.get("model_name_or_path")
     _ensure_remote_code(out)
     relative_local_paths(out, model_dir)
-    refuse_tokens(out)
     build_model_card(out, repo_id, base_model=local_path_as_relative(base_model, model_dir), license=license).save(
         out / "README.md"
     )
+    refuse_tokens(out)  # last: every file that goes up, the card included
     return _uploaded_files(out)
 
 
