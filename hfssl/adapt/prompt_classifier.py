@@ -7,6 +7,7 @@ The shots x seeds sweep of `scripts/prompt_eval.py` is `prompt_eval.py`.
 """
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -201,6 +202,8 @@ class PromptClassifier:
         `max_new_tokens` (fewer where the context window ends first), or once a stop string is written; the texts
         are cut before the first stop string.
         """
+        if not math.isfinite(temperature) or temperature < 0:  # NaN compares False: it would decode greedily
+            raise InputError(f"The temperature must be a finite number >= 0 (0 decodes greedily), got {temperature}.")
         if num_samples > 1 and temperature <= 0:
             raise InputError("Several samples need a temperature > 0: greedy decoding gives one continuation.")
         contexts = [""] * len(queries)
@@ -263,15 +266,16 @@ class PromptClassifier:
         return texts, [_length_before_padding(row, tokenizer) for row in generated]
 
     def parse_answer(self, generated: str) -> int:
-        """The label whose word the generated text starts with (case-insensitive, longest match); else the label
-        whose word occurs first in it as a whole word ("The sentiment is positive."); else -1."""
+        """The label whose word occurs first in the generated text, case-insensitive: the word a short answer starts
+        with, or the one a sentence names first ("The sentiment is positive."); the longest where two start together;
+        -1 when none occurs. A label word counts only whole, with no word character touching it on either side: with
+        labels no/yes, "nobody knows" names no label while "no." and "No, never" name 'no'."""
         answer = generated.strip().lower()
         words = [w.strip().lower() for w in self.options]
-        starts = [(len(w), i) for i, w in enumerate(words) if answer.startswith(w)]
-        if starts:
-            return max(starts)[1]
         found = [
-            (m.start(), -len(w), i) for i, w in enumerate(words) if (m := re.search(rf"\b{re.escape(w)}\b", answer))
+            (m.start(), -len(w), i)
+            for i, w in enumerate(words)
+            if (m := re.search(rf"(?<!\w){re.escape(w)}(?!\w)", answer))
         ]
         return min(found)[2] if found else -1
 

@@ -1,14 +1,19 @@
 """The shots x seeds sweep behind `scripts/prompt_eval.py`: accuracy (and calibration) of a prompted causal LM for
 every number of demonstrations k, over several demonstration draws.
 
-Queries and the demonstration pool are disjoint: `--demos_dataset`, or a fixed split of `--dataset` (seed 0) of which
-a fixed subset (seed 1) is queried, so every k and every demonstration seed is scored on the same queries.
+Queries come from --dataset and demonstrations from `--demos_dataset`, or both from a fixed split of `--dataset`
+(seed 0), disjoint by rows, of which a fixed subset (seed 1) is queried, so every k and every demonstration seed is
+scored on the same queries. A pool and its queries can still share texts (a --demos_dataset that overlaps --dataset,
+a repeated line): a query is never shown a demonstration with its own text (compared after `strip()`), the number
+of queries whose text is in the pool is logged and recorded (`pool_query_overlap`), and a --demos_dataset with the
+texts of more than OVERLAP_LIMIT of the queries is refused unless --allow_demo_overlap.
 
 With --chain_of_thought the model writes a chain before its answer (`chain_of_thought.py` holds the prompt layout,
 the parse rule and the vote); --num_samples chains sampled at --temperature answer by majority vote.
 """
 
 import logging
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +37,11 @@ from .calibration import expected_calibration_error
 from .chain_of_thought import chain_stop_strings, cot_demonstration, cot_template, majority_vote, parse_cot_answer
 from .features import text_features
 from .prompt_classifier import Generations, PromptClassifier
-from .prompts import get_template, select_demonstrations
+from .prompts import get_template, own_text_matches, select_demonstrations
 
 logger = logging.getLogger(__name__)
+
+OVERLAP_LIMIT = 0.1  # share of queries whose text may be in the demonstration pool without --allow_demo_overlap
 
 
 @dataclass(kw_only=True)
@@ -44,6 +51,13 @@ class PromptEvalArguments(ModelSourceArguments):
     demos_dataset: str | None = field(
         default=None,
         metadata={"help": "Pool of demonstrations (default: a seeded part of --dataset disjoint from the queries)."},
+    )
+    allow_demo_overlap: bool = field(
+        default=False,
+        metadata={
+            "help": "Run even when --demos_dataset holds the texts of more than 10%% of the queries (it overlaps "
+            "--dataset). A query is never shown a demonstration with its own text either way."
+        },
     )
     output_file: str | None = field(default=None, metadata={"help": "Write the results here as JSON."})
     preset: str = field(
@@ -131,6 +145,10 @@ class PromptEvalArguments(ModelSourceArguments):
     def _check_generation(self) -> None:
         """Chain-of-thought generates; sampling needs generation, and several samples need a temperature."""
         require_positive(self, "num_samples", "cot_max_new_tokens")
+        if not math.isfinite(self.temperature):  # nan > 0 is False: NaN would decode greedily without a word
+            raise InputError(
+                f"--temperature must be a finite number (0 decodes greedily, > 0 samples), got {self.temperature}."
+            )
         require_non_negative(self, "temperature")
         if self.chain_of_thought:
             if self.calibrate:
@@ -324,10 +342,41 @@ def _demonstrations(args, classifier: PromptClassifier, pool: LabelledData, chos
     ]
 
 
+def pool_query_overlap(args: PromptEvalArguments, queries: LabelledData, pool: LabelledData) -> list[frozenset[int]]:
+    """Per query, the pool examples with its own text (`own_text_matches`: exact after `strip()`), which its
+    demonstrations leave out. When demonstrations are shown, the queries with such a twin are counted in a warning,
+    and a --demos_dataset that holds the texts of more than OVERLAP_LIMIT of the queries is refused before the model
+    loads (unless --allow_demo_overlap): that pool is most likely the query set again, and the numbers would not be
+    held out. The default pool, a part of --dataset disjoint from the queries by rows, shares texts only where
+    --dataset repeats them: warned about, never refused."""
+    matches = own_text_matches(cast(list[str], pool.inputs), cast(list[str], queries.inputs))  # text data
+    overlap = sum(1 for m in matches if m)
+    if not overlap or max(args.shot_counts) == 0:
+        return matches
+    source = pool.name if args.demos_dataset else f"the part of {args.dataset} kept for demonstrations"
+    share = f"{overlap / len(queries):.0%}"
+    what = f"{overlap} of the {len(queries)} queries ({share}) have their text in the demonstration pool ({source})"
+    if args.demos_dataset and overlap > OVERLAP_LIMIT * len(queries) and not args.allow_demo_overlap:
+        raise InputError(
+            f"{what}: more than {OVERLAP_LIMIT:.0%} suggests the pool is the query set again. Pass a "
+            "--demos_dataset disjoint from --dataset, or --allow_demo_overlap to run anyway (a query is never shown "
+            "its own text)."
+        )
+    logger.warning("%s; each is kept out of its own demonstrations.", what)
+    return matches
+
+
 def _evaluate_shots(
-    args, classifier: PromptClassifier, queries: LabelledData, pool: LabelledData, k: int, embeddings
+    args,
+    classifier: PromptClassifier,
+    queries: LabelledData,
+    pool: LabelledData,
+    k: int,
+    embeddings,
+    own_texts: list[frozenset[int]],
 ) -> tuple[dict[str, dict], list[dict]]:
-    """mean/std/runs of every metric at k demonstrations over the draws, and the chains of the first draw."""
+    """mean/std/runs of every metric at k demonstrations over the draws, and the chains of the first draw.
+    `own_texts[q]`: the pool examples query q must not be shown (its own text)."""
     # k = 0 (and "nearest", which is deterministic) has nothing to re-draw: one run stands for every seed, unless
     # sampling makes each seed's generations differ
     redraw = (k > 0 and args.strategy != "nearest") or args.temperature > 0
@@ -342,6 +391,7 @@ def _evaluate_shots(
             num_queries=len(queries),
             pool_embeddings=embeddings[0],
             query_embeddings=embeddings[1],
+            exclude=own_texts,
         )
         metrics, draw_chains = _score_draw(
             args, classifier, queries, _demonstrations(args, classifier, pool, chosen), seed
@@ -350,6 +400,16 @@ def _evaluate_shots(
         for name, value in metrics.items():
             runs.setdefault(name, []).append(value)
     return {name: _summary(values) for name, values in runs.items()}, chains
+
+
+@dataclass(kw_only=True)
+class _PromptEvalResultWithOverlap(PromptEvalResult):
+    """A PromptEvalResult that also records `pool_query_overlap`: the number of queries whose text is in the
+    demonstration pool (each kept out of its own demonstrations). Here, not in `hfssl/run/results.py`, only until
+    that module takes the field: it is written to --output_file, and `load_result` reads such a file back as a
+    plain PromptEvalResult (without the count)."""
+
+    pool_query_overlap: int = 0
 
 
 def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
@@ -363,6 +423,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         verbalizer=parse_verbalizer(args.verbalizer) if args.verbalizer else None,
     )
     queries, pool = queries_and_pool(args, template.label_key_separator)
+    own_texts = pool_query_overlap(args, queries, pool)
     model, tokenizer = load_causal_lm(args.source, args.trust_remote_code)
     classifier = PromptClassifier(
         model,
@@ -379,7 +440,8 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
             text_features(model, tokenizer, cast(list[str], pool.inputs), pooling="mean"),
             text_features(model, tokenizer, cast(list[str], queries.inputs), pooling="mean"),
         )
-    result = PromptEvalResult(
+    result = _PromptEvalResultWithOverlap(
+        pool_query_overlap=sum(1 for m in own_texts if m),
         model=args.model_name_or_path,
         num_queries=len(queries),
         num_pool=len(pool),
@@ -388,7 +450,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
         args=args.to_dict(),
     )
     for k in args.shot_counts:
-        result.shots[str(k)], chains = _evaluate_shots(args, classifier, queries, pool, k, embeddings)
+        result.shots[str(k)], chains = _evaluate_shots(args, classifier, queries, pool, k, embeddings, own_texts)
         if chains:
             result.chains[str(k)] = chains
     if args.output_file:

@@ -10,6 +10,7 @@ F = field_delimiter; demo(x, y) is the query part followed by its continuation).
 """
 
 import random
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -127,6 +128,16 @@ def label_options(template: PromptTemplate, label_names: list[str]) -> list[str]
 # demonstration selection
 
 
+def own_text_matches(pool_texts: Sequence[str], query_texts: Sequence[str]) -> list[frozenset[int]]:
+    """Per query, the indices of the pool examples whose text is the query's own: compared exactly after `strip()`
+    (case and inner whitespace count, so "Dull" and "dull" differ). A demonstration with the query's own text shows
+    the model its answer; `select_demonstrations(exclude=...)` keeps these out."""
+    where: dict[str, set[int]] = {}
+    for i, text in enumerate(pool_texts):
+        where.setdefault(text.strip(), set()).add(i)
+    return [frozenset(where.get(text.strip(), ())) for text in query_texts]
+
+
 def select_demonstrations(
     pool_labels: list[int],
     k: int,
@@ -136,6 +147,7 @@ def select_demonstrations(
     num_queries: int = 1,
     pool_embeddings: torch.Tensor | None = None,
     query_embeddings: torch.Tensor | None = None,
+    exclude: Sequence[Collection[int]] | None = None,
 ) -> list[list[int]]:
     """Indices into the pool of the k demonstrations for each query: a list of num_queries lists.
 
@@ -144,6 +156,12 @@ def select_demonstrations(
     - "nearest": per query, the k pool examples whose embeddings (N, d) have the highest cosine
       similarity, most similar last (closest to the query), as in Liu et al. 2022 (KATE).
     The order of random/balanced demonstrations is itself a seeded permutation.
+
+    `exclude[q]` (e.g. `own_text_matches`) lists the pool examples query q must not get. "nearest" takes the k most
+    similar of the others; random/balanced keep the shared draw and, only for a query that drew an excluded example,
+    put a replacement in its place: the first example, in a seeded order of the undrawn ones (drawn after the shared
+    draw, which stays as it was), that the query may get -- of the same class under "balanced" where there is one.
+    Excluding nothing selects exactly what no `exclude` selects.
     """
     if k == 0:
         return [[] for _ in range(num_queries)]
@@ -151,6 +169,15 @@ def select_demonstrations(
         raise InputError("The demonstration pool is empty: pass --demos_dataset with labelled examples.")
     if k > len(pool_labels):
         raise InputError(f"{k} demonstrations asked for, but the pool has only {len(pool_labels)} examples.")
+    excluded = [frozenset(e) for e in (exclude if exclude is not None else [()] * num_queries)]
+    if len(excluded) != num_queries:
+        raise InputError(f"`exclude` lists {len(excluded)} queries, but there are {num_queries}.")
+    most = max((len(e) for e in excluded), default=0)
+    if len(pool_labels) - most < k:
+        raise InputError(
+            f"{k} demonstrations asked for, but a query's own text is {most} of the {len(pool_labels)} pool "
+            f"examples, which leaves {len(pool_labels) - most} to show it."
+        )
     rng = random.Random(seed)
     if strategy == "random":
         chosen = rng.sample(range(len(pool_labels)), k)
@@ -174,8 +201,37 @@ def select_demonstrations(
             raise InputError("strategy 'nearest' needs pool and query embeddings.")
         pool = torch.nn.functional.normalize(pool_embeddings.float(), dim=1)
         queries = torch.nn.functional.normalize(query_embeddings.float(), dim=1)
-        top = (queries @ pool.T).topk(k, dim=1).indices  # (Q, k), most similar first
+        similarity = queries @ pool.T
+        for q, own in enumerate(excluded):
+            if own:
+                similarity[q, sorted(own)] = float("-inf")
+        top = similarity.topk(k, dim=1).indices  # (Q, k), most similar first
         return [row.flip(0).tolist() for row in top]
     else:
         raise InputError(f"Unknown demonstration strategy {strategy!r}: use random, balanced or nearest.")
-    return [list(chosen) for _ in range(num_queries)]
+    return _without_excluded(chosen, excluded, pool_labels, rng, same_class=strategy == "balanced")
+
+
+def _without_excluded(
+    chosen: list[int], excluded: list[frozenset[int]], pool_labels: list[int], rng: random.Random, *, same_class: bool
+) -> list[list[int]]:
+    """The shared draw `chosen` for every query, with each excluded example of a query replaced in place (see
+    `select_demonstrations`). The caller checked that every query may get at least k pool examples."""
+    drawn = set(chosen)
+    spares: list[int] | None = None  # drawn from `rng` only when a query needs a replacement
+    rows = []
+    for own in excluded:
+        if own.isdisjoint(drawn):
+            rows.append(list(chosen))
+            continue
+        if spares is None:
+            undrawn = [i for i in range(len(pool_labels)) if i not in drawn]
+            spares = rng.sample(undrawn, len(undrawn))
+        row = list(chosen)
+        for position, index in enumerate(row):
+            if index in own:
+                allowed = [s for s in spares if s not in own and s not in row]
+                same = [s for s in allowed if pool_labels[s] == pool_labels[index]] if same_class else []
+                row[position] = (same or allowed)[0]
+        rows.append(row)
+    return rows

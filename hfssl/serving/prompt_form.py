@@ -2,6 +2,7 @@
 demonstrations. The field list is written once, here: a page builds its inputs and its API from it."""
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -71,6 +72,8 @@ class PromptForm:
                 f"max_new_tokens must be a whole number and temperature a number, got {self.max_new_tokens!r} and "
                 f"{self.temperature!r}."
             ) from None
+        if not math.isfinite(self.temperature) or self.temperature < 0:  # NaN compares False: it would decode greedily
+            raise InputError(f"temperature must be a finite number >= 0 (0 decodes greedily), got {self.temperature}.")
 
     @classmethod
     def field_names(cls, *, generation: bool = True) -> list[str]:
