@@ -4,7 +4,7 @@
 Layout: `output_dir/checkpoints/step-000200/` holds the loop's state (written by the loop's `write` function) and
 `trainer_state.json` (step, epoch, position in the epoch, log history). A checkpoint is written into a temporary
 folder and renamed into place, so `step-*` folders are always complete: a run killed mid-save leaves only a
-`.tmp-*` folder behind, which the next save removes.
+`.tmp-step-N-<pid>` folder behind, which the next save removes (only when that process is gone).
 """
 
 import errno
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import HfsslError, InputError, MissingFileError, StorageError
+from .errors import HfsslError, InputError, MissingFileError, StorageError, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,31 @@ def read_trainer_state(checkpoint: Path) -> TrainerState:
         raise InputError(f"Corrupt checkpoint state file {checkpoint / TRAINER_STATE}: {err}") from None
 
 
+_TMP_DIR = re.compile(r"^\.tmp-step-\d+-(\d+)$")
+
+
+def _remove_own_leftovers(root: Path) -> None:
+    """Remove the `.tmp-step-N-<pid>` folders of this process and of processes that are gone (a run killed while
+    saving; the folder's lock, `hfssl.run.lock`, says no other run writes here). A live process's are left alone."""
+    for leftover in root.glob(".tmp-*"):
+        match = _TMP_DIR.match(leftover.name)
+        if match is None:
+            continue  # not named by this version of hfssl: not ours to judge
+        pid = int(match.group(1))
+        if pid == os.getpid() or not _process_exists(pid):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_checkpoint(
     output_dir: str | os.PathLike,
     state: TrainerState,
@@ -102,17 +127,18 @@ def write_checkpoint(
     write(folder) stores the loop's own state there (on every process: each may add its part). The main process
     then adds trainer_state.json and the run's arguments (`run_args`, which a resume compares against), renames the
     folder into place and keeps the newest `keep` checkpoints (0: all). A full disk stops the run with that said;
-    the last complete checkpoint stays as it was.
+    the last complete checkpoint stays as it was, and nothing of the unfinished one is left (Ctrl-C included).
     """
     root = checkpoints_dir(output_dir)
     final = root / f"step-{state.global_step:06d}"
-    tmp = root / f".tmp-step-{state.global_step:06d}"
-    if is_main:
+    if is_main:  # named with its pid: the next save knows whether the process that left one is gone
+        tmp = root / f".tmp-step-{state.global_step:06d}-{os.getpid()}"
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-*"):  # left by a run killed while saving
-            shutil.rmtree(stale, ignore_errors=True)
+        _remove_own_leftovers(root)
         tmp.mkdir()
     barrier()
+    if not is_main:  # the main process's folder (the only one of this step after its clean-up)
+        tmp = next(root.glob(f".tmp-step-{state.global_step:06d}-*"))
     try:
         write(tmp)
         barrier()
@@ -120,13 +146,13 @@ def write_checkpoint(
             write_json_atomic(tmp / TRAINER_STATE, asdict(state))
             if run_args is not None:
                 write_json_atomic(tmp / RUN_ARGS_FILE, run_args)
-    except OSError as err:
+    except BaseException as err:  # a full disk, Ctrl-C, anything: leave no half-written checkpoint behind
         shutil.rmtree(tmp, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
+        if is_disk_full(err):
             kept = list_checkpoints(output_dir)
             raise StorageError(
                 errno.ENOSPC,
-                f"No space left on the device while writing checkpoint {final.name}; "
+                f"disk full while writing checkpoint {final.name} (its partial files are removed); "
                 + (f"the last complete checkpoint, {kept[-1]}, is intact." if kept else "no checkpoint was kept.")
                 + " Free some space, then resume with --resume_from_checkpoint latest",
             ) from None

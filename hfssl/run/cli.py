@@ -1,5 +1,6 @@
 """The frame of every command-line entry point: logging, then the run, then one `error:` line for any expected
-failure (exit code 2) instead of a traceback. Unexpected exceptions (bugs) keep their traceback.
+failure (exit code 2) instead of a traceback, and for Ctrl-C (exit code 130, saying where the run stopped and how
+to resume). Unexpected exceptions (bugs) keep their traceback. The output folder's lock is released in every case.
 
     def main(argv=None) -> int:
         return run_cli(lambda: report(run_finetune(parse_cli(FinetuneArguments, argv))))
@@ -10,6 +11,8 @@ import sys
 from collections.abc import Callable
 
 from .errors import error_message
+from .lock import release_output_locks
+from .steps import RUNNING
 
 NOISY_LOGGERS = ("httpx", "httpx2", "urllib3", "filelock", "accelerate", "huggingface_hub")
 
@@ -29,8 +32,12 @@ def configure_logging() -> None:
 def run_cli(run: Callable[[], int | None]) -> int:
     """Call `run()` and return the process exit code: its own, 0, or 2 with an `error:` line on stderr."""
     configure_logging()
+    RUNNING.step, RUNNING.output_dir = 0, None
     try:
         return run() or 0
+    except KeyboardInterrupt:  # Ctrl-C: where it stopped and how to continue, not a traceback
+        print(f"error: {RUNNING.interrupted()}", file=sys.stderr)
+        return 130
     except Exception as err:
         message = error_message(err)
         if message is None:
@@ -38,3 +45,5 @@ def run_cli(run: Callable[[], int | None]) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
+    finally:
+        release_output_locks()

@@ -73,10 +73,31 @@ def _dependency_errors() -> dict[type, str]:
     return kinds
 
 
+# how torch (`PytorchStreamWriter failed writing file data/0: file write failed`) and safetensors (`IoError(Os {
+# code: 28, kind: StorageFull, ... })`) report a full disk: a RuntimeError or SafetensorError, not an OSError
+_DISK_FULL_TEXT = ("no space left on device", "storagefull", "file write failed")
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether `err`, or an exception that caused it, is a full disk (errno ENOSPC, or torch's or safetensors'
+    words for it)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if not isinstance(err, OSError) and any(text in str(err).lower() for text in _DISK_FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def error_message(err: BaseException) -> str | None:
     """The one-line message for an expected failure, or None for an unexpected one (a bug: keep its traceback)."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # ours (naming the last checkpoint) or any write's
         return f"no space left on the device: {err.strerror or err}"
+    if is_disk_full(err) and not isinstance(err, HfsslError):
+        return f"no space left on the device ({_one_line(str(err))[:200]})"
     if isinstance(err, OSError) and err.errno in _PERMISSION_ERRNOS:
         where = f": {err.filename}" if err.filename else ""
         return f"{err.strerror or 'permission denied'}{where} (check who may read or write it, or choose another path)"

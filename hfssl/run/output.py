@@ -5,12 +5,13 @@ place: renamed as a whole when `output_dir` does not exist yet, else file by fil
 appears complete or not at all), so a run killed while saving never leaves a truncated model.safetensors behind.
 """
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputExistsError, StorageError, is_disk_full
 
 # where the README's main command (`--objective causal_lm`) saves its model; the demo preselects it
 DEFAULT_OUTPUT_DIR = "outputs/gpt-stdlib"
@@ -25,8 +26,10 @@ def publish(output_dir: str | os.PathLike, write: Callable[[Path], None]) -> Pat
     tmp.mkdir()
     try:
         write(tmp)
-    except BaseException:
+    except BaseException as err:  # a full disk, Ctrl-C, anything: no partial model is left behind
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):
+            raise StorageError(errno.ENOSPC, _disk_full_message(output_dir)) from None
         raise
     if not output_dir.exists():
         os.replace(tmp, output_dir)
@@ -38,6 +41,18 @@ def publish(output_dir: str | os.PathLike, write: Callable[[Path], None]) -> Pat
         os.replace(item, target)
     tmp.rmdir()
     return output_dir
+
+
+def _disk_full_message(output_dir: Path) -> str:
+    from .checkpoints import list_checkpoints
+
+    kept = list_checkpoints(output_dir)
+    return f"disk full while writing the model to {output_dir} (its partial files are removed); " + (
+        f"the last complete checkpoint, {kept[-1]}, is intact: free some space, then resume with "
+        "--resume_from_checkpoint latest."
+        if kept
+        else "free some space and run again."
+    )
 
 
 def save_pretrained_all(objects: list) -> Callable[[Path], None]:

@@ -5,11 +5,36 @@ schedule), and when a checkpoint is due.
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from .checkpoints import check_finite
 
+
+@dataclass
+class Running:
+    """Where this process's training loop is: the step in progress and its output folder (what Ctrl-C reports)."""
+
+    step: int = 0
+    output_dir: str | None = None
+
+    def interrupted(self) -> str:
+        """The line a stopped command prints: where it stopped and how to continue."""
+        from .checkpoints import list_checkpoints
+
+        if self.output_dir is None:
+            return "interrupted before the first training step; nothing was saved."
+        kept = list_checkpoints(self.output_dir)
+        if not kept:
+            return f"interrupted after step {self.step}; no checkpoint was written yet (--save_steps), so run it again."
+        return (
+            f"interrupted after step {self.step}; the last checkpoint is {kept[-1]}: resume with the same command and "
+            "--resume_from_checkpoint latest."
+        )
+
+
+RUNNING = Running()
 EPOCH_SEED_STRIDE = 100_003  # a prime: the seeds of (seed, epoch) pairs do not collide for any realistic epoch count
 
 
@@ -43,6 +68,7 @@ def optimizer_step(
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    RUNNING.step, RUNNING.output_dir = step, str(output_dir)
 
 
 def checkpoint_due(save_steps: int, step: int, final: bool) -> bool:
