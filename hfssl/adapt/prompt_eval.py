@@ -402,16 +402,6 @@ def _evaluate_shots(
     return {name: _summary(values) for name, values in runs.items()}, chains
 
 
-@dataclass(kw_only=True)
-class _PromptEvalResultWithOverlap(PromptEvalResult):
-    """A PromptEvalResult that also records `pool_query_overlap`: the number of queries whose text is in the
-    demonstration pool (each kept out of its own demonstrations). Here, not in `hfssl/run/results.py`, only until
-    that module takes the field: it is written to --output_file, and `load_result` reads such a file back as a
-    plain PromptEvalResult (without the count)."""
-
-    pool_query_overlap: int = 0
-
-
 def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
     """Accuracy (and ECE) for every k of --shots over --num_seeds demonstration draws; written to --output_file.
     With --chain_of_thought the result also keeps the chains of the first queries (`result.chains[k]`)."""
@@ -440,7 +430,7 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
             text_features(model, tokenizer, cast(list[str], pool.inputs), pooling="mean"),
             text_features(model, tokenizer, cast(list[str], queries.inputs), pooling="mean"),
         )
-    result = _PromptEvalResultWithOverlap(
+    result = PromptEvalResult(
         pool_query_overlap=sum(1 for m in own_texts if m),
         model=args.model_name_or_path,
         num_queries=len(queries),

@@ -179,6 +179,7 @@ class PromptEvalResult(RunResult):
     chance: float = 0.0
     shots: dict[str, dict[str, dict]] = field(default_factory=dict)
     chains: dict[str, list[dict]] = field(default_factory=dict)
+    pool_query_overlap: int = 0  # queries whose text is in the demonstration pool (kept out of their own demos)
 
     def to_dict(self) -> dict:
         payload = super().to_dict()

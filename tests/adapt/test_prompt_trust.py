@@ -14,6 +14,7 @@ from hfssl.adapt.prompt_classifier import PromptClassifier
 from hfssl.adapt.prompt_eval import PromptEvalArguments
 from hfssl.adapt.prompts import PromptTemplate, get_template, own_text_matches, select_demonstrations
 from hfssl.run.errors import InputError
+from hfssl.run.results import load_result
 from hfssl.serving.prompt_form import PromptForm
 from tests.conftest import import_script, tiny_gpt_config
 
@@ -147,6 +148,7 @@ def test_an_allowed_overlap_is_reported_and_never_leaks(gpt_dir, sentiment_file,
         patch.setattr(PromptClassifier, "score", spy)
         assert import_script("prompt_eval").main([*argv, "--strategy", strategy]) == 0
     assert json.loads(out.read_text())["pool_query_overlap"] == 12
+    assert load_result(out).pool_query_overlap == 12  # part of the typed result, so it survives a reload
     assert "12 of the 12 queries" in caplog.text
     with_demos = [(queries, demos) for queries, demos in seen if any(demos)]
     assert with_demos
