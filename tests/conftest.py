@@ -42,6 +42,29 @@ TINY_META_FLAGS = (
     "--class_split 0.6 0.2 0.2"
 ).split()
 
+
+def with_flags(argv: list[str], *extra: str) -> list[str]:
+    """argv with the flags of `extra` (each `--flag` and the values after it) replacing the same flags in argv, or
+    appended: a command line gives each flag once (a repeated flag is an error), so a test changes a base, never
+    repeats. `--max-steps` and `--max_steps` are one flag."""
+
+    def groups(tokens) -> list[list[str]]:
+        out: list[list[str]] = []
+        for token in map(str, tokens):
+            if token.startswith("--") or not out:
+                out.append([token])
+            else:
+                out[-1].append(token)
+        return out
+
+    def key(group: list[str]) -> str:
+        return group[0].split("=", 1)[0].replace("-", "_")
+
+    changes = {key(g): g for g in groups(extra)}
+    merged = [changes.pop(key(g), g) for g in groups(argv)]
+    return [token for group in [*merged, *changes.values()] for token in group]
+
+
 _SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river", "our king"]
 _VERBS = ["sees", "likes", "follows", "remembers", "finds", "watches", "calls", "forgets"]
 _OBJECTS = ["the house", "a letter", "the garden", "the moon", "a song", "the road", "an apple", "the ship"]

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_LM_FLAGS, import_script
+from tests.conftest import TINY_LM_FLAGS, import_script, with_flags
 
 pretrain = import_script("pretrain")
 TINY = [*TINY_LM_FLAGS, *"--eval_steps 0 --logging_steps 1".split()]
 
 
 def _run(corpus, out, *extra) -> int:
-    return pretrain.main(["--dataset", str(corpus), "--output_dir", str(out), *TINY, *extra])
+    return pretrain.main(with_flags(["--dataset", str(corpus), "--output_dir", str(out), *TINY], *extra))
 
 
 def _digests(folder: Path) -> dict[str, str]:

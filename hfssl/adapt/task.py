@@ -85,5 +85,8 @@ def load_task(args: AdaptArguments, model_config) -> TaskData:
         train_idx, eval_idx = held_out_split(len(train), args.eval_split_fraction, args.seed)
         train, evaluation = train.subset(train_idx), train.subset(eval_idx)
     if args.num_labels_per_class:
-        train = train.subset(few_shot_indices(train.labels, args.num_labels_per_class, args.seed))
+        # the count a user checks against their file: without --eval_dataset, part of each class is held out first
+        where = "" if args.eval_dataset else f" once --eval_split_fraction {args.eval_split_fraction} is held out"
+        picked = few_shot_indices(train.labels, args.num_labels_per_class, args.seed, names=train.names, where=where)
+        train = train.subset(picked)
     return TaskData(train.inputs, train.labels, evaluation.inputs, evaluation.labels, train.names, train.is_image)

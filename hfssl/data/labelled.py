@@ -14,7 +14,7 @@ import datasets
 import torch
 
 from ..run.errors import InputError, MissingFileError
-from .sources import check_data_file, label_ids, load_hub_dataset, looks_like_path
+from .sources import as_text, check_data_file, label_ids, load_hub_dataset, looks_like_path
 from .vision import load_images
 
 _TABLE_BUILDERS = {
@@ -65,7 +65,8 @@ class LabelledData:
 
 def _label_space_text(path: Path) -> datasets.Dataset:
     labels, texts = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first label
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         label, _, text = line.strip().partition(" ")
@@ -103,9 +104,12 @@ def _labelled_text(
     if len(ds) == 0:
         raise InputError(f"{name} is empty.")
     ids, names = label_ids(ds, label_column)
-    texts = [str(t) for t in ds[text_column]]
+    texts = [as_text(t, name, text_column, row) for row, t in enumerate(ds[text_column], start=1)]
     rationales = (
-        ["" if r is None else str(r).strip() for r in ds[rationale_column]]
+        [
+            "" if r is None else as_text(r, name, rationale_column, row).strip()
+            for row, r in enumerate(ds[rationale_column], start=1)
+        ]
         if rationale_column and rationale_column in ds.column_names
         else None
     )
@@ -136,7 +140,7 @@ def load_labelled(
     whoever needs them says so).
 
     Raises FileNotFoundError for a missing local path or an unreachable Hub dataset, ValueError for a missing
-    column, an empty set or a single class.
+    column, a text that is neither a string nor a number (null, a list: named by row), an empty set or a single class.
     """
     if image_size is None:
         data = _labelled_text(spec, split, config_name, text_column, label_column, rationale_column)
@@ -148,10 +152,13 @@ def load_labelled(
     return data
 
 
-def few_shot_indices(labels: list[int] | torch.Tensor, k: int, seed: int) -> list[int]:
+def few_shot_indices(
+    labels: list[int] | torch.Tensor, k: int, seed: int, names: list[str] | None = None, where: str = ""
+) -> list[int]:
     """Seeded class-balanced subset: k example indices of every class, in a shuffled order.
 
-    Raises ValueError if a class has fewer than k examples (naming it).
+    Raises InputError if a class has fewer than k examples, naming it as the data does (`names[id]`, e.g. 'positive';
+    its id without `names`) with its count, and `where` those examples were counted (e.g. " after holding out ...").
     """
     labels = torch.as_tensor(labels)
     generator = torch.Generator().manual_seed(seed)
@@ -159,7 +166,9 @@ def few_shot_indices(labels: list[int] | torch.Tensor, k: int, seed: int) -> lis
     for c in sorted(set(labels.tolist())):
         members = torch.nonzero(labels == c).flatten()
         if len(members) < k:
-            raise InputError(f"--num_labels_per_class {k} is larger than class {c}, which has {len(members)} examples.")
+            label = repr(names[c]) if names is not None else str(c)
+            count = f"{len(members)} example{'' if len(members) == 1 else 's'}"
+            raise InputError(f"--num_labels_per_class {k} is larger than class {label}, which has {count}{where}.")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
     picked = torch.cat(chosen)
     return picked[torch.randperm(len(picked), generator=generator)].tolist()

@@ -4,6 +4,7 @@ Every loader in hfssl (text corpora, labelled text, images) decides "local or Hu
 Hub dataset the same way, here.
 """
 
+import math
 from pathlib import Path
 
 import datasets
@@ -45,6 +46,27 @@ def label_ids(ds: datasets.Dataset, column: str) -> tuple[list[int], list[str]]:
     names = sorted(set(raw))
     index = {name: i for i, name in enumerate(names)}
     return [index[v] for v in raw], names
+
+
+def as_text(value, name: str, column: str, row: int) -> str:
+    """One value of a text column as a string: a string as it is, a number (JSON `5`, a csv column of digits) as its
+    digits. Anything else (null, an empty csv cell, NaN, true/false, a list, an object) is an InputError naming the
+    data set, the column, the row (from 1) and the value: turned into text silently, it would train on "None" or "['a',
+    'b']"."""
+    if isinstance(value, str):
+        return value
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and not (isinstance(value, float) and math.isnan(value))
+    ):
+        return str(value)
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    kind = "null (an empty cell)" if value is None else type(value).__name__
+    raise InputError(
+        f"{name}, column {column!r}, row {row}: the text is {shown}, a {kind}, not a string or a number. "
+        "Give that row its text, or remove it."
+    )
 
 
 TEXT_SUFFIXES = {".txt", ".text", ".json", ".jsonl", ".csv", ".tsv"}

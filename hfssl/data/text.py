@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 from ..models.helpers import ensure_pad_token
 from ..run.errors import InputError, MissingFileError
 from .builtin import BUILTIN_TEXT_DATASETS, builtin_text_file
-from .sources import check_data_file, load_hub_dataset, looks_like_path
+from .sources import as_text, check_data_file, load_hub_dataset, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,21 @@ def _local_data_files(path: Path) -> tuple[str, dict, list[str]]:
     return builder, dict(options), [str(p) for p in files]
 
 
+def _as_text_column(ds: datasets.Dataset, name: str, column: str) -> datasets.Dataset:
+    """Column "text" as strings: numbers become their digits (JSON `5`), nulls stay (dropped with empty text), and
+    anything else (a list, an object, true/false) is an InputError naming the data, the column and the row."""
+    feature = ds.features["text"]
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        return ds  # strings and nulls only: nothing to convert
+
+    def to_text(batch, indices):
+        values = zip(batch["text"], indices, strict=True)
+        return {"text": [None if t is None else as_text(t, name, column, i + 1) for t, i in values]}
+
+    features = datasets.Features({"text": datasets.Value("string")})
+    return ds.map(to_text, batched=True, with_indices=True, features=features, desc="Reading numbers as text")
+
+
 def load_text_dataset(
     spec: str | None = None,
     *,
@@ -77,16 +92,18 @@ def load_text_dataset(
         sample_by: for .txt files, what one document is: "line", "paragraph" (blank-line separated) or "document".
     Raises:
         FileNotFoundError: a local path that does not exist.
-        ValueError: a missing text column, or a corpus with no non-empty text.
+        ValueError: a missing text column, a value in it that is neither text nor a number (numbers become their
+            digits), or a corpus with no non-empty text.
     """
     spec = spec or BUILTIN_TEXT_DATASETS[0]
+    files: list[str] = []  # the local files read, when the corpus is local
     if spec in BUILTIN_TEXT_DATASETS:
         ds = datasets.load_dataset("json", data_files=str(builtin_text_file(spec)), split="train", cache_dir=cache_dir)
         name = f"built-in corpus {spec}"
     elif Path(spec).expanduser().exists():
         builder, options, files = _local_data_files(Path(spec).expanduser())
-        if builder == "text":
-            options["sample_by"] = sample_by
+        if builder == "text":  # utf-8-sig: a byte-order mark is not part of a file's first document
+            options.update(sample_by=sample_by, encoding="utf-8-sig")
         name = str(spec)
         for file in files:
             check_data_file(Path(file))  # empty, or not UTF-8: say so by name before datasets fails inside
@@ -111,6 +128,9 @@ def load_text_dataset(
     ds = ds.select_columns([text_column])
     if text_column != "text":
         ds = ds.rename_column(text_column, "text")
+    ds = _as_text_column(
+        ds, name if len(files) < 2 else f"{name} (rows counted across its files in name order)", text_column
+    )
     ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
     if len(ds) == 0:
         raise InputError(f"{name} contains no non-empty text in column {text_column!r}.")

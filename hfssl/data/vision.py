@@ -35,6 +35,9 @@ from .sources import check_data_file, label_ids, load_hub_dataset, looks_like_pa
 logger = logging.getLogger(__name__)
 
 BUILTIN_IMAGE_DATASETS = ("digits",)
+# part of the decoded-image cache key: raised whenever decoding gives other pixels for the same file, so a cache written
+# by an earlier version is not reused (2: 16-bit grayscale is scaled to 8 bits, no longer clipped to white)
+_DECODING = 2
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -84,6 +87,16 @@ def _digits(image_size: int) -> ImageData:
     return ImageData(pixels, labels, [str(i) for i in range(10)], "built-in digits")
 
 
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """An image in 8-bit RGB: grayscale, palette, RGBA, CMYK by PIL; 16-bit grayscale (a 16-bit PNG opens as mode
+    'I;16', or 'I' in older Pillow) scaled by 255 / 65535 first, which PIL's own conversion does not do: it clips every
+    value above 255 to white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.float64).clip(0, 65535)
+        image = Image.fromarray((values / 257).round().astype(np.uint8))  # 2-D uint8: mode L
+    return image.convert("RGB")
+
+
 def _decode(value, image_size: int, where: str) -> np.ndarray:
     """One image (datasets Image dict, PIL image or path) -> uint8 (S, S, 3). Raises ValueError naming `where`."""
     try:
@@ -97,7 +110,7 @@ def _decode(value, image_size: int, where: str) -> np.ndarray:
             image = Image.open(value)
         else:
             raise InputError(f"unsupported image value of type {type(value).__name__}")
-        image = image.convert("RGB")  # grayscale, palette, RGBA, CMYK -> RGB
+        image = _to_rgb(image)
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
@@ -188,7 +201,7 @@ def load_images(
         if source.suffix.lower() == ".zip"
         else ds._fingerprint
     )
-    key = hashlib.sha1(f"{identity}|{image_column}|{image_size}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{identity}|{image_column}|{image_size}|{_DECODING}".encode()).hexdigest()[:16]
     cached = cache / f"{key}.pt"
     if cached.is_file():
         pixels = torch.load(cached, weights_only=True)  # a cache file is data: never run a pickle

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from ..run.arguments import check_repo_id
+
 
 @dataclass(kw_only=True)
 class PushArguments:
@@ -20,3 +22,6 @@ class PushArguments:
     dry_run_dir: str | None = field(
         default=None, metadata={"help": "Where --dry_run writes the folder (default: MODEL_DIR-hub-upload)."}
     )
+
+    def __post_init__(self):
+        check_repo_id(self.repo_id, "--repo_id")  # before a dry run writes a folder for an id no push could use

@@ -63,6 +63,20 @@ def require_choice(args, name: str, choices) -> None:
         raise InputError(f"--{name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
 
 
+def check_repo_id(repo_id: str, flag: str) -> None:
+    """InputError naming `flag` unless `repo_id` is a repository id the Hub accepts, by huggingface_hub's own rules
+    (`name` or `namespace/name`; letters, digits, '-', '_', '.'; no '--' or '..'; at most 96 characters): checked when
+    the arguments are built, so neither a dry run nor hours of training end in an id no push can use."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # exported lazily: mypy sees none
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        reason = str(err).replace(" Use `repo_type` argument if needed.", "")
+        raise InputError(f"{flag} {repo_id!r} is not a Hub repository id: {reason}") from None
+
+
 # ---- the fields every entry point shares ---------------------------------------------------------------------
 @dataclass(kw_only=True)
 class ModelSourceArguments:
@@ -100,6 +114,8 @@ class HubArguments:
     def __post_init__(self):
         if self.push_to_hub and not self.hub_model_id:
             raise InputError("--push_to_hub needs --hub_model_id user/name.")
+        if self.hub_model_id is not None:
+            check_repo_id(self.hub_model_id, "--hub_model_id")
 
 
 @dataclass(kw_only=True)
@@ -212,13 +228,35 @@ def _describe(annotation) -> str:
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+class _OnceParser(HfArgumentParser):
+    """HfArgumentParser that refuses a flag given twice (argparse keeps the last value, silently): `--max_steps 3
+    --max-steps 4`, `--widths 8 --widths 16`, `--shuffle --no_shuffle`. A flag counts once however many values it takes
+    (`--resnet_widths 32 64`), and whichever spelling or `--flag=value` form; a `--config` recipe value is no flag."""
+
+    _given: dict[str, str]  # dest -> the flag that first set it, during one parse
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = {}
+        return super().parse_known_args(args, namespace)
+
+    def _get_values(self, action, arg_strings):
+        if action.option_strings:  # called once per flag on the command line, never for a default
+            flag, first = action.option_strings[0], self._given.get(action.dest)
+            if first == flag:
+                raise InputError(f"{flag} is given twice: give it once (the last value would silently win).")
+            if first is not None:  # --shuffle and --no_shuffle: one setting, two flags
+                raise InputError(f"{first} and {flag} are both given: give one of them (the last would silently win).")
+            self._given[action.dest] = flag
+        return super()._get_values(action, arg_strings)
+
+
 def parse_cli(cls: type[T], argv: list[str] | None = None) -> T:
     """Parse `argv` (default sys.argv[1:]) into `cls`; `--config FILE.yaml` supplies defaults that flags override.
 
     The dataclass's `__post_init__` checks the result, so what comes back is a valid configuration.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(cast("DataClassType", cls))
+    parser = _OnceParser(cast("DataClassType", cls))
     parser.add_argument("--config", default=None, help="YAML recipe whose keys are any of these flags' names.")
     recipe = read_recipe(argv)
     check_recipe(recipe, cls, flag_value(argv, "--config") or "")

@@ -13,7 +13,7 @@ from transformers import (
 
 from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.adapt.features import text_features
-from tests.conftest import import_script
+from tests.conftest import import_script, with_flags
 
 probe = import_script("probe")
 
@@ -50,7 +50,7 @@ def test_text_probe_saves_a_classifier_equal_to_the_probe(tmp_path, gpt_dir, sen
     torch.testing.assert_close(logits, feats @ weights["score.weight"].T + weights["score.bias"], atol=1e-4, rtol=1e-4)
     assert classifier.config.id2label == {0: "0", 1: "1"}
     # a second run reuses both cached feature sets
-    assert probe.main(argv + ["--output_dir", str(tmp_path / "probe2")]) == 0
+    assert probe.main(with_flags(argv, "--output_dir", str(tmp_path / "probe2"))) == 0
     assert json.loads((tmp_path / "probe2" / "metrics.json").read_text())["feature_cache_hits"] == 2
 
 

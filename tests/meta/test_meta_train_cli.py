@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, TINY_META_FLAGS, import_script
+from tests.conftest import REPO, TINY_META_FLAGS, import_script, with_flags
 
 TINY = [*TINY_META_FLAGS, *"--eval_steps 2 --val_episodes 3 --test_episodes 4".split()]
 
@@ -101,9 +101,10 @@ def test_killed_run_resumes_exactly(glyph_zip, tmp_path):
 def test_bad_input_is_clear(glyph_zip, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HFSSL_CACHE", str(tmp_path / "cache"))
     main = import_script("meta_train").main
-    assert main(["--dataset", str(glyph_zip), "--output_dir", str(tmp_path / "x"), *TINY, "--shots", "4"]) == 2
+    argv = ["--dataset", str(glyph_zip), "--output_dir", str(tmp_path / "x"), *TINY]
+    assert main(with_flags(argv, "--shots", "4")) == 2
     assert "fewer than shots + queries" in capsys.readouterr().err
-    assert main(["--dataset", str(glyph_zip), "--output_dir", str(tmp_path / "x"), *TINY, "--ways", "9"]) == 2
+    assert main(with_flags(argv, "--ways", "9")) == 2
     assert "classes, but this split has only" in capsys.readouterr().err
     assert main(["--dataset", str(glyph_zip), "--algorithm", "reptile"]) == 2
     assert "--algorithm must be one of" in capsys.readouterr().err

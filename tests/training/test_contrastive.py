@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel, pipeline
 
-from tests.conftest import REPO, import_script
+from tests.conftest import REPO, import_script, with_flags
 
 SCRIPT = REPO / "scripts" / "pretrain.py"
 pretrain = import_script("pretrain")
@@ -49,7 +49,7 @@ TINY = [
 
 
 def _args(out, *extra):
-    return ["--output_dir", str(out), *TINY, *extra]
+    return with_flags(["--output_dir", str(out), *TINY], *extra)
 
 
 def _env():

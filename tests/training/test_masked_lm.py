@@ -18,7 +18,7 @@ from hfssl.data.encoder_text import pack_encoder_blocks, train_encoder_tokenizer
 from hfssl.training.masked_lm import MaskedLMArguments, masked_token_loss
 from hfssl.training.masking import EVAL_EPOCH, MaskingCollator
 from hfssl.training.pseudo_log_likelihood import pseudo_log_likelihood
-from tests.conftest import REPO, import_script, make_corpus
+from tests.conftest import REPO, import_script, make_corpus, with_flags
 from tests.training.test_pretrain import CRASH_AT_STEP, SCRIPT, _env, _weights
 
 pretrain = import_script("pretrain")
@@ -31,7 +31,7 @@ TINY_MLM = (
 
 
 def _args(corpus, out, *extra):
-    return ["--dataset", str(corpus), "--output_dir", str(out), *TINY_MLM, *extra]
+    return with_flags(["--dataset", str(corpus), "--output_dir", str(out), *TINY_MLM], *extra)
 
 
 @pytest.fixture(scope="module")

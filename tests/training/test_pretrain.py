@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfssl.training import causal_lm
 from hfssl.training.loop import NonFiniteLossError
-from tests.conftest import REPO, TINY_LM_FLAGS, import_script
+from tests.conftest import REPO, TINY_LM_FLAGS, import_script, with_flags
 
 SCRIPT = REPO / "scripts" / "pretrain.py"
 CRASH_AT_STEP = REPO / "tests" / "helpers" / "crash_at_step.py"  # kills the run when a given step begins
@@ -29,7 +29,7 @@ WARMUP = ["--icl_warmup_block_size", "8", "--icl_warmup_steps"]  # + the number 
 
 
 def _args(corpus, out, *extra):
-    return ["--dataset", str(corpus), "--output_dir", str(out), *TINY, *extra]
+    return with_flags(["--dataset", str(corpus), "--output_dir", str(out), *TINY], *extra)
 
 
 def _env():

@@ -15,7 +15,7 @@ import torch
 
 from hfssl import GPTForCausalLM, launch
 from hfssl.training.launch_checks import check_process_group, check_sharding_request, check_wrap_policy
-from tests.conftest import REPO, TINY_LM_FLAGS, tiny_gpt_config
+from tests.conftest import REPO, TINY_LM_FLAGS, tiny_gpt_config, with_flags
 from tests.training.test_pretrain import CRASH_AT_STEP, SCRIPT, _env, _weights
 
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
@@ -164,7 +164,14 @@ def test_two_machines_match_one_process_on_the_global_batch(tmp_path, corpus_fil
     data = ["--dataset", str(corpus_file)]
     one = tmp_path / "one"
     single = subprocess.run(
-        [sys.executable, str(SCRIPT), *data, "--output_dir", str(one), *LM, "--per_device_train_batch_size", "4"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            *data,
+            "--output_dir",
+            str(one),
+            *with_flags(LM, "--per_device_train_batch_size", "4"),
+        ],
         env=_env(),
         cwd=REPO,
         capture_output=True,
@@ -173,7 +180,7 @@ def test_two_machines_match_one_process_on_the_global_batch(tmp_path, corpus_fil
     assert single.returncode == 0, single.stderr[-2000:]
     two = tmp_path / "two"
     for result in _two_machines(
-        [str(SCRIPT), *data, "--output_dir", str(two), *LM, "--per_device_train_batch_size", "2"]
+        [str(SCRIPT), *data, "--output_dir", str(two), *with_flags(LM, "--per_device_train_batch_size", "2")]
     ):
         assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((two / "run_args.json").read_text())["num_processes"] == 2
@@ -201,7 +208,7 @@ def test_contrastive_on_two_machines_equals_two_processes_on_one(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_two_machine_run_resumes_exactly_with_every_ranks_random_state(tmp_path, corpus_file):
-    run = ["--dataset", str(corpus_file), *LM, "--per_device_train_batch_size", "2", "--save_steps", "2"]
+    run = ["--dataset", str(corpus_file), *with_flags(LM, "--per_device_train_batch_size", "2", "--save_steps", "2")]
     run += ["--dropout", "0.1"]  # random draws on each rank: resuming needs every rank's RNG state
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     for result in _two_machines([str(SCRIPT), *run, "--output_dir", str(straight)]):
