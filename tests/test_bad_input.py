@@ -65,6 +65,9 @@ def _data_files(root: Path) -> None:
     (root / "long.txt").write_text(
         "1 " + "the king forgets the song " * 40 + "\n" + "".join(f"{i % 2} words {i}\n" for i in range(20))
     )
+    (root / "null_text.jsonl").write_text(
+        "".join(f'{{"text": "fine {i}", "label": {i % 2}}}\n' for i in range(10)) + '{"text": null, "label": 1}\n'
+    )
     (root / "bad.yaml").write_text("max_steps: [3\n")
     (root / "wrong_type.yaml").write_text("max_steps: many\n")
     (root / "unknown_key.yaml").write_text("max_stepz: 3\n")
@@ -85,6 +88,8 @@ def _models(root: Path, tokenizer) -> None:
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     shutil.copytree(gpt, root / "gpt_with_token")
     (root / "gpt_with_token" / "notes.txt").write_text(f"first line\nmy token {TOKEN_LIKE}\n")
+    shutil.copytree(gpt, root / "gpt_with_link")  # a file that is a link to outside the model folder
+    (root / "gpt_with_link" / "notes.txt").symlink_to(root / "sentiment.txt")
     simclr = root / "simclr"
     SimCLRModel(
         SimCLRConfig(image_size=8, resnet_layers=[1, 1], resnet_widths=[8, 8], projection_dims=[8])
@@ -266,7 +271,7 @@ CASES = [
         [*MLM, "--tokenizer_name_or_path", "{gpt}"],
         "has no mask token",
     ),
-    Case("masked-lm-longer-than-positions", "pretrain", [*MLM, "--block_size", "128"], "longer than max_position"),
+    Case("masked-lm-longer-than-positions", "pretrain", _with(MLM, block_size=128), "longer than max_position"),
     Case(
         "pretrain-into-its-input-model",
         "pretrain",
@@ -411,7 +416,43 @@ CASES = [
         "push-token-in-a-file",
         "push",
         _with(PUSH, model_dir="{gpt_with_token}"),
-        "notes.txt, line 2, holds what looks like a Hugging Face access token",
+        "notes.txt, byte 20 (UTF-8), holds what looks like a Hugging Face access token",
+    ),
+    # ---- trust boundaries and odd data (#34) ----
+    Case(
+        "push-link-out-of-the-folder", "push", _with(PUSH, model_dir="{gpt_with_link}"), "is a link to a file outside"
+    ),
+    Case("push-impossible-repo-id", "push", _with(PUSH, repo_id="a/b/c"), "is not a Hub repository id"),
+    Case("pretrain-flag-given-twice", "pretrain", [*PRETRAIN, "--max_steps", "3"], "--max_steps is given twice"),
+    Case(
+        "prompt-demos-are-the-queries",
+        "prompt_eval",
+        [*PROMPT, "--demos_dataset", "{sentiment.txt}"],
+        "have their text in the demonstration pool",
+    ),
+    Case("prompt-nan-temperature", "prompt_eval", [*PROMPT, "--temperature", "nan"], "--temperature must be a finite"),
+    Case("finetune-null-text", "finetune", _with(FINETUNE, dataset="{null_text.jsonl}"), "not a string or a number"),
+    Case(
+        "finetune-task-named-twice",
+        "finetune",
+        [*PROBE[:2], "--tasks", "a={sentiment.txt},a={sentiment.txt}", "--output_dir", "{out}"],
+        "used twice",
+    ),
+    Case(
+        "finetune-sampling-temperature-zero",
+        "finetune",
+        [
+            *PROBE[:2],
+            "--tasks",
+            "a={sentiment.txt},b={sentiment.txt}",
+            "--output_dir",
+            "{out}",
+            "--task_sampling",
+            "temperature",
+            "--sampling_temperature",
+            "0",
+        ],
+        "--sampling_temperature must be a number > 0",
     ),
     Case(
         "push-without-a-token",
