@@ -37,13 +37,15 @@ from ..run.checkpoints import (
     save_training_state,
     write_checkpoint,
 )
+from ..run.errors import InputError
 from ..run.output import publish
-from ..run.results import AdaptationResult, save_result
+from ..run.results import AdaptationResult, MultitaskResult, save_result
 from ..run.start import prepare_run
 from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
 from .classifier import Batcher, head_inputs, load_classifier, predict, surgical_parameters, take
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
+from .multitask import SAMPLING, WEIGHTING, parse_task_weights, parse_tasks, run_multitask
 from .task import AdaptArguments, TaskData, load_task
 
 if TYPE_CHECKING:
@@ -57,6 +59,32 @@ METHODS = ("full", "lp-ft", "surgical", "lora")
 
 @dataclass(kw_only=True)
 class FinetuneArguments(AdaptArguments):
+    dataset: str = field(
+        default="",
+        metadata={
+            "help": "Labelled training data (text: csv/tsv/jsonl/parquet/'label text' .txt or Hub name; images: "
+            "parquet/image folder/Hub name/'digits'). Or --tasks for several."
+        },
+    )
+    tasks: str | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-task: name=dataset,name=dataset,...: one shared encoder, one head per task, a folder "
+            "per task in --output_dir (hfssl.adapt.multitask)."
+        },
+    )
+    task_sampling: str = field(
+        default="proportional", metadata={"help": "With --tasks: proportional, uniform or temperature."}
+    )
+    sampling_temperature: float = field(
+        default=2.0, metadata={"help": "With --task_sampling temperature: p_t ~ n_t^(1/T) (T5's mixing)."}
+    )
+    loss_weighting: str = field(
+        default="fixed", metadata={"help": "With --tasks: fixed (--task_weights) or uncertainty (Kendall et al.)."}
+    )
+    task_weights: str | None = field(
+        default=None, metadata={"help": "With --tasks and fixed weighting: name=weight,... (default 1 each)."}
+    )
     method: str = field(default="full", metadata={"help": "full, lp-ft, surgical or lora."})
     num_train_epochs: int = field(default=10, metadata={"help": "Passes over the (few-shot) training set."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Examples per optimizer step."})
@@ -110,6 +138,22 @@ class FinetuneArguments(AdaptArguments):
         require_non_negative(self, "weight_decay", "max_grad_norm", "save_steps", "save_total_limit")
         require_fraction(self, "warmup_ratio")
         require_fraction(self, "lora_dropout")
+        self._check_tasks()
+
+    def _check_tasks(self) -> None:
+        require_choice(self, "task_sampling", SAMPLING)
+        require_choice(self, "loss_weighting", WEIGHTING)
+        if not (math.isfinite(self.sampling_temperature) and self.sampling_temperature > 0):
+            raise InputError(f"--sampling_temperature must be a number > 0, got {self.sampling_temperature}.")
+        if bool(self.dataset) == bool(self.tasks):
+            raise InputError("Give --dataset (one task) or --tasks name=dataset,... (several), not both or neither.")
+        if self.tasks:
+            names = [t.name for t in parse_tasks(self.tasks)]
+            parse_task_weights(self.task_weights, names)
+            if self.task_weights and self.loss_weighting == "uncertainty":
+                raise InputError("--task_weights are fixed weights: drop them, or drop --loss_weighting uncertainty.")
+        elif self.task_weights or self.task_sampling != "proportional" or self.loss_weighting != "fixed":
+            raise InputError("--task_sampling, --loss_weighting and --task_weights need --tasks.")
 
 
 # ---- methods ---------------------------------------------------------------------------------------
@@ -210,8 +254,11 @@ def _changed_parameters(model: nn.Module, snapshot: dict, lora: bool) -> list[st
     return sorted(n for n, p in base.named_parameters() if n in snapshot and not torch.equal(p.detach(), snapshot[n]))
 
 
-def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult:
-    """Adapt with args.method; save the adapted model (or LoRA adapter) and metrics.json to args.output_dir."""
+def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult | MultitaskResult:
+    """Adapt with args.method; save the adapted model (or LoRA adapter) and metrics.json to args.output_dir.
+    With args.tasks: multi-task fine-tuning (`hfssl.adapt.multitask.run_multitask`)."""
+    if args.tasks:
+        return run_multitask(args, callbacks)
     checkpoint = prepare_run(args, [args.source.input_path])
     torch.manual_seed(args.seed)
     task = load_task(args, load_config(args.source))

@@ -122,6 +122,36 @@ class AdaptationResult(RunResult):
 
 
 @dataclass(kw_only=True)
+class MultitaskResult(RunResult):
+    """One encoder fine-tuned on several tasks (`finetune.py --tasks`): tasks[name] holds the task's dataset,
+    accuracy, macro_f1, num_train, num_eval, labels, sampling_probability, steps and loss_weight; each task's own
+    AdaptationResult is in OUTPUT_DIR/<name>/metrics.json beside its model."""
+
+    kind: ClassVar[str] = "multitask"
+    method: str
+    task: str = "text-classification"
+    task_sampling: str = "proportional"
+    loss_weighting: str = "fixed"
+    tasks: dict[str, dict] = field(default_factory=dict)
+    log_history: list[dict] = field(default_factory=list)
+
+    def eval_results(self) -> list[EvalResult]:
+        split = "held-out part of the training file"
+        return [
+            _entry(
+                self.task,
+                scores["dataset"],
+                split,
+                "f1" if metric == "macro_f1" else metric,
+                f"{name} {metric} (multi-task {self.method})",
+                scores[metric],
+            )
+            for name, scores in self.tasks.items()
+            for metric in ("accuracy", "macro_f1")
+        ]
+
+
+@dataclass(kw_only=True)
 class MetaTestScore:
     accuracy: float
     ci95: float  # half-width of the normal 95% confidence interval over episodes
@@ -205,7 +235,7 @@ class PromptEvalResult(RunResult):
 
 
 RESULT_KINDS: dict[str, type[RunResult]] = {
-    cls.kind: cls for cls in (PretrainResult, AdaptationResult, MetaResult, PromptEvalResult)
+    cls.kind: cls for cls in (PretrainResult, AdaptationResult, MultitaskResult, MetaResult, PromptEvalResult)
 }
 
 
