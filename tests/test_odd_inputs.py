@@ -224,3 +224,14 @@ def test_k_larger_than_a_class_names_the_label_as_the_data_does(tmp_path, gpt_di
 def test_few_shot_indices_names_the_label():
     with pytest.raises(InputError, match="larger than class 'dog', which has 1 example"):
         few_shot_indices([0, 0, 1, 0], 2, seed=0, names=["cat", "dog"])
+
+
+def test_a_null_label_is_refused_not_a_class_called_none(tmp_path, capsys):
+    from hfssl.data.labelled import load_labelled
+
+    data = tmp_path / "null_label.jsonl"
+    data.write_text(
+        "".join(f'{{"text": "fine {i}", "label": {i % 2}}}\n' for i in range(6)) + '{"text": "x", "label": null}\n'
+    )
+    with pytest.raises(InputError, match="row 7: the label is null"):
+        load_labelled(str(data))

@@ -148,6 +148,11 @@ class FinetuneArguments(AdaptArguments):
         if bool(self.dataset) == bool(self.tasks):
             raise InputError("Give --dataset (one task) or --tasks name=dataset,... (several), not both or neither.")
         if self.tasks:
+            if self.eval_dataset:
+                raise InputError(
+                    "--eval_dataset is one task's data: with --tasks each task holds out --eval_split_fraction of its "
+                    "own (the same examples as a single-task run with the same --seed)."
+                )
             names = [t.name for t in parse_tasks(self.tasks)]
             parse_task_weights(self.task_weights, names)
             if self.task_weights and self.loss_weighting == "uncertainty":

@@ -314,6 +314,13 @@ def _evaluate_and_save(args, tasks: list[_Task], weighting: UncertaintyWeights |
             args={**args.to_dict(), "dataset": t.spec.dataset, "task_name": t.spec.name},
             saved="model",
         )
+        if not losses:
+            logger.warning(
+                "task %s was drawn for no step (p = %.3f): its head is untrained. Raise --num_train_epochs, or use "
+                "--task_sampling uniform or temperature.",
+                t.spec.name,
+                t.probability,
+            )
         logger.info(
             "task %s: accuracy %.4f, macro-F1 %.4f (p = %.3f, %d steps)",
             t.spec.name,

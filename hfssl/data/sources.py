@@ -42,7 +42,14 @@ def label_ids(ds: datasets.Dataset, column: str) -> tuple[list[int], list[str]]:
     feature = ds.features[column]
     if isinstance(feature, datasets.ClassLabel):
         return list(ds[column]), list(feature.names)
-    raw = [str(v) for v in ds[column]]
+    values = list(ds[column])
+    for row, value in enumerate(values, start=1):  # str(None) would make a class called "None"
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise InputError(
+                f"Label column {column!r}, row {row}: the label is null (an empty cell). Give every row a label, or "
+                "remove that row."
+            )
+    raw = [str(v) for v in values]
     names = sorted(set(raw))
     index = {name: i for i, name in enumerate(names)}
     return [index[v] for v in raw], names

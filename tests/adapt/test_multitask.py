@@ -161,6 +161,7 @@ def test_lora_trains_one_adapter_for_the_shared_encoder(tmp_path, gpt_dir, senti
         ("a={s},b={t}", ["--task_sampling", "temperature", "--sampling_temperature", "0"], "> 0"),
         ("a={s},b={t}", ["--dataset", "{s}"], "not both"),
         ("a={s},b={t}", ["--task_weights", "c=1"], "not one of"),
+        ("a={s},b={t}", ["--eval_dataset", "{s}"], "one task's data"),
     ],
 )
 def test_bad_multitask_input_is_one_line(tmp_path, gpt_dir, sentiment_file, topic_file, capsys, tasks, extra, message):
