@@ -10,6 +10,9 @@ texts of more than OVERLAP_LIMIT of the queries is refused unless --allow_demo_o
 
 With --chain_of_thought the model writes a chain before its answer (`chain_of_thought.py` holds the prompt layout,
 the parse rule and the vote); --num_samples chains sampled at --temperature answer by majority vote.
+
+With --ablate_heads the whole evaluation runs with those attention heads' outputs zeroed (`hfssl.analysis.heads.
+ablate_heads`), e.g. the top induction heads that `scripts/analyze.py induction` lists.
 """
 
 import logging
@@ -21,6 +24,7 @@ from typing import cast
 
 import torch
 
+from ..analysis.heads import ablate_heads, format_heads, parse_heads
 from ..data.labelled import LabelledData, load_labelled
 from ..data.splits import held_out_split
 from ..models.loading import load_causal_lm
@@ -130,10 +134,19 @@ class PromptEvalArguments(ModelSourceArguments):
     text_column: str = field(default="text", metadata={"help": "Text column."})
     label_column: str = field(default="label", metadata={"help": "Label column."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub models with custom code."})
+    ablate_heads: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate with these attention heads' outputs zeroed: 'layer.head,...' counted from 0, e.g. "
+            "'3.1,5.0' (scripts/analyze.py induction lists the induction heads). Recorded in the result."
+        },
+    )
 
     def __post_init__(self):
         self.check_model_source()
         self.shot_counts = parse_shots(self.shots)
+        self.ablated_heads = parse_heads(self.ablate_heads or "")
+        self.ablate_heads = format_heads(self.ablated_heads) or None  # recorded as written back: '3.1,5.0'
         require_positive(self, "num_seeds", "max_eval_examples", "max_new_tokens", "per_device_eval_batch_size")
         require_choice(self, "mode", ("loglikelihood", "generate"))
         require_choice(self, "strategy", ("random", "balanced", "nearest"))
@@ -415,6 +428,12 @@ def run_prompt_eval(args: PromptEvalArguments) -> PromptEvalResult:
     queries, pool = queries_and_pool(args, template.label_key_separator)
     own_texts = pool_query_overlap(args, queries, pool)
     model, tokenizer = load_causal_lm(args.source, args.trust_remote_code)
+    with ablate_heads(model, args.ablated_heads):  # no heads: no hooks; a head the model lacks: an InputError
+        return _evaluate(args, model, tokenizer, template, queries, pool, own_texts)
+
+
+def _evaluate(args, model, tokenizer, template, queries, pool, own_texts) -> PromptEvalResult:
+    """The sweep of `run_prompt_eval` on a loaded model: every k of --shots, --num_seeds draws each."""
     classifier = PromptClassifier(
         model,
         tokenizer,

@@ -89,7 +89,9 @@ class GPTAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output (B, T, d), attention probabilities (B, nh, T, S) or None): the probabilities exist only with the
+        eager implementation (`config._attn_implementation == "eager"`); SDPA and flash attention never form them."""
         B, T, _ = hidden_states.shape
         # (B, T, 3d) -> 3 x (B, nh, T, hs)
         qkv = self.qkv_proj(hidden_states).view(B, T, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -100,7 +102,7 @@ class GPTAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        attn_output, _ = attention_interface(
+        attn_output, attn_weights = attention_interface(
             self,
             query,
             key,
@@ -110,8 +112,8 @@ class GPTAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
-        attn_output = attn_output.reshape(B, T, -1)  # (B, T, d)
-        return self.resid_dropout(self.out_proj(attn_output))
+        attn_output = attn_output.reshape(B, T, -1)  # (B, T, d): head h is the slice [h * hs, (h + 1) * hs)
+        return self.resid_dropout(self.out_proj(attn_output)), attn_weights
 
 
 class GPTMLP(nn.Module):
@@ -145,9 +147,8 @@ class GPTBlock(GradientCheckpointingLayer):
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        hidden_states = hidden_states + self.attn(
-            self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs
-        )
+        attn_output, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs)
+        hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(self.ln_2(hidden_states))
 
 
@@ -226,9 +227,15 @@ class GPTModel(GPTPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """input_ids (B, T) or inputs_embeds (B, T, d); cache: KV cache of earlier tokens (alias past_key_values)."""
+        """input_ids (B, T) or inputs_embeds (B, T, d); cache: KV cache of earlier tokens (alias past_key_values).
+
+        output_attentions: also return `attentions`, one (B, nh, T, S) tensor of attention probabilities per layer.
+        Only the eager implementation forms them: load with `attn_implementation="eager"` or call
+        `model.set_attn_implementation("eager")` first (SDPA, the default, raises a ValueError here).
+        """
         cache = _one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -238,7 +245,14 @@ class GPTModel(GPTPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        kwargs.pop("output_attentions", None)  # attention probabilities are never materialised with SDPA
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs the eager attention implementation (this model uses "
+                f"{self.config._attn_implementation!r}, which never forms the attention probabilities): call "
+                "model.set_attn_implementation('eager') or load it with attn_implementation='eager'."
+            )
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, d)
@@ -263,15 +277,31 @@ class GPTModel(GPTPreTrainedModel):
         )
         hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))
         all_hidden_states: tuple[torch.Tensor, ...] | None = (hidden_states,) if output_hidden_states else None
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=causal_mask, cache=cache, **kwargs)
-            if all_hidden_states is not None:
-                all_hidden_states += (hidden_states,)
+        all_attentions: list[torch.Tensor] = []
+        # each layer's attention probabilities, read from its attention's output (the block returns hidden states only)
+        hooks = [
+            cast(GPTBlock, layer).attn.register_forward_hook(lambda _m, _args, output: all_attentions.append(output[1]))
+            for layer in self.layers
+            if output_attentions
+        ]
+        try:
+            for layer in self.layers:
+                hidden_states = layer(hidden_states, attention_mask=causal_mask, cache=cache, **kwargs)
+                if all_hidden_states is not None:
+                    all_hidden_states += (hidden_states,)
+        finally:
+            for hook in hooks:
+                hook.remove()
         hidden_states = self.norm(hidden_states)
         if all_hidden_states is not None:  # the last entry is the normalised output, as in GPT-2
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         cache_output: dict[str, Any] = {CACHE_NAME: cache if use_cache else None}
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden_states, **cache_output)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden_states,
+            attentions=tuple(all_attentions) if output_attentions else None,
+            **cache_output,
+        )
 
 
 class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
@@ -325,6 +355,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
 
@@ -386,6 +417,7 @@ class GPTForSequenceClassification(GPTPreTrainedModel):
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
 
