@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 from PIL import Image
@@ -53,6 +54,14 @@ def _labelled_rows(n: int = 12) -> list[dict]:
     return [{"text": f"the king {'likes' if i % 2 else 'forgets'} the song {i}", "label": i % 2} for i in range(n)]
 
 
+# datasets 3 (the lower bound) reads a JSON column of mixed types as an error of its own (one line naming the file,
+# "could not be read as json data"), before hfssl sees the values: these cases hold from datasets 4
+MIXED_JSON = pytest.mark.skipif(
+    int(datasets.__version__.split(".")[0]) < 4, reason="datasets < 4 refuses mixed-type JSON columns itself"
+)
+
+
+@MIXED_JSON
 # ---- 1. values in a text column that are not strings ---------------------------------------------------------------
 def test_numbers_in_a_labelled_text_column_are_their_strings(tmp_path):
     rows = _labelled_rows()
@@ -61,6 +70,7 @@ def test_numbers_in_a_labelled_text_column_are_their_strings(tmp_path):
     assert data.inputs[3] == "1984" and all(isinstance(t, str) for t in data.inputs)
 
 
+@MIXED_JSON
 @pytest.mark.parametrize("value", [None, ["two", "words"], {"a": 1}, True], ids=["null", "list", "object", "bool"])
 def test_a_labelled_text_that_is_not_text_is_refused_by_file_column_and_row(tmp_path, value):
     rows = _labelled_rows()
@@ -83,6 +93,7 @@ def test_an_empty_csv_text_cell_is_refused_by_the_probe(tmp_path, gpt_dir, capsy
     assert "holes.csv" in line and "column 'text'" in line and "row 3" in line and "None" in line
 
 
+@MIXED_JSON
 def test_numbers_in_a_corpus_text_column_are_their_strings(tmp_path):
     docs = [{"text": doc} for doc in make_corpus(6)]
     docs[2]["text"] = 42
@@ -90,6 +101,7 @@ def test_numbers_in_a_corpus_text_column_are_their_strings(tmp_path):
     assert "42" in texts and len(texts) == 6 and all(isinstance(t, str) for t in texts)
 
 
+@MIXED_JSON
 def test_a_corpus_text_that_is_a_list_is_refused_by_pretrain(tmp_path, capsys):
     docs = [{"text": doc} for doc in make_corpus(30)]
     docs[7]["text"] = ["a", "list"]
