@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import HfsslError, InputError, MissingFileError, StorageError, is_disk_full
+from .lock import process_exists
 
 logger = logging.getLogger(__name__)
 
@@ -98,18 +99,8 @@ def _remove_own_leftovers(root: Path) -> None:
         if match is None:
             continue  # not named by this version of hfssl: not ours to judge
         pid = int(match.group(1))
-        if pid == os.getpid() or not _process_exists(pid):
+        if pid == os.getpid() or not process_exists(pid):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_checkpoint(

@@ -50,7 +50,8 @@ def _read_owner(lock: Path) -> dict:
         return {}  # being written this instant, or damaged
 
 
-def _alive(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether process `pid` of this host is running (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -68,7 +69,7 @@ def _stale(owner: dict, lock: Path) -> bool:
             return time.time() - lock.stat().st_mtime > 60
         except FileNotFoundError:
             return True
-    return owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0)))
+    return owner.get("host") == socket.gethostname() and not process_exists(int(owner.get("pid", 0)))
 
 
 def acquire_output_lock(output_dir: str | os.PathLike) -> Path:
