@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from ..analysis.probe import InductionProbe
 from ..data import synthetic
 from ..data.text import pack_into_blocks, train_bpe_tokenizer
 from ..models.gpt import GPTConfig, GPTForCausalLM
@@ -49,6 +50,7 @@ SAMPLE_OPENING_WORDS = 3
 # half of --max_steps: 2,500 of the main command's 5,000 (docs/pretraining-causal-lm.md, "In-context warm-up"); a model
 # loaded with --model_name_or_path gets none
 DEFAULT_ICL_WARMUP_STEPS = 2500
+PROBE_BLOCKS = 16  # held-out blocks of --analysis_steps' in-context learning score
 
 
 @dataclass(kw_only=True)
@@ -107,12 +109,31 @@ class CausalLMArguments(TextModelShapeArguments, TextCorpusArguments, PretrainAr
         metadata={"help": "Prompt for the sample printed at the end (default: a held-out document's first 3 words)."},
     )
     sample_max_new_tokens: int = field(default=80, metadata={"help": "Length of the sample printed at the end."})
+    analysis_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N optimizer steps (and before the first, and at the last), log the best head's "
+            "prefix-matching score, the loss on repeated random tokens and the in-context learning score on held-out "
+            "blocks (hfssl.analysis.probe; docs/induction-heads.md): the phase change of induction heads, as it "
+            "happens. 0: off."
+        },
+    )
+    analysis_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens the --analysis_steps probe reads per sequence (its late position; two copies of "
+            "(N - 1) // 2 random tokens, at most 32). Default: the shortest block the run trains on (--block_size, "
+            "or --icl_warmup_block_size during an in-context warm-up), so every position it reads is trained."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         self.check_corpus_arguments()
         self.check_model_shape()
         require_positive(self, "sample_max_new_tokens")
+        require_non_negative(self, "analysis_steps")
+        require_positive(self, "analysis_length")
         require_non_negative(self, "icl_warmup_steps")
         if self.icl_warmup_ratio is not None:
             require_fraction(self, "icl_warmup_ratio")
@@ -159,6 +180,7 @@ class CausalLMObjective(Objective):
         super().__init__(args)
         self.tokenizer: Any = None  # set by setup()
         self.sample_prompt = ""
+        self.probe: InductionProbe | None = None  # set by setup() with --analysis_steps
 
     # ---- setup -------------------------------------------------------------------------------------
     @staticmethod
@@ -256,6 +278,11 @@ class CausalLMObjective(Objective):
             len(train_blocks) * d.block_size,
         )
         model = self._model(tokenizer)
+        if d.analysis_steps:
+            probe_blocks = None
+            if eval_blocks is not None:
+                probe_blocks = eval_blocks.select(range(min(PROBE_BLOCKS, len(eval_blocks))))["input_ids"]
+            self.probe = InductionProbe.for_blocks(model, tokenizer, self._analysis_length(), probe_blocks)
         return PretrainingSetup(
             model, train_blocks, eval_blocks, _collate_blocks, companions=[tokenizer], warmup=warmup
         )
@@ -266,6 +293,24 @@ class CausalLMObjective(Objective):
 
     def items_in_batch(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["input_ids"].numel()
+
+    def _analysis_length(self) -> int:
+        """--analysis_length, else the shortest block the run trains on (a warm-up's blocks may be shorter)."""
+        d = self.args
+        if d.analysis_length is not None:
+            if d.analysis_length > d.block_size:
+                raise InputError(
+                    f"--analysis_length {d.analysis_length} is longer than the held-out blocks (--block_size "
+                    f"{d.block_size})."
+                )
+            return d.analysis_length
+        return min(d.block_size, d.icl_warmup_block_size) if d.icl_warmup_steps else d.block_size
+
+    def step_metrics(self, model: nn.Module, step: int, final: bool) -> dict[str, float]:
+        """With --analysis_steps N: the induction probe's scores at step 0, every N steps and at the last."""
+        if self.probe is None or not (final or step % self.args.analysis_steps == 0):
+            return {}
+        return self.probe.measure(model)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, eval_loader, accelerator: Accelerator) -> dict[str, float]:

@@ -250,6 +250,15 @@ class PretrainingLoop:
         )
         return metrics
 
+    def step_metrics(self, final: bool = False) -> None:
+        """The objective's metrics of this step, when it has any now (logged and printed like an evaluation)."""
+        metrics = self.objective.step_metrics(self.accelerator.unwrap_model(self.model), self.state.global_step, final)
+        if metrics:
+            self.log(metrics)
+            self.accelerator.print(
+                f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            )
+
     def _in_warmup(self) -> bool:
         return self.state.global_step < self.warmup_steps
 
@@ -326,6 +335,7 @@ class PretrainingLoop:
             )
         if args.eval_steps > 0 and state.global_step % args.eval_steps == 0 and not final and not was_warmup:
             self.evaluate()
+        self.step_metrics(final)
         if was_warmup:
             if not self._in_warmup():  # the phase is over: the corpus starts at its epoch 0
                 state.epoch, state.batches_in_epoch = 0, 0
@@ -353,6 +363,8 @@ class PretrainingLoop:
         micro_losses: list = []  # the losses (or, for a cached accumulation, the batches) of this optimizer step
         items, window_start = 0, time.perf_counter()
         done = state.global_step >= self.max_steps
+        if state.global_step == 0:
+            self.step_metrics()  # where the curves start
         while not done:
             warmup_pass = self._in_warmup()
             phase = f", {self.warmup_name}" if warmup_pass else ""

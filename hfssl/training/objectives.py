@@ -99,6 +99,11 @@ class Objective(abc.ABC):
     def on_epoch_start(self, epoch: int) -> None:  # noqa: B027 (a hook whose default is to do nothing)
         """A new pass over the training data begins (e.g. draw new masks); not called during a warm-up phase."""
 
+    def step_metrics(self, model: nn.Module, step: int, final: bool) -> dict[str, float]:
+        """Metrics of the (unwrapped) model after optimizer step `step` (0: before the first), logged to the tracker
+        and metrics.json when not empty; called on every process (e.g. `--analysis_steps`' induction probe)."""
+        return {}
+
     def closing_metrics(self, model: nn.Module, accelerator: Accelerator) -> dict[str, float]:
         """Metrics computed once on the main process after saving (added to metrics.json's final entry)."""
         return {}
