@@ -1,4 +1,5 @@
-"""hfssl playground: few-shot prompts with any causal LM, nearest neighbours with a SimCLR encoder.
+"""hfssl playground: few-shot prompts with any causal LM, nearest neighbours with a SimCLR encoder, a head's attention
+and the heads ranked by induction score.
 
     python demo/app.py [--models_root outputs] [--model gpt-stdlib] [--port 7860] [--allow_hub_models]
 
@@ -39,6 +40,7 @@ from hfssl.serving import (
     reason,
     score_labels,
 )
+from hfssl.serving.attention_handlers import MAX_ATTENTION_TOKENS, induction_ranking, show_attention
 from hfssl.serving.prompt_form import DEFAULT_COT_TRIGGER, DEFAULT_NEW_TOKENS
 from hfssl.serving.vision_handlers import BUILTIN_REFERENCE
 
@@ -257,6 +259,43 @@ def _vision_tab(store: ModelStore, encoders: list[str]) -> None:
     )
 
 
+# ---- the attention tab ---------------------------------------------------------------------------------------
+ATTENTION_EXAMPLE = "The cat sat on the mat. The dog ran to the park. The cat sat on the mat."
+
+
+def _attention_tab(store: ModelStore, choices: list[str], default_model: str | None, allow_hub_models: bool) -> None:
+    """Lay out and wire the attention tab: a head's attention on a prompt (token x token), the heads ranked by
+    induction score."""
+    model = gr.Dropdown(
+        choices, value=default_model, allow_custom_value=allow_hub_models, label="Model", elem_id="attention-model"
+    )
+    prompt = gr.Textbox(
+        value=ATTENTION_EXAMPLE, label=f"Prompt (at most {MAX_ATTENTION_TOKENS} tokens)", elem_id="attention-prompt"
+    )
+    with gr.Row():
+        layer = gr.Number(value=1, precision=0, minimum=0, label="Layer (from 0)")
+        head = gr.Number(value=0, precision=0, minimum=0, label="Head (from 0)")
+        show = gr.Button("Show attention", variant="primary", elem_id="show-attention")
+        rank = gr.Button("Rank heads by induction score", elem_id="rank-heads")
+    caption = gr.Markdown(elem_id="attention-caption")
+    picture = gr.HTML(elem_id="attention-picture")
+    ranking = gr.Dataframe(label="Top induction heads (prefix matching on repeated random tokens)", elem_id="ranking")
+    show.click(
+        _friendly(lambda *values: show_attention(store, *values), store),
+        [model, prompt, layer, head],
+        [picture, caption],
+        api_name="attention",
+        concurrency_limit=CONCURRENCY,
+    )
+    rank.click(
+        _friendly(lambda name: induction_ranking(store, name), store),
+        model,
+        ranking,
+        api_name="induction_heads",
+        concurrency_limit=CONCURRENCY,
+    )
+
+
 # ---- the page -------------------------------------------------------------------------------------------------
 def _default_model(choices: list[str], default_model: str | None) -> str | None:
     """The model to preselect: the one asked for, else the one the README's main command saves, else the first."""
@@ -278,12 +317,15 @@ def build_app(
     choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
     with gr.Blocks(title="hfssl playground") as app:
         gr.Markdown(
-            "# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder."
+            "# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder; "
+            "attention heads and induction scores."
         )
         with gr.Tab("Few-shot prompts"):
             model, info = _prompt_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
         with gr.Tab("Vision encoder"):
             _vision_tab(store, encoders)
+        with gr.Tab("Attention heads"):
+            _attention_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
         app.load(_friendly(lambda name: describe(store, name) if name else "", store), model, info)
     app.queue(default_concurrency_limit=CONCURRENCY)
     return app

@@ -114,6 +114,13 @@ def test_gradio_client_round_trips(running_app):
         client.predict("../secret", *_client_fields()[1:], api_name="/score")
     *_, query, note = client.predict("key_value", api_name="/preset")
     assert query == "w" and note == PRESET_NOTES["key_value"]
+    # the attention tab: a head's picture (a row per token, the key tokens first) and the induction ranking
+    picture, caption = client.predict("gpt", "a good film. a good film.", 1, 0, api_name="/attention")
+    assert caption.startswith("**Head 1.0**") and picture.count("<tr>") > 2
+    ranking = client.predict("gpt", api_name="/induction_heads")
+    assert ranking["headers"][:2] == ["rank", "head"] and len(ranking["data"]) == 8  # 2 layers x 4 heads
+    with pytest.raises(Exception, match="does not exist"):
+        client.predict("gpt", "a good film.", 5, 0, api_name="/attention")
 
 
 def _client_fields():
