@@ -383,6 +383,33 @@ CASES = [
         _with(PROMPT, num_samples=3, temperature=0.7),
         "apply to generation: add --chain_of_thought or --mode generate",
     ),
+    Case("prompt-ablate-missing-head", "prompt_eval", _with(PROMPT, ablate_heads="2.0"), "head 2.0 does not exist"),
+    Case(
+        "prompt-ablate-head-twice",
+        "prompt_eval",
+        _with(PROMPT, ablate_heads="0.1,0.1"),
+        "--ablate_heads lists head 0.1 twice",
+    ),
+    # ---- looking inside (#32) ----
+    Case(
+        "analyze-beyond-context",
+        "analyze",
+        ["induction", "--model_name_or_path", "{gpt}", "--output_dir", "{out}", "--seq_len", "40"],
+        "longer than the model's context window",
+    ),
+    Case(
+        "analyze-missing-model",
+        "analyze",
+        ["induction", "--model_name_or_path", "{root}/nope", "--output_dir", "{out}"],
+        "nope",
+    ),
+    Case(
+        "pretrain-analysis-block-too-short",
+        "pretrain",
+        _with(PRETRAIN, analysis_steps=1, block_size=6),
+        "--analysis_steps needs blocks of at least 8 tokens",
+    ),
+    Case("pretrain-negative-analysis-steps", "pretrain", _with(PRETRAIN, analysis_steps=-1), "--analysis_steps must"),
     # ---- meta-learning ----
     Case("meta-zero-meta-batch", "meta_train", _with(META, meta_batch_size=0), "--meta_batch_size must be > 0"),
     Case("meta-too-many-ways", "meta_train", _with(META, ways=9), "classes, but this split has only"),
@@ -493,7 +520,8 @@ def _fill(argv: list[str], root: Path, out: Path) -> list[str]:
 
 def test_there_are_forty_cases_or_more():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
-    assert {c.script for c in CASES} == {"pretrain", "probe", "finetune", "prompt_eval", "meta_train", "push", "demo"}
+    scripts = {"pretrain", "probe", "finetune", "prompt_eval", "meta_train", "push", "demo", "analyze"}
+    assert {c.script for c in CASES} == scripts
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

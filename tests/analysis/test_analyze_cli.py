@@ -77,3 +77,20 @@ def test_prompt_eval_bad_ablation_is_one_error_line(gpt_dir, sentiment_file, hea
     assert import_script("prompt_eval").main(argv) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], errors
+
+
+def test_a_model_that_returns_no_attentions_is_one_error_line(gpt_dir, tmp_path, capsys, monkeypatch):
+    """`scripts/analyze.py` on a model whose forward drops output_attentions (as an hfssl GPT file from before the
+    analysis did, loaded with trust_remote_code): one error line, exit code 2, nothing written."""
+    from hfssl import GPTForCausalLM
+
+    forward = GPTForCausalLM.forward
+    monkeypatch.setattr(
+        GPTForCausalLM, "forward", lambda self, *a, output_attentions=None, **kw: forward(self, *a, **kw)
+    )
+    out = tmp_path / "out"
+    argv = ["induction", "--model_name_or_path", str(gpt_dir), "--output_dir", str(out), "--seq_len", "5"]
+    assert import_script("analyze").main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "returned no attention probabilities" in err[-1]
+    assert not (out / "induction.json").exists()
