@@ -13,6 +13,7 @@ import sys
 
 import hfssl  # noqa: F401  (registers the hfssl models and peft defaults)
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
+from hfssl.adapt.multitask_text import TEXT_TO_TEXT
 from hfssl.hub import push_after_training
 from hfssl.run.arguments import parse_cli
 from hfssl.run.cli import run_cli
@@ -24,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_cli(FinetuneArguments, argv)
         result = run_finetune(args)
         if isinstance(result, MultitaskResult):
+            text_to_text = args.multitask_format == TEXT_TO_TEXT
             for name, scores in result.tasks.items():
                 print(
                     f"{name}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} "
                     f"({scores['num_train']} training examples, p = {scores['sampling_probability']:.3f}, "
-                    f"{scores['steps']} steps); saved to {args.output_dir}/{name}"
+                    f"{scores['steps']} steps)" + ("" if text_to_text else f"; saved to {args.output_dir}/{name}")
                 )
+            if text_to_text:
+                print(f"saved to {args.output_dir}: one causal LM for every task (each task's prompt: metrics.json)")
             return push_after_training(args, args.output_dir)
         print(
             f"{result.method} on {result.num_train} examples: accuracy {result.accuracy:.4f}, "

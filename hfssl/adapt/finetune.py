@@ -46,6 +46,7 @@ from .classifier import Batcher, head_inputs, load_classifier, predict, surgical
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
 from .multitask import SAMPLING, WEIGHTING, parse_task_weights, parse_tasks, run_multitask
+from .multitask_text import FORMATS, HEADS, TEXT_TO_TEXT, parse_task_presets
 from .task import AdaptArguments, TaskData, load_task
 
 if TYPE_CHECKING:
@@ -71,6 +72,20 @@ class FinetuneArguments(AdaptArguments):
         metadata={
             "help": "Multi-task: name=dataset,name=dataset,...: one shared encoder, one head per task, a folder "
             "per task in --output_dir (hfssl.adapt.multitask)."
+        },
+    )
+    multitask_format: str = field(
+        default="heads",
+        metadata={
+            "help": "With --tasks: heads (a shared encoder, a classification head per task) or text_to_text (one "
+            "causal LM writes each task's label word after the task's prompt; hfssl.adapt.multitask_text)."
+        },
+    )
+    task_presets: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --multitask_format text_to_text: name=preset,... (prompt presets such as sentiment, "
+            "question_type: their label words, prefixes and instruction; default: the label names as words)."
         },
     )
     task_sampling: str = field(
@@ -143,6 +158,15 @@ class FinetuneArguments(AdaptArguments):
     def _check_tasks(self) -> None:
         require_choice(self, "task_sampling", SAMPLING)
         require_choice(self, "loss_weighting", WEIGHTING)
+        require_choice(self, "multitask_format", FORMATS)
+        if (self.multitask_format != HEADS or self.task_presets) and not self.tasks:
+            raise InputError("--multitask_format and --task_presets need --tasks.")
+        if self.task_presets and self.multitask_format != TEXT_TO_TEXT:
+            raise InputError("--task_presets give text-to-text prompts: add --multitask_format text_to_text.")
+        if self.multitask_format == TEXT_TO_TEXT and self.method not in ("full", "lora"):
+            raise InputError(f"--multitask_format text_to_text trains --method full or lora, not {self.method}.")
+        if self.tasks and self.task_presets:
+            parse_task_presets(self.task_presets, [t.name for t in parse_tasks(self.tasks)])
         if not (math.isfinite(self.sampling_temperature) and self.sampling_temperature > 0):
             raise InputError(f"--sampling_temperature must be a number > 0, got {self.sampling_temperature}.")
         if bool(self.dataset) == bool(self.tasks):

@@ -25,6 +25,9 @@ image processor, and its own metrics.json), so `pipeline("text-classification", 
 head by folder, `push.py --model_dir OUTPUT_DIR/<task>` shares one with its card, and `load_multitask(OUTPUT_DIR)`
 reloads them all. `OUTPUT_DIR/metrics.json` holds every task's scores. With `--method lora` the shared encoder gets
 one set of LoRA adapters, merged into it when saving (the heads train in full).
+
+`--multitask_format text_to_text` trains one causal LM on every task's prompts instead, with no heads
+(`hfssl.adapt.multitask_text`: the sampling and weighting here, the loss on the answer words).
 """
 
 import logging
@@ -50,6 +53,7 @@ from ..run.start import prepare_run
 from ..run.steps import epoch_generator, optimizer_step
 from .classifier import Batcher, load_classifier, predict, surgical_parameters, take
 from .metrics import classification_scores
+from .multitask_text import TEXT_TO_TEXT, TextToTextTask, load_language_model, parse_task_presets
 from .task import TaskData, load_task
 
 if TYPE_CHECKING:
@@ -182,12 +186,29 @@ def _trainable(args: "FinetuneArguments", models: list[nn.Module]) -> None:
 # ---- training ------------------------------------------------------------------------------------------------
 @dataclass
 class _Task:
+    """One task of the run: its shared model (a classifier with its own head, or the one causal LM) and either the
+    batcher of its head or its text-to-text prompt."""
+
     spec: TaskSpec
     data: TaskData
     model: nn.Module
-    batcher: Batcher
     weight: float
+    batcher: Batcher | None = None
+    text: TextToTextTask | None = None
     probability: float = 0.0
+
+    def loss(self, index: torch.Tensor) -> torch.Tensor:
+        """L_t of the training examples `index`: cross-entropy through the head, or the answers' token loss."""
+        if self.text is not None:
+            return self.text.loss(index)
+        logits = self.model(**cast(Batcher, self.batcher)(take(self.data.train_x, index))).logits
+        return F.cross_entropy(logits, self.data.train_y[index].to(logits.device))
+
+    def predict(self, batch_size: int) -> torch.Tensor:
+        """The predicted label id of every held-out example (N,)."""
+        if self.text is not None:
+            return self.text.predict(batch_size)
+        return predict(self.model, cast(Batcher, self.batcher), self.data.eval_x, batch_size)
 
 
 def _unique_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
@@ -222,8 +243,7 @@ def _train(args: "FinetuneArguments", tasks: list[_Task], weighting: Uncertainty
             orders[index][args.per_device_train_batch_size :],
         )
         callbacks.on_step_begin(step)
-        logits = task.model(**task.batcher(take(task.data.train_x, batch))).logits
-        task_loss = F.cross_entropy(logits, task.data.train_y[batch].to(logits.device))
+        task_loss = task.loss(batch)
         loss = weighting(index, task_loss) if weighting is not None else task.weight * task_loss
         loss.backward()
         optimizer_step(
@@ -251,39 +271,90 @@ def load_multitask(output_dir: str | Path) -> dict[str, nn.Module]:
     result = load_result(output_dir)
     if not isinstance(result, MultitaskResult):
         raise InputError(f"{output_dir} holds no multi-task run (its metrics.json is not one).")
+    if result.args.get("multitask_format") == TEXT_TO_TEXT:
+        raise InputError(f"{output_dir} is a text-to-text run (one causal LM, no heads): use load_text_to_text.")
     auto = (
         AutoModelForImageClassification if result.task == "image-classification" else AutoModelForSequenceClassification
     )
     return {name: auto.from_pretrained(Path(output_dir) / name) for name in result.tasks}
 
 
+def _task_arguments(args: "FinetuneArguments", spec: TaskSpec) -> "FinetuneArguments":
+    """One task's arguments: its dataset, the multi-task options reset."""
+    return replace(
+        args,
+        dataset=spec.dataset,
+        tasks=None,
+        task_weights=None,
+        task_sampling="proportional",
+        loss_weighting="fixed",
+        multitask_format="heads",
+        task_presets=None,
+    )
+
+
+def _head_tasks(args: "FinetuneArguments", specs: list[TaskSpec], weights: dict[str, float]):
+    """A classifier per task sharing one encoder (LoRA-adapted with --method lora); (tasks, the peft model or None)."""
+    config = load_config(args.source)
+    tasks: list[_Task] = []
+    for spec in specs:
+        task_args = _task_arguments(args, spec)
+        data = load_task(task_args, config)  # a task with one class is refused there
+        model = load_classifier(task_args, data)
+        tasks.append(_Task(spec, data, model, weights[spec.name], batcher=Batcher(task_args, data, model)))
+    encoder = _share_encoder([t.model for t in tasks])
+    adapted = _lora_encoder(args, encoder) if args.method == "lora" else None
+    if adapted is not None:
+        _use_encoder([t.model for t in tasks], adapted)
+    _trainable(args, [t.model for t in tasks])
+    return tasks, adapted
+
+
+def _text_tasks(args: "FinetuneArguments", specs: list[TaskSpec], weights: dict[str, float]):
+    """One causal LM for every task, each task its prompt (LoRA-adapted with --method lora); (tasks, peft or None)."""
+    if args.method not in ("full", "lora"):
+        raise InputError(f"--multitask_format text_to_text trains --method full or lora, not {args.method}.")
+    model, tokenizer = load_language_model(args)
+    presets = parse_task_presets(args.task_presets, [s.name for s in specs])
+    tasks: list[_Task] = []
+    for spec in specs:
+        data = load_task(_task_arguments(args, spec), model.config)
+        if data.is_image:
+            raise InputError(f"Task {spec.name!r} holds images: --multitask_format text_to_text takes text tasks.")
+        text = TextToTextTask(spec.name, data, model, tokenizer, presets.get(spec.name))
+        tasks.append(_Task(spec, data, model, weights[spec.name], text=text))
+    adapted = None
+    if args.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        adapted = get_peft_model(cast("PreTrainedModel", model), config)
+        _use_language_model(tasks, adapted)
+    return tasks, adapted
+
+
+def _use_language_model(tasks: list[_Task], model: nn.Module) -> None:
+    for t in tasks:
+        t.model = model
+        cast(TextToTextTask, t.text).model = model
+
+
 def run_multitask(args: "FinetuneArguments", callbacks=None) -> MultitaskResult:
-    """Fine-tune one encoder on every task of args.tasks; save a folder per task and metrics.json."""
+    """Fine-tune one model on every task of args.tasks (a head per task, or text to text); save and score it."""
     if args.resume_from_checkpoint or args.save_steps:
         raise InputError("--tasks runs do not checkpoint yet: drop --save_steps / --resume_from_checkpoint.")
     specs = parse_tasks(cast(str, args.tasks))
     weights = parse_task_weights(args.task_weights, [s.name for s in specs])
     prepare_run(args, [args.source.input_path])
     torch.manual_seed(args.seed)
-    config = load_config(args.source)
-    tasks: list[_Task] = []
-    for spec in specs:
-        task_args = replace(  # one task's arguments: the multi-task options reset
-            args,
-            dataset=spec.dataset,
-            tasks=None,
-            task_weights=None,
-            task_sampling="proportional",
-            loss_weighting="fixed",
-        )
-        data = load_task(task_args, config)  # a task with one class is refused there
-        model = load_classifier(task_args, data)
-        tasks.append(_Task(spec, data, model, Batcher(task_args, data, model), weights[spec.name]))
-    encoder = _share_encoder([t.model for t in tasks])
-    adapted = _lora_encoder(args, encoder) if args.method == "lora" else None
-    if adapted is not None:
-        _use_encoder([t.model for t in tasks], adapted)
-    _trainable(args, [t.model for t in tasks])
+    text_to_text = args.multitask_format == TEXT_TO_TEXT
+    tasks, adapted = (_text_tasks if text_to_text else _head_tasks)(args, specs, weights)
     probabilities = sampling_probabilities(
         [len(t.data.train_y) for t in tasks], args.task_sampling, args.sampling_temperature
     )
@@ -291,15 +362,19 @@ def run_multitask(args: "FinetuneArguments", callbacks=None) -> MultitaskResult:
         t.probability = p
     weighting = UncertaintyWeights(len(tasks)) if args.loss_weighting == "uncertainty" else None
     log = _train(args, tasks, weighting, callbacks)
-    if adapted is not None:  # saved merged: every task folder is a plain classifier
-        _use_encoder([t.model for t in tasks], cast(nn.Module, adapted.merge_and_unload()))
+    if adapted is not None:  # saved merged: plain models
+        merged = cast(nn.Module, adapted.merge_and_unload())
+        if text_to_text:
+            _use_language_model(tasks, merged)
+        else:
+            _use_encoder([t.model for t in tasks], merged)
     return _evaluate_and_save(args, tasks, weighting, log)
 
 
 def _evaluate_and_save(args, tasks: list[_Task], weighting: UncertaintyWeights | None, log: list) -> MultitaskResult:
     per_task: dict[str, AdaptationResult] = {}
     for t in tasks:
-        predictions = predict(t.model, t.batcher, t.data.eval_x, args.per_device_eval_batch_size)
+        predictions = t.predict(args.per_device_eval_batch_size)
         losses = [e["loss"] for e in log if e["task"] == t.spec.name]
         per_task[t.spec.name] = AdaptationResult(
             method=f"multitask-{args.method}",
@@ -332,7 +407,7 @@ def _evaluate_and_save(args, tasks: list[_Task], weighting: UncertaintyWeights |
     learned = weighting.log_variance.detach().tolist() if weighting is not None else None
     result = MultitaskResult(
         method=args.method,
-        task=tasks[0].data.task,
+        task="text-generation" if tasks[0].text is not None else tasks[0].data.task,
         task_sampling=args.task_sampling,
         loss_weighting=args.loss_weighting,
         tasks={
@@ -346,6 +421,7 @@ def _evaluate_and_save(args, tasks: list[_Task], weighting: UncertaintyWeights |
                 "sampling_probability": t.probability,
                 "steps": sum(1 for e in log if e["task"] == t.spec.name),
                 "loss_weight": t.weight if learned is None else math.exp(-learned[i]),
+                **({"template": t.text.template_record()} if t.text is not None else {}),
             }
             for i, t in enumerate(tasks)
         },
@@ -354,10 +430,14 @@ def _evaluate_and_save(args, tasks: list[_Task], weighting: UncertaintyWeights |
     )
 
     def write(folder: Path) -> None:
-        for t in tasks:
-            cast("PreTrainedModel", t.model).save_pretrained(folder / t.spec.name)
-            t.batcher.companion.save_pretrained(folder / t.spec.name)
-            save_result(per_task[t.spec.name], folder / t.spec.name)
+        if tasks[0].text is not None:  # text to text: one causal LM for every task, at the top
+            cast("PreTrainedModel", tasks[0].model).save_pretrained(folder)
+            tasks[0].text.tokenizer.save_pretrained(folder)
+        else:
+            for t in tasks:
+                cast("PreTrainedModel", t.model).save_pretrained(folder / t.spec.name)
+                cast(Batcher, t.batcher).companion.save_pretrained(folder / t.spec.name)
+                save_result(per_task[t.spec.name], folder / t.spec.name)
         save_result(result, folder)
 
     publish(args.output_dir, write)
