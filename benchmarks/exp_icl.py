@@ -78,36 +78,45 @@ def write_corpus(path: Path, num_docs: int, seed: int) -> None:
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text in key_value_documents(num_docs, seed)["text"]))
 
 
+def held_out_mappings(num_mappings: int) -> tuple[list[dict], list[list]]:
+    """(mappings, their pools of POOL_LINES lines): seeded apart from training (seed 0's stream), so they are new."""
+    rng = random.Random(10_000)
+    mappings = [draw_mapping(rng) for _ in range(num_mappings)]
+    return mappings, [draw_lines(m, POOL_LINES, rng) for m in mappings]
+
+
+def key_value_classifier(model, tokenizer, batch_size: int = 64) -> PromptClassifier:
+    """Scores the 8 value words after `key` queries (the key_value template)."""
+    template = get_template("key_value", verbalizer={v: v for v in VALUES})
+    return PromptClassifier(model, tokenizer, template, VALUES, batch_size=batch_size)
+
+
+def key_value_accuracy(classifier: PromptClassifier, mappings, pools, k: int, seed: int) -> float:
+    """Accuracy over the mappings' keys with k demonstration lines drawn (seeded) from each mapping's pool."""
+    correct = total = 0
+    for mapping, pool in zip(mappings, pools):
+        queries, labels = list(mapping), [VALUES.index(v) for v in mapping.values()]
+        chosen = select_demonstrations(
+            [VALUES.index(v) for _, v in pool], k, strategy="random", seed=seed * 7919 + k, num_queries=len(queries)
+        )
+        demos = [
+            classifier.demonstrations([pool[i][0] for i in idx], [VALUES.index(pool[i][1]) for i in idx])
+            for idx in chosen
+        ]
+        predicted = classifier.score(queries, demos).loglik.argmax(-1)
+        correct += (predicted == torch.tensor(labels)).sum().item()
+        total += len(queries)
+    return correct / total
+
+
 def evaluate_key_value(model_dir: Path, shots: list[int], seeds: list[int], num_mappings: int) -> dict:
     """Accuracy at every k over held-out mappings: mean +- std over demonstration seeds."""
     model, tokenizer = load_causal_lm(str(model_dir))
-    template = get_template("key_value", verbalizer={v: v for v in VALUES})
-    classifier = PromptClassifier(model, tokenizer, template, VALUES, batch_size=64)
-    rng = random.Random(10_000)  # training used seed 0's stream: these mappings are new
-    mappings = [draw_mapping(rng) for _ in range(num_mappings)]
-    pools = [draw_lines(m, POOL_LINES, rng) for m in mappings]
+    classifier = key_value_classifier(model, tokenizer)
+    mappings, pools = held_out_mappings(num_mappings)
     table = {}
     for k in shots:
-        per_seed = []
-        for seed in seeds if k else seeds[:1]:
-            correct = total = 0
-            for mapping, pool in zip(mappings, pools):
-                queries, labels = list(mapping), [VALUES.index(v) for v in mapping.values()]
-                chosen = select_demonstrations(
-                    [VALUES.index(v) for _, v in pool],
-                    k,
-                    strategy="random",
-                    seed=seed * 7919 + k,
-                    num_queries=len(queries),
-                )
-                demos = [
-                    classifier.demonstrations([pool[i][0] for i in idx], [VALUES.index(pool[i][1]) for i in idx])
-                    for idx in chosen
-                ]
-                predicted = classifier.score(queries, demos).loglik.argmax(-1)
-                correct += (predicted == torch.tensor(labels)).sum().item()
-                total += len(queries)
-            per_seed.append(correct / total)
+        per_seed = [key_value_accuracy(classifier, mappings, pools, k, seed) for seed in (seeds if k else seeds[:1])]
         table[k] = {
             "mean": statistics.fmean(per_seed),
             "std": sample_std(per_seed),

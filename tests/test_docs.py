@@ -5,6 +5,7 @@ Pure file reading: no hfssl import, no model, no network.
 
 import json
 import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +64,11 @@ def _json(name: str):
     return json.loads((RESULTS / name).read_text())
 
 
+def _final(curve: dict) -> float:
+    """The last point of a curve saved as {step: value} (JSON keys: strings)."""
+    return curve[max(curve, key=int)]
+
+
 def _row(rows: list[dict], name: str) -> dict:
     (row,) = [r for r in rows if r["name"] == name]
     return row
@@ -94,6 +100,15 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
         "bench_meta.json",
         lambda d: _row(d["rows"], "maml meta-training tasks/s vs learn2learn")["ratio"],
         "MAML meta-training runs at {:.2f}x learn2learn's tasks/s",
+    ),
+    (
+        "exp_induction.json",
+        lambda d: statistics.fmean(
+            _final(r["curves"]["key_value_prefix_matching"])
+            for r in d["rows"]
+            if r.get("part") == 1 and r["cell"] == "curriculum, 2 layers"
+        ),
+        "key -> value lines jumps from about 0.2 to {:.3f}",
     ),
     (
         "bench_prompting_smollm2.json",

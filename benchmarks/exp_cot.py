@@ -1,0 +1,198 @@
+"""Does chain-of-thought prompting help a 135M-parameter model? SmolLM2-135M-Instruct on checkable multi-step tasks
+and on SST-2, direct answers against chains of thought, with and without self-consistency.
+
+Tasks (hfssl.data.reasoning_tasks, built offline and seeded; --queries queries each, the demonstrations drawn from
+the other half of the same file, `--preset question_answer`: each answer is its own label):
+- addition: "What is 347 + 586?", 3-digit numbers, rationale column by column;
+- word problems: two-step arithmetic word problems from templates ("5 x 3 = 15. 12 + 15 = 27.");
+- last letters: the last letters of two names, concatenated (Wei et al. 2022's task);
+- sst2: ../shared/data/sst2/train.txt (the sentiment preset), a real labelled task with no rationales.
+
+Conditions, each through `hfssl.adapt.prompt_eval.run_prompt_eval` (so: scripts/prompt_eval.py's numbers):
+- direct: `--mode generate`, greedy, 8 new tokens, the answer read as prompt_eval reads short answers;
+- cot: `--chain_of_thought`, greedy, up to 128 tokens a chain; at k = 0 with the zero-shot trigger
+  "Let's think step by step." (Kojima et al. 2022), at k = 4 with the demonstrations' rationales (Wei et al. 2022);
+- cot + SC5: the same with 5 chains sampled at temperature 0.7 and a majority vote (Wang et al. 2022).
+SST-2 has no rationales, so its chains run at k = 0 only.
+
+k in {0, 4}; 3 demonstration seeds at k = 4 (and for sampled runs at k = 0; greedy k = 0 has one prompt). Reported:
+accuracy (of the vote), parse failures (chains from which no answer was read, counted as wrong, never dropped) and
+tokens generated per query (all samples).
+
+    python benchmarks/exp_cot.py --quick      # a few minutes: 12 queries, 1 seed, addition and sst2
+    python benchmarks/exp_cot.py              # 50 queries, 3 seeds (about 45 minutes alone on 2 cores)
+    python benchmarks/exp_cot.py --report     # print the saved table
+
+Writes benchmarks/results/exp_cot.json after every cell (a stopped run continues with the cells it measured) and
+exp_cot.png. Needs `python -m hfssl.reference fetch` (SmolLM2).
+"""
+
+from pathlib import Path
+
+from common import (
+    DATA,
+    OUTPUTS,
+    add_fresh,
+    add_quick,
+    add_report,
+    argument_parser,
+    load_json,
+    markdown_row,
+    markdown_rule,
+    plus_minus,
+    pyplot,
+    result_path,
+    resume,
+    save_figure,
+    save_json,
+)
+from real_models import reference
+
+import hfssl  # noqa: F401
+from hfssl.adapt.prompt_eval import PromptEvalArguments, run_prompt_eval
+from hfssl.data.reasoning_tasks import write_reasoning_file
+
+TASKS = {  # name -> (reasoning task and its parameters, or None for a file in ../shared/data; preset)
+    "addition": (("multi_digit_addition", {"digits": 3}), "question_answer"),
+    "word problems": (("two_step_arithmetic", {}), "question_answer"),
+    "last letters": (("last_letter_concatenation", {"words": 2}), "question_answer"),
+    "sst2": (None, "sentiment"),
+}
+CONDITIONS = ("direct", "cot", "cot + SC5")
+SHOTS = (0, 4)
+TRIGGER = "Let's think step by step."
+FILE_EXAMPLES = 400  # per reasoning task: half the pool, half the queries
+# parse failures: chains with no answer read; invalid answers: direct answers naming no label
+METRICS = ("accuracy", "parse_failures", "invalid_answers", "tokens_per_query")
+
+
+def task_file(name: str, work: Path) -> Path:
+    source, _ = TASKS[name]
+    if source is None:
+        return DATA / "sst2" / "train.txt"
+    task, params = source
+    path = work / f"{task}.jsonl"
+    if not path.exists():
+        write_reasoning_file(task, path, n=FILE_EXAMPLES, seed=0, **params)
+    return path
+
+
+def cell_arguments(name: str, condition: str, k: int, args, work: Path) -> PromptEvalArguments | None:
+    """prompt_eval's arguments of one cell, or None where the cell does not exist (SST-2 chains at k > 0)."""
+    _, preset = TASKS[name]
+    cot = condition != "direct"
+    if cot and k > 0 and TASKS[name][0] is None:
+        return None
+    sampled = condition == "cot + SC5"
+    return PromptEvalArguments(
+        model_name_or_path=str(reference("smollm2")),
+        dataset=str(task_file(name, work)),
+        preset=preset,
+        shots=str(k),
+        num_seeds=args.seeds,
+        max_eval_examples=args.queries,
+        mode="generate",
+        max_new_tokens=8,
+        chain_of_thought=cot,
+        cot_trigger=TRIGGER if cot and k == 0 else None,
+        num_samples=5 if sampled else 1,
+        temperature=0.7 if sampled else 0.0,
+        cot_max_new_tokens=128,
+    )
+
+
+def measure(cell_args: PromptEvalArguments, k: int) -> dict:
+    result = run_prompt_eval(cell_args)
+    row = result.shots[str(k)]
+    sample = (result.chains.get(str(k)) or [{}])[0]
+    return {"shots": {m: row[m] for m in METRICS if m in row}, "example": sample, "num_queries": result.num_queries}
+
+
+def cells(args):
+    for name in args.tasks:
+        for condition in CONDITIONS:
+            for k in SHOTS:
+                yield name, condition, k
+
+
+def table(rows: list[dict]) -> str:
+    header = ["task", "condition", "k", "accuracy (%)", "parse failures (%)", "tokens per query"]
+    lines = [markdown_row(header), markdown_rule(2, 4)]
+    for row in rows:
+        shots = row["shots"]
+        acc = shots["accuracy"]
+        failures = shots.get("parse_failures", shots.get("invalid_answers"))
+        lines.append(
+            markdown_row(
+                [
+                    row["task"],
+                    row["condition"],
+                    row["k"],
+                    plus_minus(acc["mean"], acc["std"], ".1f", 100),
+                    "" if failures is None else plus_minus(failures["mean"], failures["std"], ".1f", 100),
+                    f"{shots['tokens_per_query']['mean']:.0f}" if "tokens_per_query" in shots else "",
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for offset, condition in enumerate(CONDITIONS):
+            found = [r for r in rows if r["task"] == task and r["condition"] == condition]
+            xs = [SHOTS.index(r["k"]) + 0.25 * (offset - 1) for r in found]
+            ys = [100 * r["shots"]["accuracy"]["mean"] for r in found]
+            err = [100 * r["shots"]["accuracy"]["std"] for r in found]
+            ax.bar(xs, ys, width=0.25, yerr=err, label=condition)
+        ax.set_xticks(range(len(SHOTS)), [f"k = {k}" for k in SHOTS])
+        ax.set(title=task, ylabel="accuracy (%)", ylim=(0, 100))
+    axes[0][0].legend()
+    save_figure(fig, path)
+
+
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
+    add_quick(parser, "12 queries, 1 seed, addition and sst2: checks the script.")
+    add_fresh(parser)
+    add_report(parser)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--seeds", type=int, default=3, help="Demonstration draws (and sampling seeds).")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.queries, args.seeds, args.tasks = 12, 1, ["addition", "sst2"]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    out = result_path("exp_cot", "quick" if args.quick else "")
+    if args.report:
+        record = load_json(out)
+    else:
+        settings = {"queries": args.queries, "seeds": args.seeds, "trigger": TRIGGER, "examples": FILE_EXAMPLES}
+        record = resume(out, {"settings": settings, "rows": []}, args.fresh, run_control=("tasks",))
+        work = OUTPUTS / "exp_cot"
+        work.mkdir(parents=True, exist_ok=True)
+        for name, condition, k in cells(args):
+            if any((r["task"], r["condition"], r["k"]) == (name, condition, k) for r in record["rows"]):
+                continue
+            cell_args = cell_arguments(name, condition, k, args, work)
+            if cell_args is None:
+                continue
+            record["rows"].append({"task": name, "condition": condition, "k": k, **measure(cell_args, k)})
+            save_json(out, record)
+            print(table(record["rows"][-1:]).splitlines()[-1], flush=True)
+    print(f"\nSmolLM2-135M-Instruct, {record['settings']['queries']} queries, {record['settings']['seeds']} seeds")
+    print(table(record["rows"]))
+    plot(record["rows"], result_path("exp_cot", "quick" if args.quick else "", suffix=".png"))
+
+
+if __name__ == "__main__":
+    main()
