@@ -160,7 +160,8 @@ def _share_encoder(models: list[nn.Module]) -> nn.Module:
     return encoder
 
 
-def _lora_encoder(args: "FinetuneArguments", encoder: nn.Module) -> "PeftModel":
+def _lora_encoder(args: "FinetuneArguments", encoder: nn.Module, task_type: str | None = None) -> "PeftModel":
+    """One set of LoRA adapters on the shared module (an encoder, or the causal LM of a text-to-text run)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -168,6 +169,7 @@ def _lora_encoder(args: "FinetuneArguments", encoder: nn.Module) -> "PeftModel":
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=args.lora_target_modules,
+        task_type=task_type,
     )
     return get_peft_model(cast("PreTrainedModel", encoder), config)
 
@@ -325,16 +327,7 @@ def _text_tasks(args: "FinetuneArguments", specs: list[TaskSpec], weights: dict[
         tasks.append(_Task(spec, data, model, weights[spec.name], text=text))
     adapted = None
     if args.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            target_modules=args.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
-        adapted = get_peft_model(cast("PreTrainedModel", model), config)
+        adapted = _lora_encoder(args, model, task_type="CAUSAL_LM")
         _use_language_model(tasks, adapted)
     return tasks, adapted
 
