@@ -7,7 +7,9 @@ to resume). Unexpected exceptions (bugs) keep their traceback. The output folder
 """
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from .errors import error_message
@@ -29,10 +31,19 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C: raise KeyboardInterrupt as Python does, and remember it, so that the next optimizer step raises again
+    if this one is swallowed (`hfssl.run.steps.optimizer_step`)."""
+    RUNNING.interrupt_requested = True
+    raise KeyboardInterrupt
+
+
 def run_cli(run: Callable[[], int | None]) -> int:
     """Call `run()` and return the process exit code: its own, 0, or 2 with an `error:` line on stderr."""
     configure_logging()
-    RUNNING.step, RUNNING.output_dir = 0, None
+    RUNNING.step, RUNNING.output_dir, RUNNING.interrupt_requested = 0, None, False
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
         return run() or 0
     except KeyboardInterrupt:  # Ctrl-C: where it stopped and how to continue, not a traceback
@@ -46,4 +57,6 @@ def run_cli(run: Callable[[], int | None]) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
         release_output_locks()

@@ -18,6 +18,9 @@ class Running:
 
     step: int = 0
     output_dir: str | None = None
+    # set by run_cli's SIGINT handler: the next optimizer step stops the run even when the KeyboardInterrupt the
+    # handler raised was swallowed (raised inside a finalizer or a library's callback, Python prints and drops it)
+    interrupt_requested: bool = False
 
     def interrupted(self) -> str:
         """The line a stopped command prints: where it stopped and how to continue."""
@@ -60,7 +63,10 @@ def optimizer_step(
     (`scheduler` may be None), and clear the gradients.
 
     `step` is the number this step will have (for the error), `advice` what to change when the loss is not finite.
+    KeyboardInterrupt before anything changes when Ctrl-C was pressed and its first interrupt got lost.
     """
+    if RUNNING.interrupt_requested:
+        raise KeyboardInterrupt
     check_finite(loss, step, output_dir, advice)
     if max_grad_norm > 0:
         clip(max_grad_norm)

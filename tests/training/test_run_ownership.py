@@ -7,6 +7,7 @@
   checkpoint (torch and safetensors report it as a RuntimeError, not an OSError).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel
 
+from hfssl.run.callbacks import register_callback, unregister_callback
 from hfssl.run.checkpoints import TrainerState, list_checkpoints, write_checkpoint
 from hfssl.run.lock import LOCK_FILE
 from hfssl.run.output import WORK_DIR
@@ -137,6 +139,29 @@ def test_a_real_sigint_gives_one_line(corpus_file, tmp_path):
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "error: interrupted" in err
+
+
+def test_a_swallowed_ctrl_c_still_stops_at_the_next_step(corpus_file, tmp_path, capsys):
+    """Python drops a KeyboardInterrupt raised inside a finalizer or a library callback; the SIGINT handler also
+    records the request, and the next optimizer step stops the run as Ctrl-C would."""
+    from hfssl.run import cli
+
+    def swallowed_ctrl_c(step: int, loss: float) -> None:
+        if step == 3:
+            with contextlib.suppress(KeyboardInterrupt):  # what "Exception ignored in ..." does to it
+                cli._on_sigint(signal.SIGINT, None)
+
+    class Callback:
+        on_step_end = staticmethod(swallowed_ctrl_c)
+
+    register_callback(Callback)
+    try:
+        code = pretrain.main(_argv(corpus_file, tmp_path / "run", "--max_steps", "10"))
+    finally:
+        unregister_callback(Callback)
+    assert code == 130
+    assert "error: interrupted after step 3" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def _fail_on_call(real, failing_call: int, message: str):
