@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 HEADS, TEXT_TO_TEXT = "heads", "text_to_text"
 FORMATS = (HEADS, TEXT_TO_TEXT)
-PROMPT_SEPARATOR = "\n\n"  # between the instruction and the query (PromptTemplate.demo_delimiter)
 
 
 def parse_task_presets(spec: str | None, names: list[str]) -> dict[str, str]:
@@ -73,7 +72,7 @@ def task_template(name: str, label_names: list[str], preset: str | None = None) 
 
 def answer_batch(tokenizer, template: PromptTemplate, texts: list[str], words: list[str], device) -> dict:
     """input_ids / attention_mask / labels (B, T) of prompt + answer, right-padded; labels are -100 except on the
-    answer tokens. InputError naming the first example longer than the model's context (`window` via tokenizer)."""
+    answer tokens. (The context-length check is the caller's: `TextToTextTask.loss`.)"""
     rows, targets = [], []
     for text, word in zip(texts, words, strict=True):
         context, answer = encode_pair(tokenizer, template.context([], text), template.continuation(word))

@@ -244,20 +244,21 @@ class PretrainingLoop:
         if self.eval_loader is None:
             return {}
         metrics = self.objective.evaluate(self.model, self.eval_loader, self.accelerator)
-        self.log(metrics)
-        self.accelerator.print(
-            f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        )
+        self._report(metrics)
         return metrics
 
     def step_metrics(self, final: bool = False) -> None:
         """The objective's metrics of this step, when it has any now (logged and printed like an evaluation)."""
         metrics = self.objective.step_metrics(self.accelerator.unwrap_model(self.model), self.state.global_step, final)
         if metrics:
-            self.log(metrics)
-            self.accelerator.print(
-                f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            )
+            self._report(metrics)
+
+    def _report(self, metrics: dict) -> None:
+        """Log `metrics` at this step and print them as `step N: name=value, ...`."""
+        self.log(metrics)
+        self.accelerator.print(
+            f"step {self.state.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        )
 
     def _in_warmup(self) -> bool:
         return self.state.global_step < self.warmup_steps
