@@ -15,7 +15,9 @@ chain too, so demonstrations and query have one layout. The model writes its cha
 
 import re
 from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
+from typing import NamedTuple, TypeVar
 
 from .prompts import PromptTemplate
 
@@ -23,6 +25,20 @@ ANSWER_PHRASE = "The answer is"
 
 # rule names, as parse_cot_answer reports them
 ANSWER_STATEMENT, LAST_NUMBER, LAST_LABEL_WORD, NO_ANSWER = "answer_statement", "last_number", "last_label_word", "none"
+
+
+class ChainAnswer(NamedTuple):
+    """What `parse_cot_answer` read from a chain.
+
+    label: index into the label words, -1 when the answer names none; rule: the rule that read it;
+    answer: what the chain answered -- the label word when it names one, else the text it stated ("221" for an
+    addition no label has, "neutral" for a sentiment): a wrong answer, not a parse failure -- and None only when
+    nothing could be read (the parse failure)."""
+
+    label: int
+    rule: str
+    answer: str | None
+
 
 # "The answer is X", "Answer: X", "the final answer is: X", "**Answer:** X", "answer = X" (not a bare "answer")
 _STATEMENT = re.compile(r"\banswer\b[*_]*\s*(?:is\b[*_]*\s*[:=]?|[:=])", re.IGNORECASE)
@@ -79,6 +95,16 @@ def _label_of_number(value: float, values: list[float]) -> int:
     return values.index(value) if value in values else -1
 
 
+def _number_text(value: float) -> str:
+    """A number as an answer to compare: '221' for 221.0, '2.5' for 2.5."""
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def _statement_text(statement: str) -> str:
+    """An answer statement's text to compare: lower case, one space between words, no surrounding punctuation."""
+    return " ".join(statement.lower().split()).strip(" .,;:!?*_\"'`")
+
+
 def _word_hits(text: str, words: list[str]) -> list[tuple[int, int, int]]:
     """(start, end, label) of every whole-word, case-insensitive occurrence of every label word in text."""
     lowered = text.lower()
@@ -89,14 +115,21 @@ def _word_hits(text: str, words: list[str]) -> list[tuple[int, int, int]]:
     ]
 
 
-def _stated_label(statement: str, words: list[str], values: list[float] | None) -> int:
-    """The label an answer statement's text names: with numeric label words, its first number's; else the label
-    word that occurs first in it (the longest one where two start together); -1 when it names none."""
+def _stated_answer(statement: str, words: list[str], values: list[float] | None) -> tuple[int, str]:
+    """(label, answer) of an answer statement's text: with numeric label words its first number (the label of equal
+    value, or -1), else the label word that occurs first in it (the longest one where two start together); an answer
+    that names no label is the number, or the statement's own text."""
     if values is not None:
         numbers = _numbers(statement)
-        return _label_of_number(numbers[0], values) if numbers else -1
+        if numbers:
+            label = _label_of_number(numbers[0], values)
+            return label, words[label] if label >= 0 else _number_text(numbers[0])
+        return -1, _statement_text(statement)
     hits = _word_hits(statement, words)
-    return min(hits, key=lambda h: (h[0], -(h[1] - h[0])))[2] if hits else -1
+    if hits:
+        label = min(hits, key=lambda h: (h[0], -(h[1] - h[0])))[2]
+        return label, words[label]
+    return -1, _statement_text(statement)
 
 
 def _last_statement(text: str) -> str | None:
@@ -111,8 +144,8 @@ def _last_statement(text: str) -> str | None:
     return None
 
 
-def parse_cot_answer(text: str, options: list[str]) -> tuple[int, str]:
-    """The label a generated chain concludes, and the rule that read it: (label index or -1, rule name).
+def parse_cot_answer(text: str, options: list[str]) -> ChainAnswer:
+    """The label a generated chain concludes, the rule that read it, and the answer it gave (`ChainAnswer`).
 
     The rules, in order (case-insensitive; label words match as whole words):
 
@@ -120,40 +153,51 @@ def parse_cot_answer(text: str, options: list[str]) -> tuple[int, str]:
        decides. X is the rest of its sentence or line: with numeric label words (all of `options` are numbers) its
        first number (commas of thousands dropped, "12." is 12, "-3" is negative) names the label of equal value;
        else the label word that occurs first in X (the longest at one position). An X that names no label ("The
-       answer is neutral.", "The answer is 13." for labels 7 and 12) gives -1: the model answered, but no label
-       (`prompt_eval` counts every -1 as a parse failure; the rule name tells the two apart). The last statement,
+       answer is neutral.", "The answer is 13." for labels 7 and 12) gives label -1 with the answer "neutral" or
+       "13": the model answered, wrongly -- `prompt_eval` counts it as an off-label answer, not a parse failure, and
+       it votes under self-consistency. The last statement,
        not the first (lm-evaluation-harness' strict-match takes the first): a chain may revise its answer, and the
        stop strings already cut the examples a model invents after its own.
-    2. "last_number": no answer statement, numeric label words: the last number in the chain (-1 if no label has
-       its value).
+    2. "last_number": no answer statement, numeric label words: the last number in the chain (label -1, answered,
+       if no label has its value).
     3. "last_label_word": no answer statement, label words: the label word that occurs last in the chain. Last, not
        first (unlike `PromptClassifier.parse_answer`, which reads a short answer that names its label first): a
        chain weighs the options before it concludes, and the conclusion comes last.
-    4. "none": nothing to read; -1, counted as a parse failure.
+    4. "none": nothing to read: label -1, answer None, counted as a parse failure.
     """
     values = [v for w in options if (v := _number(w)) is not None]
     numeric = values if len(values) == len(options) else None
     statement = _last_statement(text)
     if statement is not None:
-        return _stated_label(statement, options, numeric), ANSWER_STATEMENT
+        label, answer = _stated_answer(statement, options, numeric)
+        return ChainAnswer(label, ANSWER_STATEMENT, answer)
     if numeric is not None:
         numbers = _numbers(text)
-        return (_label_of_number(numbers[-1], numeric), LAST_NUMBER) if numbers else (-1, NO_ANSWER)
+        if not numbers:
+            return ChainAnswer(-1, NO_ANSWER, None)
+        label = _label_of_number(numbers[-1], numeric)
+        return ChainAnswer(label, LAST_NUMBER, options[label] if label >= 0 else _number_text(numbers[-1]))
     hits = _word_hits(text, options)
     if hits:
-        return max(hits, key=lambda h: (h[1], h[1] - h[0]))[2], LAST_LABEL_WORD
-    return -1, NO_ANSWER
+        label = max(hits, key=lambda h: (h[1], h[1] - h[0]))[2]
+        return ChainAnswer(label, LAST_LABEL_WORD, options[label])
+    return ChainAnswer(-1, NO_ANSWER, None)
 
 
-def majority_vote(predictions: list[int]) -> int:
-    """Self-consistency's answer (Wang et al. 2022): the label most of the sampled chains reached.
+Answer = TypeVar("Answer", bound=Hashable)
 
-    Chains with no label (-1) do not vote; with none left the vote is -1. A tie goes to the tied label that appears
-    first among the samples (the order of lm-evaluation-harness' `majority_vote` filter, `Counter.most_common`), so
-    the vote agrees with the first sample whenever that sample's label is among the most common.
+
+def majority_vote(answers: Sequence[Answer | None]) -> Answer | None:
+    """Self-consistency's answer (Wang et al. 2022): the answer most of the sampled chains reached.
+
+    Every answer read votes, a wrong one outside the labels included (three chains answering "221" outvote one
+    answering the right "361"); chains with nothing read (None) do not, and with none left the vote is None. A tie
+    goes to the tied answer that appears first among the samples (the order of lm-evaluation-harness'
+    `majority_vote` filter, `Counter.most_common`), so the vote agrees with the first sample whenever that sample's
+    answer is among the most common.
     """
-    counts = Counter(p for p in predictions if p >= 0)
-    return counts.most_common(1)[0][0] if counts else -1
+    counts = Counter(a for a in answers if a is not None)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 __all__ = [
@@ -162,6 +206,7 @@ __all__ = [
     "LAST_LABEL_WORD",
     "LAST_NUMBER",
     "NO_ANSWER",
+    "ChainAnswer",
     "chain_stop_strings",
     "cot_demonstration",
     "cot_template",

@@ -38,7 +38,14 @@ from ..run.arguments import (
 from ..run.errors import InputError
 from ..run.results import PromptEvalResult, save_result
 from .calibration import expected_calibration_error
-from .chain_of_thought import chain_stop_strings, cot_demonstration, cot_template, majority_vote, parse_cot_answer
+from .chain_of_thought import (
+    ChainAnswer,
+    chain_stop_strings,
+    cot_demonstration,
+    cot_template,
+    majority_vote,
+    parse_cot_answer,
+)
 from .features import text_features
 from .prompt_classifier import Generations, PromptClassifier
 from .prompts import get_template, own_text_matches, select_demonstrations
@@ -288,8 +295,11 @@ def _score_generated(
     args, classifier: PromptClassifier, queries: LabelledData, demos: list[list[str]], seed: int
 ) -> tuple[dict[str, float], list[dict]]:
     """Generated answers: one per query, or the majority vote of --num_samples sampled ones. A chain of thought is
-    read by `parse_cot_answer`, a short answer by `PromptClassifier.parse_answer`; an answer naming no label is
-    counted (parse_failures / invalid_answers) and is wrong."""
+    read by `parse_cot_answer`: a chain with nothing read is a parse failure (`parse_failures`), one whose answer
+    names no label ("221" for an addition whose sum is 361 and that no other query has) an off-label answer
+    (`off_label_answers`): both are wrong, and an off-label answer votes. A short answer is read by
+    `PromptClassifier.parse_answer`; one naming no label is counted (`invalid_answers`), does not vote, and is
+    wrong."""
     cot = args.chain_of_thought
     generations = classifier.sample(
         cast(list[str], queries.inputs),
@@ -304,39 +314,53 @@ def _score_generated(
             else ()
         ),
     )
-    parsed = [
-        [parse_cot_answer(t, classifier.options) if cot else (classifier.parse_answer(t), "") for t in row]
-        for row in generations.texts
-    ]
-    answers = torch.tensor([[label for label, _ in row] for row in parsed])  # (N, num_samples)
-    votes = torch.tensor([majority_vote(row) for row in answers.tolist()])
+    parsed = [[_read_answer(classifier, text, cot) for text in row] for row in generations.texts]
+    labels = torch.tensor([[a.label for a in row] for row in parsed])  # (N, num_samples)
+    votes = torch.tensor([_vote(row) for row in parsed])
     metrics = {"accuracy": _accuracy(votes, queries.labels)}
     if args.num_samples > 1:
-        metrics["accuracy_single"] = _accuracy(answers[:, 0], queries.labels)  # what the vote adds to one sample
-    metrics["parse_failures" if cot else "invalid_answers"] = (answers < 0).double().mean().item()
+        metrics["accuracy_single"] = _accuracy(labels[:, 0], queries.labels)  # what the vote adds to one sample
     if not cot:
+        metrics["invalid_answers"] = (labels < 0).double().mean().item()
         return metrics, []
+    answered = torch.tensor([[a.answer is not None for a in row] for row in parsed])
+    metrics["parse_failures"] = (~answered).double().mean().item()
+    metrics["off_label_answers"] = (answered & (labels < 0)).double().mean().item()
     metrics["tokens_per_query"] = statistics.fmean(sum(row) for row in generations.num_tokens)
     return metrics, _chains(queries, generations, parsed, votes.tolist())
+
+
+def _read_answer(classifier: PromptClassifier, text: str, cot: bool) -> ChainAnswer:
+    """A chain read by `parse_cot_answer`; a short answer by `parse_answer` (no label: nothing read)."""
+    if cot:
+        return parse_cot_answer(text, classifier.options)
+    label = classifier.parse_answer(text)
+    return ChainAnswer(label, "", classifier.options[label] if label >= 0 else None)
+
+
+def _vote(answers: list[ChainAnswer]) -> int:
+    """The label of the majority answer (`majority_vote` over every answer read), -1 when it names no label."""
+    winner = majority_vote([a.answer for a in answers])
+    return next((a.label for a in answers if winner is not None and a.answer == winner), -1)
 
 
 CHAINS_KEPT = 20  # queries whose chains a result keeps, per k (of its first draw)
 
 
-def _chains(queries: LabelledData, generations: Generations, parsed, votes: list[int]) -> list[dict]:
+def _chains(
+    queries: LabelledData, generations: Generations, parsed: list[list[ChainAnswer]], votes: list[int]
+) -> list[dict]:
     """What the model wrote for the first CHAINS_KEPT queries, with the answers read from it, for reading."""
-
-    def name(label: int) -> str | None:
-        return queries.names[label] if label >= 0 else None
-
     return [
         {
             "query": queries.inputs[i],
             "gold": queries.names[int(queries.labels[i])],
-            "prediction": name(votes[i]),
+            # the label's name, or the off-label answer the vote chose (None: nothing read)
+            "prediction": queries.names[votes[i]] if votes[i] >= 0 else majority_vote([a.answer for a in parsed[i]]),
+            "correct": votes[i] == int(queries.labels[i]),
             "chains": generations.texts[i],
-            "answers": [name(label) for label, _ in parsed[i]],
-            "rules": [rule for _, rule in parsed[i]],
+            "answers": [a.answer for a in parsed[i]],  # as read: label words, or off-label answers
+            "rules": [a.rule for a in parsed[i]],
             "num_tokens": generations.num_tokens[i],
         }
         for i in range(min(CHAINS_KEPT, len(queries)))
@@ -479,6 +503,7 @@ def format_table(result: PromptEvalResult) -> str:
         "ece_calibrated",
         "invalid_answers",
         "parse_failures",
+        "off_label_answers",
         "tokens_per_query",
         "demonstrations_kept",
     ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from ..adapt.chain_of_thought import (
-    ANSWER_STATEMENT,
+    ChainAnswer,
     chain_stop_strings,
     cot_demonstration,
     cot_template,
@@ -163,17 +163,16 @@ def reason(store: ModelStore, form: PromptForm) -> tuple[str, str]:
         stop_strings=stops,
     )
     chain = cut_chain(generations.texts[0][0], stops)  # `sample` cuts too; cut here whatever wrote the text
-    label, rule = parse_cot_answer(chain, classifier.options)
-    return chain.strip(), answer_markdown(classifier.options, label, rule)
+    return chain.strip(), answer_markdown(parse_cot_answer(chain, classifier.options))
 
 
-def answer_markdown(options: list[str], label: int, rule: str) -> str:
-    """The answer `parse_cot_answer` read, and by which rule, or the parse failure `prompt_eval` would count."""
-    if label >= 0:
-        return f"Parsed answer: **{options[label]}** (read by rule `{rule}`)"
-    if rule == ANSWER_STATEMENT:
+def answer_markdown(read: ChainAnswer) -> str:
+    """The answer `parse_cot_answer` read, and by which rule, as `prompt_eval` would count it."""
+    if read.label >= 0:
+        return f"Parsed answer: **{read.answer}** (read by rule `{read.rule}`)"
+    if read.answer is not None:
         return (
-            f"Parsed answer: none; the chain's answer statement names no label (rule `{rule}`): counted as a parse "
-            "failure in prompt_eval"
+            f"Parsed answer: **{read.answer}**, which names no label (rule `{read.rule}`): wrong, counted as an "
+            "off-label answer in prompt_eval"
         )
     return "Parsed answer: no answer could be parsed (counted as a parse failure in prompt_eval)"

@@ -25,7 +25,7 @@ SENTIMENT = get_template("sentiment")
 WORDS = ["negative", "positive"]
 NUMBERS = ["7", "12", "-3", "1000"]
 
-# (chain, label words, expected label index, rule that reads it)
+# (chain, label words, expected label index, rule that reads it); the answer read is checked apart (ANSWERS)
 PARSES = [
     # 1. the last answer statement decides
     ("The king forgets the song, which is sad. The answer is negative.", WORDS, 0, "answer_statement"),
@@ -64,27 +64,53 @@ PARSES = [
 
 @pytest.mark.parametrize(("chain", "words", "label", "rule"), PARSES)
 def test_parse_cot_answer_on_hand_written_chains(chain, words, label, rule):
-    assert parse_cot_answer(chain, words) == (label, rule)
+    read = parse_cot_answer(chain, words)
+    assert (read.label, read.rule) == (label, rule)
+    if label >= 0:
+        assert read.answer == words[label]
+    if rule == "none":
+        assert read.answer is None  # only a chain with nothing read is a parse failure
+
+
+@pytest.mark.parametrize(
+    ("chain", "words", "answer"),
+    [
+        # answered, but no label: the answer itself, to count as wrong and to vote
+        ("The answer is neutral.", WORDS, "neutral"),
+        ("So, the answer is: **Mixed feelings**!", WORDS, "mixed feelings"),
+        ("The answer is 13.", NUMBERS, "13"),
+        ("The answer is 2.50 dollars", NUMBERS, "2.5"),
+        ("So, the answer is: 1,221", NUMBERS, "1221"),
+        ("The answer is eleven.", NUMBERS, "eleven"),
+        ("She has 8 left.", NUMBERS, "8"),
+        # a label: its word as the labels write it
+        ("The answer is 12.0 apples", NUMBERS, "12"),
+        ("Answer: POSITIVE", WORDS, "positive"),
+    ],
+)
+def test_an_answer_outside_the_labels_is_read_not_a_parse_failure(chain, words, answer):
+    assert parse_cot_answer(chain, words).answer == answer
 
 
 def test_the_longest_label_word_wins_where_two_match_at_once():
     words = ["positive", "very positive"]
-    assert parse_cot_answer("The answer is very positive.", words) == (1, "answer_statement")
-    assert parse_cot_answer("Some say positive; I say very positive", words) == (1, "last_label_word")
+    assert parse_cot_answer("The answer is very positive.", words) == (1, "answer_statement", "very positive")
+    assert parse_cot_answer("Some say positive; I say very positive", words) == (1, "last_label_word", "very positive")
 
 
 @pytest.mark.parametrize(
     ("samples", "vote"),
     [
-        ([1, 1, 0], 1),
-        ([0, 1, 1], 1),
-        ([1, 0], 1),  # a tie: the label that appears first
-        ([0, 1, 1, 0], 0),
-        ([2, 1, 1, 2, 0], 2),
-        ([-1, -1, 1], 1),  # failures do not vote
-        ([-1, 0, -1, 1, 1], 1),
-        ([-1, -1], -1),
-        ([], -1),
+        (["b", "b", "a"], "b"),
+        (["a", "b", "b"], "b"),
+        (["b", "a"], "b"),  # a tie: the answer that appears first
+        (["a", "b", "b", "a"], "a"),
+        (["c", "b", "b", "c", "a"], "c"),
+        ([None, None, "b"], "b"),  # parse failures do not vote
+        ([None, "a", None, "b", "b"], "b"),
+        (["221", "361", "221"], "221"),  # a wrong answer outside the labels votes, and can win
+        ([None, None], None),
+        ([], None),
     ],
 )
 def test_majority_vote(samples, vote):
@@ -104,7 +130,7 @@ def test_demonstration_and_query_layout():
     )
     assert cot_demonstration(SENTIMENT, "x", "", "negative") == "Review: x\nSentiment: The answer is negative."
     # the answer sentence of a demonstration is what the parser reads first
-    assert parse_cot_answer(demo.split("Sentiment:")[1], WORDS) == (1, "answer_statement")
+    assert parse_cot_answer(demo.split("Sentiment:")[1], WORDS) == (1, "answer_statement", "positive")
     gsm8k = get_template("sentiment", input_prefix="Q: ", output_prefix="A:", verbalizer={"6": "6"})
     assert cot_demonstration(gsm8k, "How many?", "21 - 15 = 6", "6") == "Q: How many?\nA: 21 - 15 = 6. The answer is 6."
 
@@ -215,7 +241,7 @@ def test_run_prompt_eval_with_chain_of_thought_and_self_consistency(cot_model_di
     result = run_prompt_eval(args)
     for k in ("0", "2"):
         row = result.shots[k]
-        assert set(row) == {"accuracy", "accuracy_single", "parse_failures", "tokens_per_query"}
+        assert set(row) == {"accuracy", "accuracy_single", "parse_failures", "off_label_answers", "tokens_per_query"}
         assert len(row["accuracy"]["runs"]) == 2  # sampling: every seed is a draw, k = 0 too
         assert all(0 <= v <= 1 for name in ("accuracy", "accuracy_single", "parse_failures") for v in row[name]["runs"])
         assert all(0 < v <= 3 * 8 for v in row["tokens_per_query"]["runs"])
@@ -242,7 +268,7 @@ def test_zero_shot_chain_of_thought_needs_no_rationale(cot_model_dir, sentiment_
         max_eval_examples=8,
     )
     result = run_prompt_eval(args)
-    assert set(result.shots["0"]) == {"accuracy", "parse_failures", "tokens_per_query"}
+    assert set(result.shots["0"]) == {"accuracy", "parse_failures", "off_label_answers", "tokens_per_query"}
     assert 0 <= result.shots["0"]["parse_failures"]["mean"] <= 1
     plain = PromptEvalArguments(model_name_or_path=str(cot_model_dir), dataset=str(sentiment_file), shots="0")
     assert "chains" not in run_prompt_eval(plain).to_dict()  # runs without chain-of-thought keep their layout
@@ -281,13 +307,14 @@ def test_sampling_without_chain_of_thought_votes_short_answers(cot_model_dir, se
 
 
 def test_metrics_count_votes_single_samples_failures_and_tokens(cot_model_dir, rationale_file, monkeypatch):
-    """Hand-written chains in place of the model's: 'likes' queries get (wrong, right, right), 'forgets' queries
-    (right, unreadable, unreadable), each chain 1, 2 and 3 tokens long."""
+    """Hand-written chains in place of the model's: 'likes' queries (gold positive) get (wrong, right, right),
+    'forgets' queries (gold negative) two answers outside the labels and one unreadable chain; each chain 1, 2 and 3
+    tokens long."""
 
     def fake_sample(self, queries, demos_per_query, **kwargs):
         assert kwargs["num_samples"] == 3 and kwargs["stop_strings"] == ["Review:"]  # zero-shot
         likes = ["So negative.", "The answer is positive.", "Answer: positive"]
-        forgets = ["The answer is negative.", "The king forgets the song.", "hmm"]
+        forgets = ["The answer is neutral.", "The answer is Neutral!", "hmm"]
         texts = [likes if "likes" in q else forgets for q in queries]
         return Generations(texts, [[1, 2, 3] for _ in queries])
 
@@ -304,14 +331,18 @@ def test_metrics_count_votes_single_samples_failures_and_tokens(cot_model_dir, r
     result = run_prompt_eval(args)
     queries = [c["query"] for c in result.chains["0"]]
     share_likes = sum("likes" in q for q in queries) / len(queries)
+    assert 0 < share_likes < 1
     row = {name: values["runs"][0] for name, values in result.shots["0"].items()}
-    assert row["accuracy"] == 1.0  # the vote fixes every 'likes' query; failures do not vote
-    assert row["accuracy_single"] == pytest.approx(1 - share_likes)
-    assert row["parse_failures"] == pytest.approx((1 - share_likes) * 2 / 3)
+    # the vote fixes every 'likes' query; 'forgets' queries vote 'neutral', an answer but no label: wrong
+    assert row["accuracy"] == pytest.approx(share_likes)
+    assert row["accuracy_single"] == 0.0
+    assert row["parse_failures"] == pytest.approx((1 - share_likes) / 3)
+    assert row["off_label_answers"] == pytest.approx((1 - share_likes) * 2 / 3)
     assert row["tokens_per_query"] == 6.0
-    first = result.chains["0"][0]
-    if "likes" in first["query"]:
-        assert first["answers"] == ["negative", "positive", "positive"] and first["prediction"] == "positive"
-        assert first["rules"] == ["last_label_word", "answer_statement", "answer_statement"]
-    else:
-        assert first["answers"] == ["negative", None, None] and first["rules"] == ["answer_statement", "none", "none"]
+    for chain in result.chains["0"][:4]:
+        if "likes" in chain["query"]:
+            assert chain["answers"] == ["negative", "positive", "positive"] and chain["prediction"] == "positive"
+            assert chain["rules"] == ["last_label_word", "answer_statement", "answer_statement"] and chain["correct"]
+        else:
+            assert chain["answers"] == ["neutral", "neutral", None] and chain["prediction"] == "neutral"
+            assert chain["rules"] == ["answer_statement", "answer_statement", "none"] and not chain["correct"]

@@ -205,10 +205,10 @@ def test_a_generated_answer_names_a_label_only_as_a_whole_word(tiny_tokenizer):
 
 
 def test_a_chain_names_a_label_only_as_a_whole_word():
-    assert parse_cot_answer("nobody knows", ["no", "yes"]) == (-1, "none")
-    assert parse_cot_answer("The answer is nobody.", ["no", "yes"]) == (-1, "answer_statement")
-    assert parse_cot_answer("The answer is no.", ["no", "yes"]) == (0, "answer_statement")
-    assert parse_cot_answer("No, never", ["no", "yes"]) == (0, "last_label_word")
+    assert parse_cot_answer("nobody knows", ["no", "yes"]) == (-1, "none", None)
+    assert parse_cot_answer("The answer is nobody.", ["no", "yes"]) == (-1, "answer_statement", "nobody")
+    assert parse_cot_answer("The answer is no.", ["no", "yes"]) == (0, "answer_statement", "no")
+    assert parse_cot_answer("No, never", ["no", "yes"]) == (0, "last_label_word", "no")
 
 
 # ---- item 7b: a temperature is a finite number >= 0 -----------------------------------------------------------

@@ -82,7 +82,7 @@ def test_every_rationale_parses_to_its_label(task):
     words = sorted(set(ds["label"]))
     for row in ds:
         demo = row["rationale"] + " The answer is " + row["label"] + "."
-        label, rule = parse_cot_answer(demo, words)
+        label, rule, _ = parse_cot_answer(demo, words)
         assert (words[label], rule) == (row["label"], "answer_statement"), demo
 
 

@@ -103,7 +103,7 @@ def test_generate_continues_the_chain_of_thought_prompt_when_ticked(models_root,
 def test_reason_on_the_tiny_gpt_returns_a_chain_and_its_answer_apart(models_root):
     chain, answer = reason(ModelStore(models_root), sentiment_form(max_new_tokens=8))
     assert isinstance(chain, str) and answer.startswith("Parsed answer:")
-    assert "**positive**" in answer or "**negative**" in answer or "parse failure" in answer
+    assert "**positive**" in answer or "**negative**" in answer or "off-label" in answer or "parse failure" in answer
 
 
 def test_reason_cuts_the_chain_and_reads_its_last_answer_statement(models_root, monkeypatch):
@@ -131,7 +131,10 @@ def test_reason_cuts_the_chain_and_reads_its_last_answer_statement(models_root, 
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        ("The answer is neutral.", "names no label (rule `answer_statement`): counted as a parse failure"),
+        (
+            "The answer is neutral.",
+            "**neutral**, which names no label (rule `answer_statement`): wrong, counted as an off-label",
+        ),
         ("I cannot tell.", "no answer could be parsed (counted as a parse failure in prompt_eval)"),
         ("Good acting, so positive overall", "**positive** (read by rule `last_label_word`)"),
     ],
