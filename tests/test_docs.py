@@ -111,6 +111,11 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
         "key -> value lines jumps from about 0.2 to {:.3f}",
     ),
     (
+        "exp_cot.json",
+        lambda d: 100 * max(r["shots"]["accuracy"]["mean"] for r in d["rows"] if r["task"] != "sst2"),
+        "tasks no condition gets past {:.0f}% accuracy",
+    ),
+    (
         "bench_prompting_smollm2.json",
         lambda d: _row(d["rows"], "scored examples/s vs lm-eval hf backend, 8 shots")["ratio"],
         "on SmolLM2, hfssl scores 8-shot prompts at {:.2f}x lm-evaluation-harness' speed",
