@@ -45,7 +45,7 @@ from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
 from .classifier import Batcher, head_inputs, load_classifier, predict, surgical_parameters, take
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
-from .multitask import SAMPLING, WEIGHTING, parse_task_weights, parse_tasks, run_multitask
+from .multitask import SAMPLING, WEIGHTING, minimum_tasks, parse_task_weights, parse_tasks, run_multitask
 from .multitask_text import FORMATS, HEADS, TEXT_TO_TEXT, parse_task_presets
 from .task import AdaptArguments, TaskData, load_task
 
@@ -166,7 +166,9 @@ class FinetuneArguments(AdaptArguments):
         if self.multitask_format == TEXT_TO_TEXT and self.method not in ("full", "lora"):
             raise InputError(f"--multitask_format text_to_text trains --method full or lora, not {self.method}.")
         if self.tasks and self.task_presets:
-            parse_task_presets(self.task_presets, [t.name for t in parse_tasks(self.tasks)])
+            parse_task_presets(
+                self.task_presets, [t.name for t in parse_tasks(self.tasks, minimum_tasks(self.multitask_format))]
+            )
         if not (math.isfinite(self.sampling_temperature) and self.sampling_temperature > 0):
             raise InputError(f"--sampling_temperature must be a number > 0, got {self.sampling_temperature}.")
         if bool(self.dataset) == bool(self.tasks):
@@ -177,7 +179,7 @@ class FinetuneArguments(AdaptArguments):
                     "--eval_dataset is one task's data: with --tasks each task holds out --eval_split_fraction of its "
                     "own (the same examples as a single-task run with the same --seed)."
                 )
-            names = [t.name for t in parse_tasks(self.tasks)]
+            names = [t.name for t in parse_tasks(self.tasks, minimum_tasks(self.multitask_format))]
             parse_task_weights(self.task_weights, names)
             if self.task_weights and self.loss_weighting == "uncertainty":
                 raise InputError("--task_weights are fixed weights: drop them, or drop --loss_weighting uncertainty.")

@@ -75,9 +75,10 @@ class TaskSpec:
     dataset: str
 
 
-def parse_tasks(spec: str) -> list[TaskSpec]:
+def parse_tasks(spec: str, minimum: int = 2) -> list[TaskSpec]:
     """`"sst2=data/sst2.txt,trec=data/trec.txt"` -> task specs; InputError for a malformed list, a name used twice,
-    or a name that cannot be a folder name. At least two tasks."""
+    a name that cannot be a folder name, or fewer than `minimum` tasks (two with heads; text to text takes one: the
+    single-task baseline of that format, the same prompt, loss and scoring)."""
     tasks: list[TaskSpec] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         name, sep, dataset = part.partition("=")
@@ -91,9 +92,16 @@ def parse_tasks(spec: str) -> list[TaskSpec]:
         if name in {t.name for t in tasks}:
             raise InputError(f"--tasks: the task name {name!r} is used twice; give each task its own name.")
         tasks.append(TaskSpec(name, dataset))
-    if len(tasks) < 2:
+    if not tasks:
+        raise InputError(f"--tasks needs a task (name=dataset), got {spec!r}.")
+    if len(tasks) < minimum:
         raise InputError(f"--tasks needs at least two tasks (name=dataset,name=dataset), got {spec!r}.")
     return tasks
+
+
+def minimum_tasks(multitask_format: str) -> int:
+    """Tasks a run needs: two with heads (one would be finetune.py --dataset), one text to text."""
+    return 1 if multitask_format == TEXT_TO_TEXT else 2
 
 
 def parse_task_weights(spec: str | None, names: list[str]) -> dict[str, float]:
@@ -342,7 +350,7 @@ def run_multitask(args: "FinetuneArguments", callbacks=None) -> MultitaskResult:
     """Fine-tune one model on every task of args.tasks (a head per task, or text to text); save and score it."""
     if args.resume_from_checkpoint or args.save_steps:
         raise InputError("--tasks runs do not checkpoint yet: drop --save_steps / --resume_from_checkpoint.")
-    specs = parse_tasks(cast(str, args.tasks))
+    specs = parse_tasks(cast(str, args.tasks), minimum_tasks(args.multitask_format))
     weights = parse_task_weights(args.task_weights, [s.name for s in specs])
     prepare_run(args, [args.source.input_path])
     torch.manual_seed(args.seed)

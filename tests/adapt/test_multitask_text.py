@@ -106,6 +106,23 @@ def test_one_causal_lm_learns_every_task_and_reloads(tmp_path, lm_dir, sentiment
     assert (predicted == data.eval_y).float().mean().item() == pytest.approx(record["tasks"]["topic"]["accuracy"])
 
 
+def test_one_task_text_to_text_is_the_single_task_baseline(tmp_path, lm_dir, sentiment_file, topic_file, capsys):  # noqa: F811
+    """The same prompt, loss and scoring on one task: what a multi-task run is compared with. Heads need two tasks
+    (one is finetune.py --dataset)."""
+    out = tmp_path / "t2t-one"
+    argv = _argv(lm_dir, out, sentiment_file, topic_file)
+    argv[argv.index("--tasks") + 1] = f"sentiment={sentiment_file}"
+    assert finetune.main(argv) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert list(record["tasks"]) == ["sentiment"] and record["tasks"]["sentiment"]["sampling_probability"] == 1.0
+    assert {entry["task"] for entry in record["log_history"]} == {"sentiment"}
+    heads = [
+        a for a in argv if a not in ("--multitask_format", "text_to_text", "--task_presets", "sentiment=sentiment")
+    ]
+    assert finetune.main(heads) == 2
+    assert "error: --tasks needs at least two tasks" in capsys.readouterr().err
+
+
 def test_lora_is_saved_merged(tmp_path, lm_dir, sentiment_file, topic_file):  # noqa: F811
     out = tmp_path / "t2t-lora"
     assert finetune.main(_argv(lm_dir, out, sentiment_file, topic_file, "--method", "lora")) == 0
