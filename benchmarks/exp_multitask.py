@@ -11,16 +11,25 @@ labelled examples per class of SST-2 (2 classes) and of TREC's 6 coarse question
 
 Every run of a seed sees the same examples: the same K per class, the same held-out 20% of each file (a function of
 the seed), the same number of epochs and batch size. Does sharing the encoder help the smaller task, and which
-sampling and weighting wins? Mean ± sample std of held-out accuracy over the seeds.
+sampling and weighting wins? Mean ± sample std of held-out accuracy over the seeds. 10 epochs up to K = 32; above,
+ceil(320 / K) epochs (K = 128: 3), so that a K = 128 cell costs about what a K = 32 cell does.
 
-    python benchmarks/exp_multitask.py --quick     # 1 seed, K = 8: checks the script (about 3 minutes)
-    python benchmarks/exp_multitask.py             # seeds 0 1 2, K = 8 and 32
-    python benchmarks/exp_multitask.py --report    # the saved tables
+Text to text (`--text_to_text`): SmolLM2-135M-Instruct with LoRA writes each task's label word after the task's
+prompt (`--multitask_format text_to_text`, presets sentiment and question_type), one task alone against both tasks
+in one model (proportional sampling); held-out 5% of each file (the log-likelihood scoring of every label word is
+the cost), K = 8 by default.
+
+    python benchmarks/exp_multitask.py --quick                 # 1 seed, K = 8: checks the script (about 3 minutes)
+    python benchmarks/exp_multitask.py                         # seeds 0 1 2, K = 8, 32 and 128 (about an hour)
+    python benchmarks/exp_multitask.py --text_to_text          # SmolLM2 + LoRA, seeds 0 1 2, K = 8
+    python benchmarks/exp_multitask.py --report                # the saved tables
 """
 
 import logging
+import math
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from common import (
@@ -59,6 +68,26 @@ METHODS = {
     "multi: uncertainty weights": dict(task_sampling="proportional", loss_weighting="uncertainty"),
 }
 TRAINING = dict(num_train_epochs=10, per_device_train_batch_size=16, learning_rate=5e-5, per_device_eval_batch_size=64)
+EPOCHS_RULE = "10 up to K = 32, ceil(320 / K) above"
+# text to text: SmolLM2 + LoRA, the label word after each task's prompt
+TEXT_METHODS = {
+    "text to text: single-task": None,
+    "text to text: multi, proportional": dict(task_sampling="proportional"),
+}
+TEXT_TRAINING = dict(
+    num_train_epochs=10,
+    per_device_train_batch_size=16,
+    learning_rate=5e-4,
+    per_device_eval_batch_size=32,
+    method="lora",
+    multitask_format="text_to_text",
+    eval_split_fraction=0.05,
+)
+PRESETS = {"sst2": "sentiment", "trec": "question_type"}
+
+
+def epochs(k: int) -> int:
+    return TRAINING["num_train_epochs"] if k <= 32 else math.ceil(320 / k)
 
 
 def task_files(work: Path) -> dict[str, Path]:
@@ -70,13 +99,16 @@ def task_files(work: Path) -> dict[str, Path]:
 
 
 def _args(model: Path, out: Path, k: int, seed: int, **task) -> FinetuneArguments:
+    training = TRAINING | {"num_train_epochs": epochs(k)}
     return FinetuneArguments(
-        model_name_or_path=str(model), output_dir=str(out), num_labels_per_class=k, seed=seed, **TRAINING, **task
+        model_name_or_path=str(model), output_dir=str(out), num_labels_per_class=k, seed=seed, **training, **task
     )
 
 
 def measure(model: Path, files: dict[str, Path], method: str, k: int, seed: int, work: Path) -> dict[str, float]:
     """Held-out accuracy of each task under `method`, for this K and seed."""
+    if method in TEXT_METHODS:
+        return measure_text_to_text(model, files, method, k, seed, work)
     options = METHODS[method]
     with tempfile.TemporaryDirectory(dir=work) as cell:
         if options is None:
@@ -91,12 +123,40 @@ def measure(model: Path, files: dict[str, Path], method: str, k: int, seed: int,
         return {name: scores["accuracy"] for name, scores in result.tasks.items()}
 
 
-def table(record: dict) -> str:
-    rows = record["rows"]
+def measure_text_to_text(
+    model: Path, files: dict[str, Path], method: str, k: int, seed: int, work: Path
+) -> dict[str, float]:
+    """Held-out accuracy of each task, text to text: each task alone (one-task --tasks runs), or both in one LM."""
+    options = TEXT_METHODS[method]
+    groups = [[name] for name in files] if options is None else [list(files)]
+    accuracy: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=work) as cell:
+        for names in groups:
+            result = run_finetune(
+                FinetuneArguments(
+                    model_name_or_path=str(model),
+                    output_dir=str(Path(cell) / "-".join(names)),
+                    num_labels_per_class=k,
+                    seed=seed,
+                    tasks=",".join(f"{name}={files[name]}" for name in names),
+                    task_presets=",".join(f"{name}={PRESETS[name]}" for name in names),
+                    **TEXT_TRAINING,
+                    **(options or {}),
+                )
+            )
+            assert isinstance(result, MultitaskResult)
+            accuracy |= {name: scores["accuracy"] for name, scores in result.tasks.items()}
+    return accuracy
+
+
+def table(record: dict, methods=METHODS) -> str:
+    rows = [r for r in record["rows"] if r["method"] in methods]
+    if not rows:
+        return ""
     ks = sorted({r["k"] for r in rows})
     header = ["method", *[f"{task} K={k}" for k in ks for task in TASKS]]
     lines = [markdown_row(header), markdown_rule(1, len(header) - 1)]
-    for method in METHODS:
+    for method in methods:
         cells = [method]
         for k in ks:
             for task in TASKS:
@@ -111,7 +171,8 @@ def plot(record: dict, path: Path) -> None:
     plt = pyplot()
     if plt is None:
         return
-    rows, ks = record["rows"], sorted({r["k"] for r in record["rows"]})
+    rows = [r for r in record["rows"] if r["method"] in METHODS]
+    ks = sorted({r["k"] for r in rows})
     fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.6))
     for axis, task in zip(axes, TASKS):
         for method in METHODS:
@@ -129,36 +190,49 @@ def plot(record: dict, path: Path) -> None:
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--ks", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--ks", type=int, nargs="+", help="Default: 8 32 128; 8 with --text_to_text.")
+    parser.add_argument("--text_to_text", action="store_true", help="SmolLM2 + LoRA, text to text (TEXT_METHODS).")
     add_quick(parser, "1 seed, K = 8.")
     add_fresh(parser)
     add_report(parser)
     args = parser.parse_args()
-    seeds, ks = ([0], [8]) if args.quick else (args.seeds, args.ks)
+    default_ks = [8] if args.text_to_text else [8, 32, 128]
+    seeds, ks = ([0], [8]) if args.quick else (args.seeds, args.ks or default_ks)
     out = result_path("exp_multitask", "quick" if args.quick else "")
+    settings = {
+        "training": TRAINING,
+        "model": "all-MiniLM-L6-v2",
+        "epochs": EPOCHS_RULE,
+        "text_to_text": {"training": TEXT_TRAINING, "model": "SmolLM2-135M-Instruct", "presets": PRESETS},
+    }
     if args.report:
         record = load_json(out)
-        print(table(record))
+        print(table(record) + "\n\n" + table(record, TEXT_METHODS))
         return
-    model = reference_model_path("minilm")
+    key = "smollm2" if args.text_to_text else "minilm"
+    model = reference_model_path(key)
     if model is None:
-        raise SystemExit("error: MiniLM is not fetched: python -m hfssl.reference fetch")
+        raise SystemExit(f"error: the reference model {key} is not fetched: python -m hfssl.reference fetch")
     logging.basicConfig(level=logging.WARNING)
-    record = resume(out, {"settings": {"training": TRAINING, "model": "all-MiniLM-L6-v2"}, "rows": []}, args.fresh)
+    record = resume(out, {"settings": settings, "rows": []}, args.fresh)
     done = {(r["method"], r["k"], r["seed"]) for r in record["rows"]}
     work = OUTPUTS / "exp_multitask"
     work.mkdir(parents=True, exist_ok=True)
     files = task_files(work)
     for k in ks:
         for seed in seeds:
-            for method in METHODS:
+            for method in TEXT_METHODS if args.text_to_text else METHODS:
                 if (method, k, seed) in done:
                     continue
+                start = time.perf_counter()
                 accuracy = measure(Path(model), files, method, k, seed, work)
-                record["rows"].append({"method": method, "k": k, "seed": seed, "accuracy": accuracy})
+                seconds = time.perf_counter() - start
+                record["rows"].append(
+                    {"method": method, "k": k, "seed": seed, "accuracy": accuracy, "seconds": seconds}
+                )
                 save_json(out, record)
                 print(f"K={k} seed={seed} {method}: " + ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items()))
-    print(table(record))
+    print(table(record) + "\n\n" + table(record, TEXT_METHODS))
     plot(record, out.with_suffix(".png"))
 
 

@@ -71,7 +71,8 @@ class FinetuneArguments(AdaptArguments):
         default=None,
         metadata={
             "help": "Multi-task: name=dataset,name=dataset,...: one shared encoder, one head per task, a folder "
-            "per task in --output_dir (hfssl.adapt.multitask)."
+            "per task in --output_dir (hfssl.adapt.multitask). With --multitask_format text_to_text one task is "
+            "allowed too: the single-task baseline of that format."
         },
     )
     multitask_format: str = field(
