@@ -116,6 +116,21 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
         "tasks no condition gets past {:.0f}% accuracy",
     ),
     (
+        "exp_multitask.json",
+        lambda d: (
+            100
+            * (
+                statistics.fmean(
+                    r["accuracy"]["sst2"] for r in d["rows"] if r["method"] == "text to text: multi, proportional"
+                )
+                - statistics.fmean(
+                    r["accuracy"]["sst2"] for r in d["rows"] if r["method"] == "text to text: single-task"
+                )
+            )
+        ),
+        "sharing adds +{:.1f} points to SST-2",
+    ),
+    (
         "bench_prompting_smollm2.json",
         lambda d: _row(d["rows"], "scored examples/s vs lm-eval hf backend, 8 shots")["ratio"],
         "on SmolLM2, hfssl scores 8-shot prompts at {:.2f}x lm-evaluation-harness' speed",
