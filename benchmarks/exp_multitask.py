@@ -11,13 +11,13 @@ labelled examples per class of SST-2 (2 classes) and of TREC's 6 coarse question
 
 Every run of a seed sees the same examples: the same K per class, the same held-out 20% of each file (a function of
 the seed), the same number of epochs and batch size. Does sharing the encoder help the smaller task, and which
-sampling and weighting wins? Mean ± sample std of held-out accuracy over the seeds. 10 epochs up to K = 32; above,
-ceil(320 / K) epochs (K = 128: 3), so that a K = 128 cell costs about what a K = 32 cell does.
+sampling and weighting wins? Mean ± sample std of held-out accuracy over the seeds. With heads, 10 epochs up to
+K = 32; above, ceil(320 / K) epochs (K = 128: 3), so that a K = 128 cell costs about what a K = 32 cell does.
 
 Text to text (`--text_to_text`): SmolLM2-135M-Instruct with LoRA writes each task's label word after the task's
 prompt (`--multitask_format text_to_text`, presets sentiment and question_type), one task alone against both tasks
-in one model (proportional sampling); held-out 5% of each file (the log-likelihood scoring of every label word is
-the cost), K = 8 by default.
+in one model (proportional sampling), 10 epochs at every K; held-out 5% of each file (the log-likelihood scoring
+of every label word is the cost), K = 8 by default.
 
     python benchmarks/exp_multitask.py --quick                 # 1 seed, K = 8: checks the script (about 3 minutes)
     python benchmarks/exp_multitask.py                         # seeds 0 1 2, K = 8, 32 and 128 (about an hour)

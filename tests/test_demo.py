@@ -14,9 +14,11 @@ import pytest
 gr = pytest.importorskip("gradio", reason="the demo needs the [demo] extra: pip install -e '.[demo]'")
 
 from hfssl import reference  # noqa: E402
+from hfssl.adapt.chain_of_thought import parse_cot_answer  # noqa: E402
 from hfssl.models.helpers import cache_dir  # noqa: E402
 from hfssl.run.errors import StorageError  # noqa: E402
 from hfssl.serving import PRESET_NOTES, ModelStore, PromptForm, score_labels  # noqa: E402
+from hfssl.serving.prompt_handlers import answer_markdown  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.serving.models_root import SENTIMENT_FORM  # noqa: E402
 
@@ -109,7 +111,7 @@ def test_gradio_client_round_trips(running_app):
         *_client_fields(), 8, 0.0, False, True, "Let's think step by step.", api_name="/reason"
     )
     assert isinstance(chain, str) and answer.startswith("Parsed answer:")
-    assert "**positive**" in answer or "**negative**" in answer or "off-label" in answer or "parse failure" in answer
+    assert answer == answer_markdown(parse_cot_answer(chain, ["negative", "positive"]))  # what the chain says
     with pytest.raises(Exception, match="not a model under the models root"):
         client.predict("../secret", *_client_fields()[1:], api_name="/score")
     *_, query, note = client.predict("key_value", api_name="/preset")

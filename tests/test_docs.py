@@ -121,10 +121,14 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
             100
             * (
                 statistics.fmean(
-                    r["accuracy"]["sst2"] for r in d["rows"] if r["method"] == "text to text: multi, proportional"
+                    r["accuracy"]["sst2"]
+                    for r in d["rows"]
+                    if (r["method"], r["k"]) == ("text to text: multi, proportional", 8)
                 )
                 - statistics.fmean(
-                    r["accuracy"]["sst2"] for r in d["rows"] if r["method"] == "text to text: single-task"
+                    r["accuracy"]["sst2"]
+                    for r in d["rows"]
+                    if (r["method"], r["k"]) == ("text to text: single-task", 8)
                 )
             )
         ),

@@ -134,12 +134,12 @@ def _stated_answer(statement: str, words: list[str], values: list[float] | None)
 
 def _last_statement(text: str) -> str | None:
     """The text of the last answer statement: what follows its "answer is"/"answer:" up to the end of the sentence
-    or line; None when no statement is followed by a word."""
+    or line; None when no statement is followed by a letter or digit."""
     for match in reversed(list(_STATEMENT.finditer(text))):
         rest = text[match.end() :]
         end = _SENTENCE_END.search(rest)
         statement = rest[: end.start()] if end else rest
-        if re.search(r"\w", statement):
+        if re.search(r"[^\W_]", statement):  # a letter or digit: "The answer is ___." states nothing
             return statement
     return None
 

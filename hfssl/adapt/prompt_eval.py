@@ -359,7 +359,8 @@ def _chains(
             "prediction": queries.names[votes[i]] if votes[i] >= 0 else majority_vote([a.answer for a in parsed[i]]),
             "correct": votes[i] == int(queries.labels[i]),
             "chains": generations.texts[i],
-            "answers": [a.answer for a in parsed[i]],  # as read: label words, or off-label answers
+            # label names like gold and prediction; an off-label answer as read; None where nothing was read
+            "answers": [queries.names[a.label] if a.label >= 0 else a.answer for a in parsed[i]],
             "rules": [a.rule for a in parsed[i]],
             "num_tokens": generations.num_tokens[i],
         }

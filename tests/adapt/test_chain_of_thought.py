@@ -8,6 +8,7 @@ import torch
 
 from hfssl import GPTForCausalLM
 from hfssl.adapt.chain_of_thought import (
+    ChainAnswer,
     chain_stop_strings,
     cot_demonstration,
     cot_template,
@@ -16,7 +17,7 @@ from hfssl.adapt.chain_of_thought import (
     parse_cot_answer,
 )
 from hfssl.adapt.prompt_classifier import Generations, PromptClassifier
-from hfssl.adapt.prompt_eval import PromptEvalArguments, format_table, run_prompt_eval
+from hfssl.adapt.prompt_eval import PromptEvalArguments, _vote, format_table, run_prompt_eval
 from hfssl.adapt.prompts import get_template
 from hfssl.data.labelled import load_labelled
 from tests.conftest import tiny_gpt_config
@@ -115,6 +116,26 @@ def test_the_longest_label_word_wins_where_two_match_at_once():
 )
 def test_majority_vote(samples, vote):
     assert majority_vote(samples) == vote
+
+
+@pytest.mark.parametrize(
+    ("answers", "label"),
+    [
+        ([ChainAnswer(1, "answer_statement", "positive"), ChainAnswer(0, "last_label_word", "negative")] * 2, 1),
+        ([ChainAnswer(-1, "answer_statement", "221")] * 2 + [ChainAnswer(0, "answer_statement", "361")], -1),
+        ([ChainAnswer(-1, "none", None), ChainAnswer(0, "answer_statement", "361")], 0),
+        ([ChainAnswer(-1, "none", None)] * 3, -1),
+        ([], -1),
+    ],
+)
+def test_the_vote_maps_back_to_a_label_or_to_wrong(answers, label):
+    """An off-label answer that wins the vote makes the query wrong (-1), whatever label its rivals named."""
+    assert _vote(answers) == label
+
+
+def test_a_statement_with_no_letter_or_digit_states_nothing():
+    assert parse_cot_answer("It is positive. The answer is ___.", WORDS) == (1, "last_label_word", "positive")
+    assert parse_cot_answer("The answer is ***", WORDS) == (-1, "none", None)
 
 
 def test_demonstration_and_query_layout():
