@@ -134,33 +134,28 @@ def cells(args):
                 yield name, condition, k
 
 
+def summed(shots: dict, *names: str) -> str:
+    """mean ± sample std over the draws of the named metrics' sum, in %; "" when the cell has none of them."""
+    found = [shots[n]["runs"] for n in names if n in shots]
+    if not found:
+        return ""
+    totals = [sum(draw) for draw in zip(*found, strict=True)]
+    std = statistics.stdev(totals) if len(totals) > 1 else 0.0
+    return plus_minus(statistics.fmean(totals), std, ".1f", 100)
+
+
 def table(rows: list[dict]) -> str:
     header = ["task", "condition", "k", "accuracy (%)", "no label (%)", "nothing read (%)", "tokens per query"]
     lines = [markdown_row(header), markdown_rule(2, 5)]
     for row in rows:
         shots = row["shots"]
-
-        def cell(*names: str, shots=shots) -> str:  # mean +- std over the draws of the named metrics' sum
-            found = [shots[n]["runs"] for n in names if n in shots]
-            if not found:
-                return ""
-            totals = [sum(draw) for draw in zip(*found, strict=True)]
-            std = statistics.stdev(totals) if len(totals) > 1 else 0.0
-            return plus_minus(statistics.fmean(totals), std, ".1f", 100)
-
-        lines.append(
-            markdown_row(
-                [
-                    row["task"],
-                    row["condition"],
-                    row["k"],
-                    cell("accuracy"),
-                    cell("invalid_answers") or cell("parse_failures", "off_label_answers"),
-                    cell("parse_failures"),
-                    f"{shots['tokens_per_query']['mean']:.0f}" if "tokens_per_query" in shots else "",
-                ]
-            )
-        )
+        cells = [
+            summed(shots, "accuracy"),
+            summed(shots, "invalid_answers") or summed(shots, "parse_failures", "off_label_answers"),
+            summed(shots, "parse_failures"),
+            f"{shots['tokens_per_query']['mean']:.0f}" if "tokens_per_query" in shots else "",
+        ]
+        lines.append(markdown_row([row["task"], row["condition"], row["k"], *cells]))
     return "\n".join(lines)
 
 

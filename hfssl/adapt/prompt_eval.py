@@ -316,7 +316,8 @@ def _score_generated(
     )
     parsed = [[_read_answer(classifier, text, cot) for text in row] for row in generations.texts]
     labels = torch.tensor([[a.label for a in row] for row in parsed])  # (N, num_samples)
-    votes = torch.tensor([_vote(row) for row in parsed])
+    winners = [_vote(row) for row in parsed]
+    votes = torch.tensor([_voted_label(w) for w in winners])
     metrics = {"accuracy": _accuracy(votes, queries.labels)}
     if args.num_samples > 1:
         metrics["accuracy_single"] = _accuracy(labels[:, 0], queries.labels)  # what the vote adds to one sample
@@ -327,7 +328,7 @@ def _score_generated(
     metrics["parse_failures"] = (~answered).double().mean().item()
     metrics["off_label_answers"] = (answered & (labels < 0)).double().mean().item()
     metrics["tokens_per_query"] = statistics.fmean(sum(row) for row in generations.num_tokens)
-    return metrics, _chains(queries, generations, parsed, votes.tolist())
+    return metrics, _chains(queries, generations, parsed, winners)
 
 
 def _read_answer(classifier: PromptClassifier, text: str, cot: bool) -> ChainAnswer:
@@ -338,29 +339,39 @@ def _read_answer(classifier: PromptClassifier, text: str, cot: bool) -> ChainAns
     return ChainAnswer(label, "", classifier.options[label] if label >= 0 else None)
 
 
-def _vote(answers: list[ChainAnswer]) -> int:
-    """The label of the majority answer (`majority_vote` over every answer read), -1 when it names no label."""
+def _vote(answers: list[ChainAnswer]) -> ChainAnswer | None:
+    """The first sample that gave the majority answer (`majority_vote` over every answer read, an off-label one
+    included); None when nothing was read."""
     winner = majority_vote([a.answer for a in answers])
-    return next((a.label for a in answers if winner is not None and a.answer == winner), -1)
+    return next(a for a in answers if a.answer == winner) if winner is not None else None
+
+
+def _voted_label(winner: ChainAnswer | None) -> int:
+    """The label the vote chose; -1 (wrong) when an off-label answer won or nothing was read."""
+    return winner.label if winner is not None else -1
 
 
 CHAINS_KEPT = 20  # queries whose chains a result keeps, per k (of its first draw)
 
 
 def _chains(
-    queries: LabelledData, generations: Generations, parsed: list[list[ChainAnswer]], votes: list[int]
+    queries: LabelledData, generations: Generations, parsed: list[list[ChainAnswer]], winners: list[ChainAnswer | None]
 ) -> list[dict]:
     """What the model wrote for the first CHAINS_KEPT queries, with the answers read from it, for reading."""
+
+    def named(answer: ChainAnswer | None) -> str | None:  # a label's name, an off-label answer as read, or None
+        if answer is None:
+            return None
+        return queries.names[answer.label] if answer.label >= 0 else answer.answer
+
     return [
         {
             "query": queries.inputs[i],
             "gold": queries.names[int(queries.labels[i])],
-            # the label's name, or the off-label answer the vote chose (None: nothing read)
-            "prediction": queries.names[votes[i]] if votes[i] >= 0 else majority_vote([a.answer for a in parsed[i]]),
-            "correct": votes[i] == int(queries.labels[i]),
+            "prediction": named(winners[i]),
+            "correct": _voted_label(winners[i]) == int(queries.labels[i]),
             "chains": generations.texts[i],
-            # label names like gold and prediction; an off-label answer as read; None where nothing was read
-            "answers": [queries.names[a.label] if a.label >= 0 else a.answer for a in parsed[i]],
+            "answers": [named(a) for a in parsed[i]],
             "rules": [a.rule for a in parsed[i]],
             "num_tokens": generations.num_tokens[i],
         }
