@@ -74,6 +74,8 @@ from hfssl.models.loading import load_pretrained, load_tokenizer
 EVAL_SIZE = 500
 TASKS = {"sst2": ("sst2/train.txt", None, [8, 32, 128]), "trec": ("trec/train.txt", ":", [8, 32, 64])}
 POOLINGS = {"minilm": ("mean", "first"), "smollm2": ("mean", "last"), "gpt": ("mean", "last")}
+# fine-tuning as measured: MiniLM through its [CLS] pooler (its classifier before --pooling; the others' defaults)
+FINETUNE_POOLING = {"minilm": "cls"}
 MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2", "smollm2": "SmolLM2-135M-Instruct", "gpt": "hfssl GPT (main command)"}
 FINETUNE_METHODS = {  # label: (method, surgical blocks)
     "full": ("full", None),
@@ -204,6 +206,7 @@ class Experiment:
                             learning_rate=1e-3 if method == "lora" else 1e-4,
                             per_device_train_batch_size=16,
                             per_device_eval_batch_size=32,
+                            pooling=FINETUNE_POOLING.get(model_key),
                         )
                     )
                 accuracies.append(result.accuracy)
@@ -237,6 +240,7 @@ def card_check(record: dict, files, work: Path) -> dict:
             learning_rate=1e-3,
             per_device_train_batch_size=16,
             per_device_eval_batch_size=32,
+            pooling=FINETUNE_POOLING["minilm"],
         )
     )
     push_to_hub(folder, "you/minilm-sst2-lora-k8", adapter_only=True, dry_run=True, dry_run_dir=upload)

@@ -127,6 +127,7 @@ def meta_trained(algorithm: str, init: Path, lr: float, files, seed: int, args, 
                 dataset=str(files[0]),
                 eval_dataset=str(files[1]),
                 model_name_or_path=str(init),
+                pooling="cls",  # as measured: transformers' BERT classifier, [CLS] through its pooler
                 output_dir=str(keep or Path(cell) / "meta"),
                 overwrite_output_dir=keep is not None,
                 algorithm=algorithm,

@@ -4,6 +4,7 @@ Importing hfssl registers every hfssl model with the transformers Auto classes.
 """
 
 from .models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
+from .models.pooled import PooledClassifierConfig, PooledModelForSequenceClassification
 from .models.registry import register_auto_classes, register_peft_defaults
 from .models.simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
@@ -17,6 +18,8 @@ __all__ = [
     "GPTForCausalLM",
     "GPTForSequenceClassification",
     "GPTModel",
+    "PooledClassifierConfig",
+    "PooledModelForSequenceClassification",
     "SimCLRConfig",
     "SimCLRForImageClassification",
     "SimCLRModel",

@@ -1,4 +1,5 @@
-"""Self-supervised losses as plain `nn.Module`s, with the formula in each docstring."""
+"""The losses hfssl trains with (self-supervised NT-Xent; the supervised pair loss of contrastive fine-tuning), with
+the formula in each docstring."""
 
 import torch
 from torch import nn
@@ -62,3 +63,23 @@ class NTXentLoss(nn.Module):
         partner = torch.cat([local + n_global, local])  # its other view
         logits = logits.masked_fill(F.one_hot(self_index, 2 * n_global).bool(), float("-inf"))
         return F.cross_entropy(logits, partner)
+
+
+def cosine_similarity_loss(u: torch.Tensor, v: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    r"""The pair loss SetFit fine-tunes a sentence encoder with (sentence-transformers' CosineSimilarityLoss,
+    Reimers & Gurevych 2019; Tunstall et al. 2022, "Efficient Few-Shot Learning Without Prompts", sec. 3.1):
+
+        L = 1/P sum_p ( cos(u_p, v_p) - s_p )^2,   cos(u, v) = u^T v / (|u| |v|),
+
+    with s_p = 1 for a pair of one class and 0 for a pair of two classes: same-class sentences are pulled to cosine
+    1, others pushed to cosine 0 (orthogonal, not opposite).
+
+    Shape:
+        u, v: (P, D) embeddings of the two sentences of P pairs; same: (P,) 1 or 0. Returns a scalar.
+    """
+    if u.shape != v.shape or u.dim() != 2 or same.shape != u.shape[:1]:
+        raise InputError(
+            f"cosine_similarity_loss needs u, v of one (P, D) shape and same of shape (P,), got {tuple(u.shape)}, "
+            f"{tuple(v.shape)} and {tuple(same.shape)}."
+        )
+    return F.mse_loss(F.cosine_similarity(u, v, dim=1), same.to(u.dtype))

@@ -1,8 +1,10 @@
-"""Fine-tune a pretrained model on labelled data: --method full | lp-ft | surgical | lora.
+"""Fine-tune a pretrained model on labelled data: --method full | lp-ft | surgical | lora | contrastive (SetFit).
 
     python scripts/finetune.py --method lp-ft --model_name_or_path outputs/gpt-stdlib \
         --dataset ../shared/data/sst2/train.txt --num_labels_per_class 32 --output_dir outputs/lpft-sst2
     python scripts/finetune.py --method lora --model_name_or_path outputs/simclr-digits --dataset digits
+    python scripts/finetune.py --method contrastive --model_name_or_path sentence-transformers/all-MiniLM-L6-v2 \
+        --dataset ../shared/data/sst2/train.txt --num_labels_per_class 16 --num_train_epochs 1 --pooling mean
     python scripts/finetune.py --model_name_or_path outputs/gpt-stdlib --output_dir outputs/multitask \
         --tasks sst2=../shared/data/sst2/train.txt,trec=../shared/data/trec/train.txt --num_labels_per_class 8
 

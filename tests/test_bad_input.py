@@ -318,6 +318,7 @@ CASES = [
     Case("probe-over-another-run", "probe", _with(PROBE, output_dir="{lm_run}"), "already holds"),
     # ---- fine-tuning ----
     Case("finetune-unknown-method", "finetune", _with(FINETUNE, method="magic"), "--method must be one of"),
+    Case("finetune-bad-pooling", "finetune", _with(FINETUNE, pooling="max"), "--pooling must be one of cls, mean"),
     Case("finetune-zero-epochs", "finetune", _with(FINETUNE, num_train_epochs=0), "--num_train_epochs must be > 0"),
     Case(
         "finetune-zero-batch",
@@ -412,6 +413,7 @@ CASES = [
     Case("pretrain-negative-analysis-steps", "pretrain", _with(PRETRAIN, analysis_steps=-1), "--analysis_steps must"),
     # ---- meta-learning ----
     Case("meta-zero-meta-batch", "meta_train", _with(META, meta_batch_size=0), "--meta_batch_size must be > 0"),
+    Case("meta-pooling-without-a-model", "meta_train", _with(META, pooling="mean"), "add --model_name_or_path"),
     Case("meta-too-many-ways", "meta_train", _with(META, ways=9), "classes, but this split has only"),
     Case("meta-broken-zip", "meta_train", _with(META, dataset="{broken.zip}"), "broken.zip is not a readable zip"),
     Case("meta-unknown-algorithm", "meta_train", _with(META, algorithm="reptile"), "--algorithm must be one of"),

@@ -134,6 +134,7 @@ def test_a_checkpoint_from_before_a_new_argument_resumes_with_the_value_its_run_
     (tmp_path / "run_args.json").write_text(json.dumps({"seed": 42}))  # written before the flag
     for cls, old in [(FinetuneArguments, 1.0), (MetaArguments, 0.0)]:
         added = cls.ADDED_ARGUMENTS
-        assert check_resume(tmp_path, {"seed": 42, "max_grad_norm": old}, frozenset(), 0, added=added) == []
+        now = {**added, "seed": 42}  # a new run has every argument, the later ones at their old runs' values
+        assert check_resume(tmp_path, {**now, "max_grad_norm": old}, frozenset(), 0, added=added) == []
         with pytest.raises(ValueError, match="--max_grad_norm was"):
-            check_resume(tmp_path, {"seed": 42, "max_grad_norm": old + 0.5}, frozenset(), 0, added=added)
+            check_resume(tmp_path, {**now, "max_grad_norm": old + 0.5}, frozenset(), 0, added=added)

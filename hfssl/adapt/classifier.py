@@ -7,29 +7,26 @@ with a new head, so any compatible Hub model works as well as ours.
 
 import torch
 from torch import nn
-from transformers import (
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
-)
+from transformers import AutoModelForImageClassification
 
 from ..data.vision import Normalize
 from ..models.helpers import check_fits_context, classification_head, context_window, ensure_pad_token
-from ..models.loading import load_image_processor, load_pretrained, load_tokenizer
+from ..models.loading import load_config, load_image_processor, load_pretrained, load_tokenizer
+from ..models.pooling import load_text_classifier, refuse_pooling_for_images
 from ..run.errors import InputError
 from .task import AdaptArguments, TaskData
 
 
 def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
-    auto = AutoModelForImageClassification if task.is_image else AutoModelForSequenceClassification
+    """The pretrained model with a new head for the task's labels; text reads `args.pooling`
+    (`hfssl.models.pooling`: transformers' classifier where the pooling is the architecture's own)."""
     id2label = dict(enumerate(task.names))
-    model = load_pretrained(
-        auto,
-        args.source,
-        new_head=True,
-        num_labels=len(task.names),
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-    )
+    head: dict = dict(num_labels=len(task.names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    if task.is_image:
+        refuse_pooling_for_images(args.pooling, args.source)
+        return load_pretrained(AutoModelForImageClassification, args.source, new_head=True, **head)
+    pooled = getattr(args, "method", None) == "contrastive"  # it trains the pooled vector itself
+    model, _ = load_text_classifier(args.source, args.pooling, load_config(args.source), pooled=pooled, **head)
     return model
 
 
@@ -82,6 +79,12 @@ class Batcher:
             self.normalize = Normalize(list(processor.image_mean), list(processor.image_std))
         else:
             tokenizer = ensure_pad_token(load_tokenizer(args.source), model)
+            pooling = getattr(model.config, "pooling", None)  # hfssl's pooled classifier says which it reads
+            if pooling in ("mean", "last") and "attention_mask" not in tokenizer.model_input_names:
+                raise InputError(
+                    f"--pooling {pooling} needs to know which tokens are padding, and the tokenizer of {args.source} "
+                    "returns no attention_mask. Use --pooling cls, or a tokenizer that returns one."
+                )
             self.companion = tokenizer
             self.context = context_window(model)
         self.device = next(model.parameters()).device

@@ -10,11 +10,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..models.helpers import cache_dir, check_fits_context, context_window, ensure_pad_token
+from ..models.pooled import pool_hidden_states
+from ..models.pooling import check_pooling
 from ..run.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -69,12 +72,11 @@ def text_features(
     """Sequence features of any transformers text model: (N, hidden).
 
     pooling: "last" (hidden state of the last real token c_T, the default for decoder-only models),
-    "mean" (mean over real tokens, default otherwise) or "first" ([CLS]). Raises ValueError naming the
-    first text longer than the model's context window (nothing is silently truncated).
+    "mean" (mean over real tokens, default otherwise) or "cls" ([CLS], the first position; "first" is its old
+    name): `hfssl.models.pooled.pool_hidden_states`. Raises ValueError naming the first text longer than the
+    model's context window (nothing is silently truncated).
     """
-    pooling = pooling or _default_pooling(model)
-    if pooling not in ("last", "mean", "first"):
-        raise InputError(f"pooling must be 'last', 'mean' or 'first', got {pooling!r}.")
+    pooling = check_pooling(pooling or _default_pooling(model), "pooling")
     window = context_window(model)
     ensure_pad_token(tokenizer)
     device = next(model.parameters()).device
@@ -89,15 +91,7 @@ def text_features(
         hidden = getattr(outputs, "last_hidden_state", None)
         if hidden is None:
             hidden = outputs.hidden_states[-1]  # (B, T, d)
-        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        if pooling == "mean":
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-        elif pooling == "first":
-            pooled = hidden[:, 0]
-        else:  # the last real token under left or right padding
-            positions = torch.arange(hidden.shape[1], device=hidden.device)
-            last = (positions * encoded["attention_mask"]).argmax(dim=1)
-            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        pooled = pool_hidden_states(hidden, encoded["attention_mask"], cast(str, pooling))
         out.append(pooled.float().cpu())
     model.train(was_training)
     return torch.cat(out)

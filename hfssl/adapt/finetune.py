@@ -12,7 +12,10 @@ works as well as ours. What is trained:
 - surgical: only the chosen blocks (first / middle / last / indices / name prefixes) plus the head
   (Lee et al. 2023: under distribution shift, tuning early or middle blocks can beat the last ones);
 - lora: low-rank adapters on the default target modules (peft), with the head in `modules_to_save`;
-  saved adapter-only (or merged with --merge_lora).
+  saved adapter-only (or merged with --merge_lora);
+- contrastive (SetFit, Tunstall et al. 2022): the encoder is fine-tuned on seeded pairs of the labelled sentences
+  (`hfssl.adapt.contrastive_pairs`, `hfssl.losses.cosine_similarity_loss`), then a logistic-regression head is fitted
+  on the tuned, pooled embeddings (L-BFGS) and saved with them as one classifier.
 """
 
 import logging
@@ -26,8 +29,11 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import get_linear_schedule_with_warmup
 
+from ..losses import cosine_similarity_loss
 from ..models.helpers import classification_head, classification_head_name
 from ..models.loading import load_config
+from ..models.pooled import PooledClassifierConfig, PooledModelForSequenceClassification
+from ..models.registry import default_lora_targets
 from ..run.arguments import require_choice, require_fraction, require_non_negative, require_positive
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
@@ -43,6 +49,7 @@ from ..run.results import AdaptationResult, MultitaskResult, save_result
 from ..run.start import prepare_run
 from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
 from .classifier import Batcher, head_inputs, load_classifier, predict, surgical_parameters, take
+from .contrastive_pairs import check_pairable, sample_pairs
 from .linear_probe import LinearProbeConfig, fit_linear_probe
 from .metrics import classification_scores
 from .multitask import SAMPLING, WEIGHTING, minimum_tasks, parse_task_weights, parse_tasks, run_multitask
@@ -55,7 +62,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("full", "lp-ft", "surgical", "lora")
+METHODS = ("full", "lp-ft", "surgical", "lora", "contrastive")
 
 
 @dataclass(kw_only=True)
@@ -101,7 +108,15 @@ class FinetuneArguments(AdaptArguments):
     task_weights: str | None = field(
         default=None, metadata={"help": "With --tasks and fixed weighting: name=weight,... (default 1 each)."}
     )
-    method: str = field(default="full", metadata={"help": "full, lp-ft, surgical or lora."})
+    method: str = field(default="full", metadata={"help": "full, lp-ft, surgical, lora or contrastive (SetFit)."})
+    contrastive_rounds: int = field(
+        default=20,
+        metadata={
+            "help": "--method contrastive: R rounds of pair sampling, each giving every example one positive and one "
+            "negative partner (2 R N pairs; SetFit's num_iterations). --num_train_epochs then counts passes over "
+            "the pairs (SetFit: 1)."
+        },
+    )
     num_train_epochs: int = field(default=10, metadata={"help": "Passes over the (few-shot) training set."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Examples per optimizer step."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (LoRA likes ~1e-3)."})
@@ -137,7 +152,8 @@ class FinetuneArguments(AdaptArguments):
         "per_device_eval_batch_size",
     }
 
-    ADDED_ARGUMENTS: ClassVar[dict] = {"max_grad_norm": 1.0}  # the clip fine-tuning had before the flag
+    # what fine-tuning did before each flag: clip at 1; no pair rounds (only --method contrastive reads them)
+    ADDED_ARGUMENTS: ClassVar[dict] = {"max_grad_norm": 1.0, "contrastive_rounds": 20}
 
     def __post_init__(self):
         super().__post_init__()
@@ -150,6 +166,7 @@ class FinetuneArguments(AdaptArguments):
             "head_learning_rate",
             "lora_r",
             "lora_alpha",
+            "contrastive_rounds",
         )
         require_non_negative(self, "weight_decay", "max_grad_norm", "save_steps", "save_total_limit")
         require_fraction(self, "warmup_ratio")
@@ -157,6 +174,8 @@ class FinetuneArguments(AdaptArguments):
         self._check_tasks()
 
     def _check_tasks(self) -> None:
+        if self.tasks and self.method == "contrastive":
+            raise InputError("--method contrastive tunes one task's sentence encoder: not with --tasks.")
         require_choice(self, "task_sampling", SAMPLING)
         require_choice(self, "loss_weighting", WEIGHTING)
         require_choice(self, "multitask_format", FORMATS)
@@ -164,6 +183,8 @@ class FinetuneArguments(AdaptArguments):
             raise InputError("--multitask_format and --task_presets need --tasks.")
         if self.task_presets and self.multitask_format != TEXT_TO_TEXT:
             raise InputError("--task_presets give text-to-text prompts: add --multitask_format text_to_text.")
+        if self.multitask_format == TEXT_TO_TEXT and self.pooling is not None:
+            raise InputError("--multitask_format text_to_text scores label words, pooling nothing: drop --pooling.")
         if self.multitask_format == TEXT_TO_TEXT and self.method not in ("full", "lora"):
             raise InputError(f"--multitask_format text_to_text trains --method full or lora, not {self.method}.")
         if self.tasks and self.task_presets:
@@ -189,18 +210,29 @@ class FinetuneArguments(AdaptArguments):
 
 
 # ---- methods ---------------------------------------------------------------------------------------
+def _fit_head(args: FinetuneArguments, model: nn.Module, batcher: Batcher, task: TaskData) -> None:
+    """Fit the head as a linear probe (L-BFGS logistic regression) on the features it sees, in place."""
+    head = classification_head(model)
+    features = head_inputs(model, batcher, task.train_x, args.per_device_eval_batch_size)
+    probe = fit_linear_probe(features, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
+    with torch.no_grad():
+        head.weight.copy_(probe.weight)
+        bias: torch.Tensor | None = head.bias  # None where the Linear was built with bias=False
+        if bias is not None:
+            bias.copy_(probe.bias)
+        else:  # a bias-free head: keep the probe's weights; its bias is dropped (logged)
+            logger.warning("The head has no bias: the probe's weights only.")
+
+
 def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batcher, task: TaskData) -> nn.Module:
     head = classification_head(model)
     if args.method == "lp-ft":
-        features = head_inputs(model, batcher, task.train_x, args.per_device_eval_batch_size)
-        probe = fit_linear_probe(features, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
-        with torch.no_grad():
-            head.weight.copy_(probe.weight)
-            bias: torch.Tensor | None = head.bias  # None where the Linear was built with bias=False
-            if bias is not None:
-                bias.copy_(probe.bias)
-            else:  # a bias-free head: keep the probe's weights; its bias is dropped (logged)
-                logger.warning("The head has no bias: LP-FT keeps the probe's weights only.")
+        _fit_head(args, model, batcher, task)
+    if args.method == "contrastive":
+        if task.is_image:
+            raise InputError("--method contrastive tunes a sentence encoder on text pairs; this task holds images.")
+        check_pairable(task.train_y, task.names)
+        head.requires_grad_(False)  # fitted afterwards, on the tuned embeddings
     # modules the load initialised besides the head (a masked-LM encoder's pooler) are trained by every method
     fresh = [m for m in getattr(model, "hfssl_new_modules", []) if m != classification_head_name(model)]
     if args.method == "surgical":
@@ -216,7 +248,7 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batch
             r=args.lora_r,
             lora_alpha=args.lora_alpha,
             lora_dropout=args.lora_dropout,
-            target_modules=args.lora_target_modules,
+            target_modules=args.lora_target_modules or default_lora_targets(model),
             modules_to_save=[head_name, *fresh],
             task_type=None if task.is_image else "SEQ_CLS",
         )
@@ -244,7 +276,9 @@ def _train(
     """Cross-entropy on the labelled examples, epoch by epoch; the order of epoch e is a function of (seed, e), so a
     run resumed from `checkpoint` continues exactly. Returns the loss of every step."""
     callbacks = CallbackList(callbacks)
-    optimizer, scheduler = _optimizer(args, model, len(task.train_y))
+    pairs = sample_pairs(task.train_y, args.contrastive_rounds, args.seed) if args.method == "contrastive" else None
+    num_items = len(task.train_y) if pairs is None else len(pairs)  # what an epoch walks through
+    optimizer, scheduler = _optimizer(args, model, num_items)
     trainable = [p for p in model.parameters() if p.requires_grad]
     state = TrainerState()
     if checkpoint is not None:
@@ -252,11 +286,10 @@ def _train(
         load_training_state(checkpoint, model, optimizer, scheduler)
     model.train()
     while state.epoch < args.num_train_epochs:
-        order = torch.randperm(len(task.train_y), generator=epoch_generator(args.seed, state.epoch))
+        order = torch.randperm(num_items, generator=epoch_generator(args.seed, state.epoch))
         for index in order.split(args.per_device_train_batch_size)[state.batches_in_epoch :]:
             callbacks.on_step_begin(state.global_step + 1)
-            logits = model(**batcher(take(task.train_x, index))).logits
-            loss = F.cross_entropy(logits, task.train_y[index].to(logits.device))
+            loss = _batch_loss(model, batcher, task, index, pairs)
             loss.backward()
             optimizer_step(
                 optimizer,
@@ -281,8 +314,29 @@ def _train(
     return [entry["loss"] for entry in state.log_history]
 
 
+def _base(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft model (the model itself otherwise)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _batch_loss(model: nn.Module, batcher: Batcher, task: TaskData, index: torch.Tensor, pairs) -> torch.Tensor:
+    """Cross-entropy of the examples `index`; with `pairs` (P, 3) of (i, j, same), the cosine-similarity loss of
+    the pairs `index`, each sentence in them embedded once."""
+    if pairs is None:
+        logits = model(**batcher(take(task.train_x, index))).logits
+        return F.cross_entropy(logits, task.train_y[index].to(logits.device))
+    chosen = pairs[index]
+    sentences, where = torch.unique(chosen[:, :2], return_inverse=True)  # where: (P, 2) rows into sentences
+    embeddings = cast(PooledModelForSequenceClassification, model).pooled_output(
+        **batcher(take(task.train_x, sentences))
+    )
+    u, v = embeddings[where[:, 0].to(embeddings.device)], embeddings[where[:, 1].to(embeddings.device)]
+    return cosine_similarity_loss(u, v, chosen[:, 2].to(u.device))
+
+
 def _changed_parameters(model: nn.Module, snapshot: dict, lora: bool) -> list[str]:
-    base = cast("PeftModel", model).get_base_model() if lora else model
+    base = _base(model) if lora else model
     return sorted(n for n, p in base.named_parameters() if n in snapshot and not torch.equal(p.detach(), snapshot[n]))
 
 
@@ -299,8 +353,14 @@ def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult | 
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
     model = _prepare_trainable(args, model, batcher, task)
     losses = _train(args, model, batcher, task, checkpoint, callbacks)
+    if args.method == "contrastive":
+        _fit_head(args, model, batcher, task)
     predictions = predict(model, batcher, task.eval_x, args.per_device_eval_batch_size)
     lora = args.method == "lora"
+    # an adapter names its base by path; the pooled classifier around that base exists only in this run: merge
+    merge = lora and (args.merge_lora or isinstance(_base(model).config, PooledClassifierConfig))
+    if merge and not args.merge_lora:
+        logger.info("LoRA saved merged: the adapter's base is hfssl's pooled classifier, not a folder to load.")
     result = AdaptationResult(
         method=args.method,
         task=task.task,
@@ -315,9 +375,9 @@ def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult | 
         last_loss=losses[-1],
         changed_parameters=_changed_parameters(model, snapshot, lora),
         args=args.to_dict(),
-        saved="adapter" if lora and not args.merge_lora else "model",
+        saved="adapter" if lora and not merge else "model",
     )
-    if lora and args.merge_lora:
+    if merge:
         model = cast("PeftModel", model).merge_and_unload()
     adapted = cast("PreTrainedModel | PeftModel", model)
 

@@ -19,6 +19,7 @@ from transformers import AutoModel
 
 from ..data.vision import Normalize
 from ..models.loading import load_config, load_image_processor, load_pretrained, load_tokenizer
+from ..models.pooling import refuse_pooling_for_images
 from ..run.arguments import require_choice, require_positive
 from ..run.output import publish
 from ..run.results import AdaptationResult, save_result
@@ -34,15 +35,14 @@ logger = logging.getLogger(__name__)
 @dataclass(kw_only=True)
 class ProbeArguments(AdaptArguments):
     pooling: str | None = field(
-        default=None, metadata={"help": "Text features: 'last' token (decoder default), 'mean' or 'first'."}
+        default=None,
+        metadata={"help": "Text features: 'last' token (decoder default), 'mean' (encoder default) or 'cls'."},
     )
     solver: str = field(default="lbfgs", metadata={"help": "'lbfgs' (logistic regression, default) or 'sgd'."})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the probe."})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pooling is not None:
-            require_choice(self, "pooling", ("last", "mean", "first"))
         require_choice(self, "solver", ("lbfgs", "sgd"))
         require_positive(self, "l2")
 
@@ -84,6 +84,7 @@ def _save_classifier(args, model, head: nn.Linear, names: list[str], companion, 
 def _feature_function(args: ProbeArguments, model: nn.Module, task):
     """(features(inputs) -> (N, F), the model's tokenizer or image processor)."""
     if task.is_image:
+        refuse_pooling_for_images(args.pooling, args.source)
         processor = load_image_processor(args.source)
         normalize = Normalize(list(processor.image_mean), list(processor.image_std))
         return lambda pixels: image_features(model, pixels, normalize, args.per_device_eval_batch_size), processor

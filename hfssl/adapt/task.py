@@ -7,6 +7,7 @@ import torch
 from ..data.labelled import LabelledData, few_shot_indices, load_labelled
 from ..data.splits import held_out_split
 from ..models.helpers import is_image_model
+from ..models.pooling import check_pooling
 from ..run.arguments import ModelSourceArguments, RunArguments, require_fraction, require_positive
 from ..run.errors import InputError
 
@@ -38,10 +39,19 @@ class AdaptArguments(ModelSourceArguments, RunArguments):
     per_device_eval_batch_size: int = field(
         default=32, metadata={"help": "Batch size of feature extraction and evaluation."}
     )
+    pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text classifiers: how the hidden states become one vector for the head: cls, mean or last. "
+            "Default: what the model was trained for (a sentence-transformers model's own pooling, the last token "
+            "of a causal LM, an encoder's [CLS] pooler); the run's log says which (hfssl.models.pooling)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         self.check_model_source()
+        self.pooling = check_pooling(self.pooling)
         require_positive(self, "num_labels_per_class", "per_device_eval_batch_size")
         require_fraction(self, "eval_split_fraction", low_open=True)
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..models.pooling import check_pooling
 from ..run.arguments import ModelSourceArguments, RunArguments, require_choice, require_non_negative, require_positive
 from ..run.errors import InputError
 from .algorithms import ALGORITHMS
@@ -37,6 +38,13 @@ class MetaArguments(ModelSourceArguments, RunArguments):
             "help": "Start from a pretrained model: an image encoder (e.g. hfssl SimCLR) for image data, or a text "
             "model (e.g. hfssl GPT, any AutoModelForSequenceClassification) for labelled text; default: a "
             "fresh small ResNet for images."
+        },
+    )
+    pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": "A text model's features phi(x): cls, mean or last (default: what the model was trained for; "
+            "hfssl.models.pooling)."
         },
     )
     output_dir: str = field(default="outputs/meta", metadata={"help": "Where the model, metrics and checkpoints go."})
@@ -92,6 +100,9 @@ class MetaArguments(ModelSourceArguments, RunArguments):
     def __post_init__(self):
         super().__post_init__()
         self.check_model_source()
+        self.pooling = check_pooling(self.pooling)
+        if self.pooling is not None and not self.model_name_or_path:
+            raise InputError("--pooling pools a pretrained text model's tokens: add --model_name_or_path, or drop it.")
         require_choice(self, "algorithm", ALGORITHMS)
         require_choice(self, "engine", ENGINES)
         require_positive(

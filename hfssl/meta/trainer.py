@@ -23,7 +23,6 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
     PreTrainedModel,
     ViTImageProcessor,
 )
@@ -31,6 +30,7 @@ from transformers import (
 from ..data.episodes import EpisodeSampler, split_classes
 from ..models.helpers import ensure_pad_token, is_image_model
 from ..models.loading import load_config, load_pretrained, load_tokenizer
+from ..models.pooling import load_text_classifier, refuse_pooling_for_images
 from ..models.simclr import SimCLRConfig, SimCLRForImageClassification
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
@@ -67,9 +67,11 @@ def build_model(args: MetaArguments) -> PreTrainedModel:
     )
     if args.model_name_or_path:
         config = load_config(args.source)
-        auto = AutoModelForImageClassification if is_image_model(config) else AutoModelForSequenceClassification
+        if not is_image_model(config):
+            return load_text_classifier(args.source, args.pooling, config, num_labels=args.ways, **ways)[0]
+        refuse_pooling_for_images(args.pooling, args.source)
         return load_pretrained(
-            auto, args.source, new_head=True, num_labels=args.ways, ignore_mismatched_sizes=True, **ways
+            AutoModelForImageClassification, args.source, new_head=True, num_labels=args.ways, **ways
         )
     config = SimCLRConfig(
         image_size=args.image_size,

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
     from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
+from ..run.errors import InputError
 from .gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
+from .pooled import PooledClassifierConfig, PooledModelForSequenceClassification
 from .simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
 # model_type -> module names LoRA adapts when the user names none (peft's `target_modules=None`).
@@ -41,6 +43,13 @@ _AUTO_CLASSES: "list[tuple[type[PretrainedConfig], list[tuple[type[_BaseAutoMode
             (AutoModel, GPTModel),
             (AutoModelForCausalLM, GPTForCausalLM),
             (AutoModelForSequenceClassification, GPTForSequenceClassification),
+        ],
+    ),
+    (
+        PooledClassifierConfig,  # the classifier is the whole model: AutoModel gives it too
+        [
+            (AutoModel, PooledModelForSequenceClassification),
+            (AutoModelForSequenceClassification, PooledModelForSequenceClassification),
         ],
     ),
     (
@@ -79,3 +88,21 @@ def register_peft_defaults() -> None:
 
     for model_type, modules in LORA_DEFAULT_TARGET_MODULES.items():
         TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.setdefault(model_type, list(modules))
+
+
+def default_lora_targets(model) -> list[str] | None:
+    """The modules LoRA adapts in `model` when the user names none: None lets peft pick by the model's type; for
+    hfssl's pooled classifier, whose type peft does not know, the targets of the body's type (BERT: query, value)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, PooledClassifierConfig) or not config.encoder_config:
+        return None
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    body_type = config.encoder_config["model_type"]
+    targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(body_type)
+    if targets is None:
+        raise InputError(
+            f"peft has no default LoRA target modules for model_type {body_type!r}: name them with "
+            "--lora_target_modules."
+        )
+    return list(targets)
