@@ -104,3 +104,40 @@ def test_contrastive_bad_input_is_one_clear_error(tmp_path, bert_dir, simclr_dir
         )
     with pytest.raises(InputError, match="--contrastive_rounds must be > 0"):
         FinetuneArguments(model_name_or_path=str(bert_dir), dataset=str(sentiment_file), contrastive_rounds=0)
+
+
+@pytest.mark.slow
+def test_a_killed_contrastive_run_resumes_exactly(tmp_path, bert_dir, sentiment_file):
+    """Killed (os._exit) when step 3 begins, resumed from its last checkpoint: the same pairs, the same encoder,
+    the same fitted head and accuracy as a run that was never stopped."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "HFSSL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+    def run(out, *extra, crash_at=None):
+        launcher = [str(repo / "tests" / "helpers" / "crash_at_step.py"), str(crash_at)] if crash_at else []
+        flags = ["--model_name_or_path", str(bert_dir), "--dataset", str(sentiment_file), "--output_dir", str(out)]
+        flags += ["--method", "contrastive", "--pooling", "mean", "--num_labels_per_class", "4"]
+        flags += ["--contrastive_rounds", "2", "--num_train_epochs", "2", "--per_device_train_batch_size", "8"]
+        flags += ["--save_steps", "1"]
+        script = [sys.executable, *launcher, str(repo / "scripts" / "finetune.py")]
+        return subprocess.run([*script, *flags, *extra], capture_output=True, text=True, env=env, timeout=300)
+
+    straight = run(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    crashed = run(tmp_path / "resumed", crash_at=3)
+    assert crashed.returncode != 0 and (tmp_path / "resumed" / "checkpoints" / "step-000002").is_dir()
+    resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("straight", "resumed")]
+    assert metrics[0]["accuracy"] == metrics[1]["accuracy"] and metrics[0]["last_loss"] == metrics[1]["last_loss"]

@@ -24,13 +24,13 @@ def mlm_dir(tmp_path, corpus_file):
     return out
 
 
-@pytest.mark.parametrize("pooling", ["mean", "first"])
-def test_probe_reads_the_encoder_with_mean_or_cls_pooling(mlm_dir, sentiment_file, tmp_path, pooling):
+@pytest.mark.parametrize("pooling, recorded", [("mean", "mean"), ("cls", "cls"), ("first", "cls")])  # first: old name
+def test_probe_reads_the_encoder_with_mean_or_cls_pooling(mlm_dir, sentiment_file, tmp_path, pooling, recorded):
     out = tmp_path / f"probe-{pooling}"
     argv = ["--model_name_or_path", str(mlm_dir), "--dataset", str(sentiment_file), "--output_dir", str(out)]
     assert import_script("probe").main([*argv, "--pooling", pooling, "--num_labels_per_class", "4"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["args"]["pooling"] == pooling
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["args"]["pooling"] == recorded
 
 
 @pytest.mark.parametrize("method", ["full", "lp-ft", "surgical", "lora"])
