@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,13 @@ def with_flags(argv: list[str], *extra: str) -> list[str]:
     changes = {key(g): g for g in groups(extra)}
     merged = [changes.pop(key(g), g) for g in groups(argv)]
     return [token for group in [*merged, *changes.values()] for token in group]
+
+
+def why_failed(result, tail: int = 2000) -> str:
+    """What a failed command printed, for an assertion message: every `error:` line (of any rank: one rank's line
+    is easily buried under the tracebacks of the others that it brought down), then the end of its stderr."""
+    errors = [line for line in result.stderr.splitlines() if re.match(r"(\[rank\d+\]: )?error:", line)]
+    return "\n".join([*errors, "...", result.stderr[-tail:]])
 
 
 _SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the river", "our king"]

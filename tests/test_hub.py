@@ -15,7 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hfssl import hub
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
-from tests.conftest import import_script
+from tests.conftest import import_script, why_failed
 
 TOKEN = "hf_testtokenthatmustnotleak0123456789"
 INPUT_IDS = [[5, 9, 14, 3, 22, 7], [2, 30, 11, 8, 40, 6]]
@@ -73,7 +73,7 @@ def _logits_in_fresh_process(folder: Path) -> tuple[torch.Tensor, str]:
         timeout=120,
         cwd=folder.parent,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, why_failed(result)
     out = json.loads(result.stdout.strip().splitlines()[-1])
     return torch.tensor(out["logits"]), out["class"]
 

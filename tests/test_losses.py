@@ -8,6 +8,7 @@ import torch
 
 from hfssl import distributed
 from hfssl.losses import NTXentLoss
+from tests.conftest import why_failed
 
 
 def nt_xent_reference(z_a: np.ndarray, z_b: np.ndarray, tau: float) -> float:
@@ -127,7 +128,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result, 3000)
     r = json.loads(out.read_text())
     assert r["world_size"] == 2
     assert r["loss"] == pytest.approx(r["reference_loss"], rel=1e-12)

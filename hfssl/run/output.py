@@ -70,10 +70,18 @@ WORK_DIR = ".hfssl"  # inside an output folder: the run's working files (its tok
 
 
 def occupants(folder: Path) -> list[str]:
-    """The entries of `folder` other than hfssl's working files (sorted), [] when it does not exist."""
-    if not folder.is_dir():
-        return [folder.name] if folder.exists() else []
-    return sorted(p.name for p in folder.iterdir() if p.name != WORK_DIR)
+    """The entries of `folder` other than hfssl's working files (sorted), [] when it does not exist.
+
+    One look at the folder, not "is it a folder?" then "does it exist?": another process of this run (the main one,
+    taking the lock) may create it between two looks, and this one would then see a folder that holds itself.
+    """
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        return [folder.name]
+    return sorted(p.name for p in entries if p.name != WORK_DIR)
 
 
 def _same_or_nested(a: Path, b: Path) -> bool:

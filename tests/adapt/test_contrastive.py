@@ -13,6 +13,7 @@ from hfssl.adapt.task import load_task
 from hfssl.losses import cosine_similarity_loss
 from hfssl.models.pooled import PooledModelForSequenceClassification
 from hfssl.run.errors import InputError
+from tests.conftest import why_failed
 
 LABELS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
 
@@ -131,11 +132,11 @@ def test_a_killed_contrastive_run_resumes_exactly(tmp_path, bert_dir, sentiment_
         return subprocess.run([*script, *flags, *extra], capture_output=True, text=True, env=env, timeout=300)
 
     straight = run(tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert straight.returncode == 0, why_failed(straight)
     crashed = run(tmp_path / "resumed", crash_at=3)
     assert crashed.returncode != 0 and (tmp_path / "resumed" / "checkpoints" / "step-000002").is_dir()
     resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why_failed(resumed)
     a = load_file(tmp_path / "straight" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -19,6 +19,7 @@ from hfssl.models.pooled import PooledModelForSequenceClassification, pool_hidde
 from hfssl.models.pooling import load_text_classifier, resolve_pooling
 from hfssl.run.errors import InputError
 from hfssl.run.model_source import ModelSource
+from tests.conftest import why_failed
 
 HIDDEN = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # (B=2, T=4, d=3)
 
@@ -205,7 +206,7 @@ def test_a_pooled_classifier_loads_without_hfssl_through_trust_remote_code(tmp_p
     )
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf_home")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    assert result.returncode == 0 and "OK" in result.stdout, why_failed(result, 3000)
 
 
 @pytest.mark.parametrize(

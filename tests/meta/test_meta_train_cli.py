@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, TINY_META_FLAGS, import_script, with_flags
+from tests.conftest import REPO, TINY_META_FLAGS, import_script, why_failed, with_flags
 
 TINY = [*TINY_META_FLAGS, *"--eval_steps 2 --val_episodes 3 --test_episodes 4".split()]
 
@@ -84,11 +84,11 @@ def test_killed_run_resumes_exactly(glyph_zip, tmp_path):
         )
 
     straight = run(tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert straight.returncode == 0, why_failed(straight)
     crashed = run(tmp_path / "resumed", crash_at=2)
     assert crashed.returncode != 0 and (tmp_path / "resumed" / "checkpoints" / "step-000001").is_dir()
     resumed = run(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why_failed(resumed)
     assert "resumed from" in resumed.stderr
     a = load_file(tmp_path / "straight" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "model.safetensors")

@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from hfssl import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
-from tests.conftest import tiny_gpt_config
+from tests.conftest import tiny_gpt_config, why_failed
 
 B, T = 3, 7
 
@@ -129,7 +129,7 @@ def test_trust_remote_code_without_hfssl(tmp_path):
         cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf_home")},
     )
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    assert result.returncode == 0 and "OK" in result.stdout, why_failed(result, 3000)
 
 
 def test_matches_gpt2_lm_head_model_with_copied_weights():

@@ -12,6 +12,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassif
 
 from hfssl import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 from hfssl.losses import NTXentLoss
+from tests.conftest import why_failed
 
 B, S = 4, 16
 
@@ -124,4 +125,4 @@ def test_trust_remote_code_without_hfssl(tmp_path):
         cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
     )
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    assert result.returncode == 0 and "OK" in result.stdout, why_failed(result, 3000)

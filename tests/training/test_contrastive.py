@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel, pipeline
 
-from tests.conftest import REPO, import_script, with_flags
+from tests.conftest import REPO, import_script, why_failed, with_flags
 
 SCRIPT = REPO / "scripts" / "pretrain.py"
 pretrain = import_script("pretrain")
@@ -112,9 +112,9 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path):
 
     assert run(tmp_path / "a").returncode == 0
     crashed = run(tmp_path / "b", crash_at=5)
-    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    assert crashed.returncode == 17, why_failed(crashed)
     resumed = run(tmp_path / "b", "--resume_from_checkpoint", "latest")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why_failed(resumed)
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     for k in a:  # augmentation randomness and BatchNorm statistics were restored too
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
@@ -140,7 +140,7 @@ def test_two_processes_run_and_gather_negatives(tmp_path):
         cwd=REPO,
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result, 3000)
     assert json.loads((out / "run_args.json").read_text())["num_processes"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert len([e for e in metrics["log_history"] if "loss" in e]) == 4

@@ -15,7 +15,7 @@ from torch import nn
 from hfssl.losses import NTXentLoss
 from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 from hfssl.training.gradient_cache import gradient_cache_step
-from tests.conftest import REPO, import_script
+from tests.conftest import REPO, import_script, why_failed
 
 HELPER = REPO / "tests" / "helpers" / "gradient_cache_two_processes.py"
 
@@ -96,7 +96,7 @@ def test_two_processes_with_accumulation_give_the_gradients_of_one_big_batch(tmp
     out = tmp_path / "grads"
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", str(HELPER), str(out)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result, 3000)
     report = json.loads((out / "report.json").read_text())
     assert report["world_size"] == 2 and report["compared"] > 4
     assert report["max_abs_diff"] < 1e-10 and report["loss_diff"] < 1e-12

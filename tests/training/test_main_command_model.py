@@ -16,6 +16,7 @@ from transformers import pipeline
 
 from hfssl.training.arguments import parse_pretrain_args
 from hfssl.training.loop import run_pretraining
+from tests.conftest import why_failed
 
 PROMPTS = ["Return the number of", "The default is", "key"]
 GREEDY = dict(max_new_tokens=40, do_sample=False)
@@ -78,7 +79,7 @@ def test_trust_remote_code_generates_the_same_with_and_without_the_cache(main_co
         cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf_home")},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result, 3000)
     texts = json.loads(result.stdout.strip().splitlines()[-1])
     assert texts["use_cache=True"] == texts["use_cache=False"]
     # and the remote-code model generates what the installed hfssl model generates

@@ -18,7 +18,7 @@ from hfssl.data.encoder_text import pack_encoder_blocks, train_encoder_tokenizer
 from hfssl.training.masked_lm import MaskedLMArguments, masked_token_loss
 from hfssl.training.masking import EVAL_EPOCH, MaskingCollator
 from hfssl.training.pseudo_log_likelihood import pseudo_log_likelihood
-from tests.conftest import REPO, import_script, make_corpus, with_flags
+from tests.conftest import REPO, import_script, make_corpus, why_failed, with_flags
 from tests.training.test_pretrain import CRASH_AT_STEP, SCRIPT, _env, _weights
 
 pretrain = import_script("pretrain")
@@ -62,7 +62,7 @@ def test_encoder_tokenizer_is_the_same_in_every_process():
         "print(sorted(train_encoder_tokenizer(make_corpus(), 300).get_vocab().items()))"
     )
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO) for _ in range(2)]
-    assert runs[0].returncode == 0, runs[0].stderr[-2000:]
+    assert runs[0].returncode == 0, why_failed(runs[0])
     assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout) > 1000
 
 
@@ -312,13 +312,13 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
         )
 
     straight = run(tmp_path / "a")
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert straight.returncode == 0, why_failed(straight)
     blocks_per_epoch = int(re.search(r"Corpus: (\d+) training blocks", straight.stderr).group(1))
     assert 6 * 8 < blocks_per_epoch < 14 * 8  # 8 blocks a step: the resumed part crosses into epoch 1
     crashed = run(tmp_path / "b", crash_at=6)
-    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    assert crashed.returncode == 17, why_failed(crashed)
     resumed = run(tmp_path / "b", "--resume_from_checkpoint", "latest")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why_failed(resumed)
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
@@ -339,7 +339,7 @@ def test_two_processes_match_one_process(tmp_path, corpus_file):
         result = subprocess.run(
             [*launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True, cwd=REPO, timeout=600
         )
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, why_failed(result, 3000)
         return json.loads((out / "metrics.json").read_text())
 
     one = launch(tmp_path / "one", [accelerate, "launch", "--num_processes", "1", "--cpu"], 4)

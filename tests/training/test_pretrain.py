@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfssl.training import causal_lm
 from hfssl.training.loop import NonFiniteLossError
-from tests.conftest import REPO, TINY_LM_FLAGS, import_script, with_flags
+from tests.conftest import REPO, TINY_LM_FLAGS, import_script, why_failed, with_flags
 
 SCRIPT = REPO / "scripts" / "pretrain.py"
 CRASH_AT_STEP = REPO / "tests" / "helpers" / "crash_at_step.py"  # kills the run when a given step begins
@@ -160,13 +160,13 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, corpus_file)
         )
 
     straight = run(tmp_path / "a")
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert straight.returncode == 0, why_failed(straight)
     crashed = run(tmp_path / "b", crash_at=6)
-    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    assert crashed.returncode == 17, why_failed(crashed)
     assert not (tmp_path / "b" / "model.safetensors").exists()
     assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-000004"]
     resumed = run(tmp_path / "b", "--resume_from_checkpoint", "latest")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why_failed(resumed)
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys()
     for k in a:
@@ -198,7 +198,7 @@ def test_two_processes_match_one_process(tmp_path, corpus_file):
         result = subprocess.run(
             [*launcher, str(SCRIPT), *args], env=_env(), capture_output=True, text=True, cwd=REPO, timeout=600
         )
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, why_failed(result, 3000)
         return json.loads((out / "metrics.json").read_text()), json.loads((out / "run_args.json").read_text())
 
     one, one_args = launch(tmp_path / "one", [accelerate, "launch", "--num_processes", "1", "--cpu"], 4)

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from hfssl.run.callbacks import register_callback, unregister_callback
 from hfssl.run.checkpoints import TrainerState, list_checkpoints, write_checkpoint
 from hfssl.run.lock import LOCK_FILE
-from hfssl.run.output import WORK_DIR
+from hfssl.run.output import WORK_DIR, check_output_dir
 from tests.conftest import REPO, TINY_LM_FLAGS, import_script
 
 pretrain = import_script("pretrain")
@@ -81,6 +81,33 @@ def test_a_refused_run_leaves_no_folder_behind(lock_holder, corpus_file, tmp_pat
     out = tmp_path / "fresh"
     assert pretrain.main(_argv(corpus_file, out, "--max_steps", "2", "--eval_dataset", str(tmp_path / "nope.txt"))) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("after_look", [1, 2])
+def test_the_main_process_taking_the_lock_mid_check_is_not_another_run(tmp_path, monkeypatch, after_look):
+    """Every process of a run checks the output folder while the main one takes its lock, which creates the folder.
+    Whichever look at the folder it happens after, the other process must not see a folder holding something (a
+    race that once failed a 2-process CI run with 'already holds')."""
+    out = tmp_path / "run"
+    looks = []
+
+    def interleaved(original, name):
+        def look(self, *args, **kwargs):
+            try:
+                result = original(self, *args, **kwargs)
+                return iter(list(result)) if name == "iterdir" else result  # iterdir looks when iterated
+            finally:
+                looks.append(name) if self == out else None
+                if len(looks) == after_look and not os.path.exists(out):  # now the main process takes the lock
+                    os.makedirs(out / WORK_DIR)
+                    (out / WORK_DIR / LOCK_FILE).write_text("{}")
+
+        return look
+
+    for name in ("exists", "is_dir", "iterdir"):
+        monkeypatch.setattr(Path, name, interleaved(getattr(Path, name), name))
+    check_output_dir(out, resume=False, overwrite=False)
+    assert len(looks) >= after_look and os.path.exists(out / WORK_DIR / LOCK_FILE)  # the interleaving happened
 
 
 def test_a_save_removes_only_its_own_or_dead_processes_leftovers(tmp_path, lock_holder):

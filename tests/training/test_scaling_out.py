@@ -15,7 +15,7 @@ import torch
 
 from hfssl import GPTForCausalLM, launch
 from hfssl.training.launch_checks import check_process_group, check_sharding_request, check_wrap_policy
-from tests.conftest import REPO, TINY_LM_FLAGS, tiny_gpt_config, with_flags
+from tests.conftest import REPO, TINY_LM_FLAGS, tiny_gpt_config, why_failed, with_flags
 from tests.training.test_pretrain import CRASH_AT_STEP, SCRIPT, _env, _weights
 
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
@@ -177,12 +177,12 @@ def test_two_machines_match_one_process_on_the_global_batch(tmp_path, corpus_fil
         capture_output=True,
         text=True,
     )
-    assert single.returncode == 0, single.stderr[-2000:]
+    assert single.returncode == 0, why_failed(single)
     two = tmp_path / "two"
     for result in _two_machines(
         [str(SCRIPT), *data, "--output_dir", str(two), *with_flags(LM, "--per_device_train_batch_size", "2")]
     ):
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, why_failed(result, 3000)
     assert json.loads((two / "run_args.json").read_text())["num_processes"] == 2
     torch.testing.assert_close(torch.tensor(_losses(two)), torch.tensor(_losses(one)), rtol=1e-5, atol=1e-5)
     w1, w2 = _weights(one), _weights(two)
@@ -199,10 +199,10 @@ def test_contrastive_on_two_machines_equals_two_processes_on_one(tmp_path):
     local = subprocess.run(
         [*command, str(one_machine), *VISION], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600
     )
-    assert local.returncode == 0, local.stderr[-3000:]
+    assert local.returncode == 0, why_failed(local, 3000)
     two = tmp_path / "two-machines"
     for result in _two_machines([str(SCRIPT), "--output_dir", str(two), *VISION]):
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, why_failed(result, 3000)
     torch.testing.assert_close(torch.tensor(_losses(two)), torch.tensor(_losses(one_machine)), rtol=1e-5, atol=1e-6)
 
 
@@ -212,7 +212,7 @@ def test_a_killed_two_machine_run_resumes_exactly_with_every_ranks_random_state(
     run += ["--dropout", "0.1"]  # random draws on each rank: resuming needs every rank's RNG state
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     for result in _two_machines([str(SCRIPT), *run, "--output_dir", str(straight)]):
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, why_failed(result, 3000)
     for result in _two_machines([str(CRASH_AT_STEP), "4", str(SCRIPT), *run, "--output_dir", str(crashed)]):
         assert result.returncode != 0
     checkpoint = crashed / "checkpoints" / "step-000002"
@@ -220,7 +220,7 @@ def test_a_killed_two_machine_run_resumes_exactly_with_every_ranks_random_state(
     for result in _two_machines(
         [str(SCRIPT), *run, "--output_dir", str(crashed), "--resume_from_checkpoint", "latest"]
     ):
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, why_failed(result, 3000)
     assert _losses(crashed) == pytest.approx(_losses(straight), abs=1e-6)  # step by step, the resumed part included
     a, b = _weights(straight), _weights(crashed)
     for k in a:
@@ -241,7 +241,7 @@ def test_fully_shard_trains_gathers_and_reloads_our_models(tmp_path):
         text=True,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, why_failed(result, 3000)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["world_size"] == 2
     for kind, units in (("gpt", 2), ("simclr", 2)):
