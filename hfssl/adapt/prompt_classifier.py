@@ -6,6 +6,7 @@ generating and parsing an answer, and optionally applies contextual calibration 
 The shots x seeds sweep of `scripts/prompt_eval.py` is `prompt_eval.py`.
 """
 
+import inspect
 import logging
 import math
 import re
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from ..models.helpers import context_window, ensure_pad_token
+from ..models.helpers import cache_kwargs, context_window, ensure_pad_token, output_cache
 from ..run.errors import InputError
 from .calibration import CONTENT_FREE_INPUTS, contextual_calibration, label_probabilities
 from .chain_of_thought import cut_chain
@@ -51,6 +52,32 @@ def _length_before_padding(row: torch.Tensor, tokenizer) -> int:
     """Tokens of a generated row before the padding that fills it once its sequence has finished."""
     padding = (row == tokenizer.pad_token_id).flip(0).cumprod(0).sum().item()
     return len(row) - int(padding)
+
+
+@torch.no_grad()
+def _prompts_encoded_once(model: nn.Module, batch, copies: int) -> dict:
+    """generate() inputs for `copies` samples of each of the B left-padded prompts of `batch`, with each prompt run
+    through the model once instead of `copies` times (num_return_sequences repeats the prompt before encoding it).
+
+    The KV cache of every prompt's tokens but its last (generation feeds that one, to predict the first new token)
+    is computed for the B prompts, then its rows repeated in place: B * copies rows, in the order in which
+    num_return_sequences would repeat them, so a seeded sampler draws the same tokens. Positions count only real
+    tokens, as generate() counts them for left padding.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    accepted = inspect.signature(model.forward).parameters
+    extra: dict = (
+        {"position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)[:, :-1]} if "position_ids" in accepted else {}
+    )
+    if "logits_to_keep" in accepted:
+        extra["logits_to_keep"] = 1  # the prompt's logits are not needed
+    cache = output_cache(model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, **extra))
+    cache.batch_repeat_interleave(copies)
+    return {
+        "input_ids": ids.repeat_interleave(copies, dim=0),
+        "attention_mask": mask.repeat_interleave(copies, dim=0),
+        **cache_kwargs(cache),
+    }
 
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
@@ -253,12 +280,15 @@ class PromptClassifier:
             decoding = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         if stop_strings:
             decoding |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
+        inputs, copies = dict(batch), num_samples
+        if num_samples > 1 and prompt_length > 1:  # every sample of a prompt reads one encoding of it
+            inputs, copies = _prompts_encoded_once(self.model, batch, num_samples), 1
         out = cast("GenerationMixin", self.model).generate(
-            **batch,
+            **inputs,
             max_new_tokens=max(budget, 1),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=stop_token_ids(tokenizer),
-            num_return_sequences=num_samples,
+            num_return_sequences=copies,
             **decoding,
         )
         generated = out[:, prompt_length:]

@@ -201,6 +201,60 @@ def test_self_consistency_samples_are_batched_counted_and_seeded(tiny_tokenizer)
         classifier.sample(QUERIES, [[]] * 3, max_new_tokens=4, num_samples=2)
 
 
+def _llama(vocab_size):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("architecture", ["hfssl-gpt", "llama", "gpt2"])
+def test_samples_read_one_encoding_of_the_prompt_and_draw_what_generate_draws(tiny_tokenizer, architecture):
+    """Each prompt is encoded once for all its samples (a cache repeated per sample): the seeded draws are those of
+    transformers' generate(num_return_sequences=n), which encodes it n times, on left-padded prompts of several
+    lengths and three architectures (positions from the padding mask, a GQA cache, learned positions)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hfssl.adapt.prompt_classifier import stop_token_ids
+
+    classifier = _classifier(tiny_tokenizer)
+    torch.manual_seed(1)
+    if architecture == "llama":
+        classifier.model = _llama(len(tiny_tokenizer))
+    elif architecture == "gpt2":
+        config = GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=128)
+        classifier.model = GPT2LMHeadModel(config).eval()
+    sampled = classifier.sample(QUERIES, [[]] * 3, max_new_tokens=8, num_samples=4, temperature=1.0, seed=3)
+    tokenizer = classifier.tokenizer
+    tokenizer.padding_side = "left"
+    contexts = [classifier.context([], q) for q in QUERIES]
+    batch = tokenizer(contexts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert batch["attention_mask"].min() == 0  # the prompts differ in length: some rows are padded
+    torch.manual_seed(3)
+    reference = classifier.model.generate(
+        **batch,
+        max_new_tokens=8,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        num_return_sequences=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_token_ids(tokenizer),
+    )
+    texts = tokenizer.batch_decode(reference[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert [t for row in sampled.texts for t in row] == texts
+    assert len(set(texts)) > 3  # real sampling: the comparison could fail
+
+
 def test_greedy_sample_is_generate_and_stop_strings_cut_the_chain(tiny_tokenizer):
     classifier = _classifier(tiny_tokenizer)
     texts, _ = classifier.generate(QUERIES, [[]] * 3, max_new_tokens=6)
