@@ -129,6 +129,26 @@ def tiny_gpt_config(**overrides):
     return GPTConfig(**kwargs)
 
 
+def tiny_llama_config(**overrides):
+    """transformers' Llama at test size: RoPE, RMSNorm and grouped-query attention (4 heads sharing 2 key/values)."""
+    from transformers import LlamaConfig
+
+    kwargs = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=40,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
+    )
+    kwargs.update(overrides)
+    return LlamaConfig(**kwargs)
+
+
 def pytest_configure(config):
     deprecation_policy.install()
 

@@ -17,15 +17,15 @@ from ..run.errors import InputError
 from .task import AdaptArguments, TaskData
 
 
-def load_classifier(args: AdaptArguments, task: TaskData) -> nn.Module:
+def load_classifier(args: AdaptArguments, task: TaskData, *, pooled: bool = False) -> nn.Module:
     """The pretrained model with a new head for the task's labels; text reads `args.pooling`
-    (`hfssl.models.pooling`: transformers' classifier where the pooling is the architecture's own)."""
+    (`hfssl.models.pooling`: transformers' classifier where the pooling is the architecture's own). pooled: always
+    hfssl's PooledModelForSequenceClassification, whose pooled vector a method trains itself (contrastive)."""
     id2label = dict(enumerate(task.names))
     head: dict = dict(num_labels=len(task.names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     if task.is_image:
         refuse_pooling_for_images(args.pooling, args.source)
         return load_pretrained(AutoModelForImageClassification, args.source, new_head=True, **head)
-    pooled = getattr(args, "method", None) == "contrastive"  # it trains the pooled vector itself
     model, _ = load_text_classifier(args.source, args.pooling, load_config(args.source), pooled=pooled, **head)
     return model
 

@@ -348,7 +348,7 @@ def run_finetune(args: FinetuneArguments, callbacks=None) -> AdaptationResult | 
     checkpoint = prepare_run(args, [args.source.input_path])
     torch.manual_seed(args.seed)
     task = load_task(args, load_config(args.source))
-    model = load_classifier(args, task)
+    model = load_classifier(args, task, pooled=args.method == "contrastive")  # it trains the pooled vector
     batcher = Batcher(args, task, model)
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
     model = _prepare_trainable(args, model, batcher, task)

@@ -20,7 +20,7 @@ from hfssl.adapt.prompt_classifier import Generations, PromptClassifier
 from hfssl.adapt.prompt_eval import PromptEvalArguments, _vote, format_table, run_prompt_eval
 from hfssl.adapt.prompts import get_template
 from hfssl.data.labelled import load_labelled
-from tests.conftest import tiny_gpt_config
+from tests.conftest import tiny_gpt_config, tiny_llama_config
 
 SENTIMENT = get_template("sentiment")
 WORDS = ["negative", "positive"]
@@ -201,34 +201,19 @@ def test_self_consistency_samples_are_batched_counted_and_seeded(tiny_tokenizer)
         classifier.sample(QUERIES, [[]] * 3, max_new_tokens=4, num_samples=2)
 
 
-def _llama(vocab_size):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("architecture", ["hfssl-gpt", "llama", "gpt2"])
 def test_samples_read_one_encoding_of_the_prompt_and_draw_what_generate_draws(tiny_tokenizer, architecture):
     """Each prompt is encoded once for all its samples (a cache repeated per sample): the seeded draws are those of
     transformers' generate(num_return_sequences=n), which encodes it n times, on left-padded prompts of several
     lengths and three architectures (positions from the padding mask, a GQA cache, learned positions)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
     from hfssl.adapt.prompt_classifier import stop_token_ids
 
     classifier = _classifier(tiny_tokenizer)
     torch.manual_seed(1)
     if architecture == "llama":
-        classifier.model = _llama(len(tiny_tokenizer))
+        classifier.model = LlamaForCausalLM(tiny_llama_config(vocab_size=len(tiny_tokenizer))).eval()
     elif architecture == "gpt2":
         config = GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=128)
         classifier.model = GPT2LMHeadModel(config).eval()

@@ -21,7 +21,7 @@ from hfssl.analysis import (
     uniform_attention_score,
 )
 from hfssl.run.errors import InputError
-from tests.conftest import tiny_gpt_config
+from tests.conftest import tiny_gpt_config, tiny_llama_config
 
 # ---- a 2-layer GPT with an induction head built by hand --------------------------------------------------------
 # Residual stream (d = 96): one-hot current token TOK, one-hot position POS, the previous token PREV (written by the
@@ -174,15 +174,12 @@ def _direct_by_modules(model, tokens, layout, norm) -> torch.Tensor:
 
 
 def test_direct_copying_matches_a_module_by_module_computation(gpt2_dir):
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     from hfssl.analysis.induction import _final_norm
 
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(
-        LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=40, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=1)
-    )  # fmt: skip
+    llama = LlamaForCausalLM(tiny_llama_config())
     gpt2 = AutoModelForCausalLM.from_pretrained(gpt2_dir)  # Conv1D projections
     for model in (GPTForCausalLM(tiny_gpt_config()), llama, gpt2):
         model.eval()
@@ -205,23 +202,10 @@ def test_direct_copying_refuses_a_final_norm_it_cannot_freeze():
 
 def test_random_models_score_near_chance():
     """Random GPT and llama: every head's prefix-matching score within a few percent of uniform attention."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=100,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=40,
-            max_position_embeddings=64,
-            bos_token_id=0,
-            eos_token_id=0,
-            pad_token_id=1,
-        )
-    )
+    llama = LlamaForCausalLM(tiny_llama_config())
     for model in (GPTForCausalLM(tiny_gpt_config()), llama):
         tokens = repeated_random_tokens(model, seq_len=20, batch_size=2)
         scores = prefix_matching_scores(model, tokens)
