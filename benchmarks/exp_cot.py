@@ -23,7 +23,7 @@ has, e.g. a wrong sum, plus the parse failures; direct: `invalid_answers`); "not
 failures (no answer could be read; counted as wrong, never dropped); tokens generated per query (all samples).
 
     python benchmarks/exp_cot.py --quick      # a few minutes: 12 queries, 1 seed, addition and sst2
-    python benchmarks/exp_cot.py              # 40 queries, 3 seeds (75 minutes of cells on 2 cores: over an hour)
+    python benchmarks/exp_cot.py              # 40 queries, 3 seeds (54 minutes of cells on 2 cores)
     python benchmarks/exp_cot.py --report     # print the saved table
 
 Writes benchmarks/results/exp_cot.json after every cell (a stopped run continues with the cells it measured) and
