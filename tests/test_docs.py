@@ -74,6 +74,11 @@ def _row(rows: list[dict], name: str) -> dict:
     return row
 
 
+def _cell(data, task: str, method: str, k: int) -> dict:
+    """One cell of exp_sentence_encoders.json."""
+    return next(r for r in data["rows"] if (r["task"], r["method"], r["k"]) == (task, method, k))
+
+
 # (results file, how to read the number from it, the README phrase that quotes it)
 HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
     (
@@ -133,6 +138,16 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
             )
         ),
         "sharing adds +{:.1f} points to SST-2",
+    ),
+    (
+        "exp_sentence_encoders.json",
+        lambda d: _cell(d, "sst2", "contrastive", 16)["seconds"] / _cell(d, "sst2", "SetFit", 16)["seconds"],
+        "in {:.2f}x SetFit's time",
+    ),
+    (
+        "exp_sentence_encoders.json",
+        lambda d: 100 * _cell(d, "sst2", "contrastive", 16)["mean"],
+        "`--method contrastive` scores {:.1f} ±",
     ),
     (
         "bench_prompting_smollm2.json",
