@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
+from transformers.cache_utils import Cache
 
 from ..models.helpers import cache_kwargs, context_window, ensure_pad_token, output_cache
 from ..run.errors import InputError
@@ -55,23 +56,31 @@ def _length_before_padding(row: torch.Tensor, tokenizer) -> int:
 
 
 @torch.no_grad()
-def _prompts_encoded_once(model: nn.Module, batch, copies: int) -> dict:
+def _prompts_encoded_once(model: nn.Module, batch, copies: int) -> dict | None:
     """generate() inputs for `copies` samples of each of the B left-padded prompts of `batch`, with each prompt run
-    through the model once instead of `copies` times (num_return_sequences repeats the prompt before encoding it).
+    through the model once instead of `copies` times (num_return_sequences repeats the prompt before encoding it);
+    None where that cannot be done (a model that returns no transformers Cache, or one whose generation config asks
+    generate() for a cache of its own), and the prompt is then repeated as generate() repeats it.
 
     The KV cache of every prompt's tokens but its last (generation feeds that one, to predict the first new token)
     is computed for the B prompts, then its rows repeated in place: B * copies rows, in the order in which
     num_return_sequences would repeat them, so a seeded sampler draws the same tokens. Positions count only real
     tokens, as generate() counts them for left padding.
     """
+    if getattr(getattr(model, "generation_config", None), "cache_implementation", None):
+        return None
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    accepted = inspect.signature(model.forward).parameters
+    get_base = getattr(model, "get_base_model", None)  # a peft model: the model whose forward generate() runs
+    accepted = inspect.signature((get_base() if callable(get_base) else model).forward).parameters
     extra: dict = (
         {"position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)[:, :-1]} if "position_ids" in accepted else {}
     )
     if "logits_to_keep" in accepted:
         extra["logits_to_keep"] = 1  # the prompt's logits are not needed
-    cache = output_cache(model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, **extra))
+    outputs = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, **extra)
+    cache = output_cache(outputs) if hasattr(outputs, "get") else None  # a tuple: return_dict=False
+    if not isinstance(cache, Cache):
+        return None
     cache.batch_repeat_interleave(copies)
     return {
         "input_ids": ids.repeat_interleave(copies, dim=0),
@@ -281,8 +290,9 @@ class PromptClassifier:
         if stop_strings:
             decoding |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
         inputs, copies = dict(batch), num_samples
-        if num_samples > 1 and prompt_length > 1:  # every sample of a prompt reads one encoding of it
-            inputs, copies = _prompts_encoded_once(self.model, batch, num_samples), 1
+        if num_samples > 1 and prompt_length > 1:  # every sample of a prompt reads one encoding of it, if it can
+            encoded = _prompts_encoded_once(self.model, batch, num_samples)
+            inputs, copies = (encoded, 1) if encoded is not None else (inputs, copies)
         out = cast("GenerationMixin", self.model).generate(
             **inputs,
             max_new_tokens=max(budget, 1),

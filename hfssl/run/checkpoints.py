@@ -57,11 +57,13 @@ def checkpoints_dir(output_dir: str | os.PathLike) -> Path:
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = checkpoints_dir(output_dir)
-    if not root.is_dir():
+    """Complete checkpoints of a run, oldest first. One look at the folder: the main process of a run may move it
+    aside (--overwrite_output_dir) while another process of the run lists it."""
+    try:
+        entries = list(checkpoints_dir(output_dir).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in entries if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 

@@ -240,6 +240,22 @@ def test_samples_read_one_encoding_of_the_prompt_and_draw_what_generate_draws(ti
     assert len(set(texts)) > 3  # real sampling: the comparison could fail
 
 
+def test_samples_repeat_the_prompt_as_generate_does_where_it_cannot_be_encoded_once(tiny_tokenizer, monkeypatch):
+    """A model that returns no transformers Cache (or asks generate for a cache of its own) samples as before."""
+    from hfssl.adapt import prompt_classifier
+
+    classifier = _classifier(tiny_tokenizer)
+    settings = dict(max_new_tokens=8, num_samples=4, temperature=1.0, seed=3)
+    encoded_once = classifier.sample(QUERIES, [[]] * 3, **settings)
+    no_cache: list = []
+    monkeypatch.setattr(prompt_classifier, "output_cache", lambda outputs: no_cache.append(1))  # returns None
+    assert classifier.sample(QUERIES, [[]] * 3, **settings) == encoded_once
+    assert no_cache  # the prompt was encoded, no cache came back, and generate() repeated the prompt
+    monkeypatch.undo()
+    classifier.model.generation_config.cache_implementation = "dynamic"
+    assert prompt_classifier._prompts_encoded_once(classifier.model, {}, 4) is None
+
+
 def test_greedy_sample_is_generate_and_stop_strings_cut_the_chain(tiny_tokenizer):
     classifier = _classifier(tiny_tokenizer)
     texts, _ = classifier.generate(QUERIES, [[]] * 3, max_new_tokens=6)
