@@ -49,8 +49,8 @@ from common import (
 import hfssl  # noqa: F401
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
 from hfssl.adapt.probe import ProbeArguments, run_linear_probe
+from hfssl.models.encoders import SimCLRModel
 from hfssl.models.gpt import GPTForCausalLM
-from hfssl.models.simclr import SimCLRModel
 from hfssl.training.arguments import PretrainArguments
 from hfssl.training.causal_lm import CausalLMArguments
 from hfssl.training.contrastive import ContrastiveArguments

@@ -34,7 +34,7 @@ from common import (
 
 import hfssl  # noqa: F401
 from hfssl.losses import NTXentLoss
-from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.models.encoders import SimCLRConfig, SimCLRModel
 from hfssl.training.contrastive import ContrastiveArguments, ContrastiveObjective
 from hfssl.training.loop import run_pretraining
 

@@ -3,10 +3,17 @@
 Importing hfssl registers every hfssl model with the transformers Auto classes.
 """
 
+from .models.encoders import (
+    DualEncoderConfig,
+    DualEncoderModel,
+    PooledClassifierConfig,
+    PooledModelForSequenceClassification,
+    SimCLRConfig,
+    SimCLRForImageClassification,
+    SimCLRModel,
+)
 from .models.gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
-from .models.pooled import PooledClassifierConfig, PooledModelForSequenceClassification
 from .models.registry import register_auto_classes, register_peft_defaults
-from .models.simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
 __version__ = "0.1.0"
 
@@ -14,6 +21,8 @@ register_auto_classes()
 register_peft_defaults()
 
 __all__ = [
+    "DualEncoderConfig",
+    "DualEncoderModel",
     "GPTConfig",
     "GPTForCausalLM",
     "GPTForSequenceClassification",

@@ -1,5 +1,5 @@
-"""The losses hfssl trains with (self-supervised NT-Xent; the supervised pair loss of contrastive fine-tuning), with
-the formula in each docstring."""
+"""The losses hfssl trains with (self-supervised NT-Xent; CLIP's image-text InfoNCE; the supervised pair loss of
+contrastive fine-tuning), with the formula in each docstring."""
 
 import torch
 from torch import nn
@@ -63,6 +63,56 @@ class NTXentLoss(nn.Module):
         partner = torch.cat([local + n_global, local])  # its other view
         logits = logits.masked_fill(F.one_hot(self_index, 2 * n_global).bool(), float("-inf"))
         return F.cross_entropy(logits, partner)
+
+
+class ImageTextContrastiveLoss(nn.Module):
+    r"""CLIP's symmetric InfoNCE loss over image-text pairs.
+
+    Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision",
+    https://arxiv.org/abs/2103.00020, Figure 3's pseudo-code. For N pairs with L2-normalised image embeddings u_i and
+    text embeddings v_j and the inverse temperature s = exp(t),
+
+        logits_ij = s u_i^T v_j
+        L = 1/2 [ 1/N sum_i -log softmax_j(logits_ij)[i]  +  1/N sum_j -log softmax_i(logits_ij)[j] ]
+
+    i.e. each image must pick out its caption among the N texts (image -> text), and each caption its image among the
+    N images (text -> image). The embeddings are normalised here too (a no-op on normalised input).
+
+    With `gather_distributed=True` and several processes, the embeddings of every process are gathered *with
+    gradients* (`hfssl.distributed.all_gather_with_grad`): each process scores its own B images against all N texts
+    and its own B texts against all N images, and averages over its 2B anchors; data-parallel averaging of gradients
+    then gives the one-process loss and gradients on the global batch (as for `NTXentLoss`).
+
+    Shape:
+        image_embeds, text_embeds: (B, D), row i of each a pair; scale: s, a scalar (tensor: it is learned).
+        Returns a scalar.
+    """
+
+    def __init__(self, gather_distributed: bool = False):
+        super().__init__()
+        self.gather_distributed = gather_distributed
+
+    def forward(
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: torch.Tensor | float
+    ) -> torch.Tensor:
+        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+            raise InputError(
+                "The image-text loss needs image and text embeddings of one (B, D) shape, got "
+                f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}."
+            )
+        B = image_embeds.shape[0]
+        u, v = F.normalize(image_embeds, dim=1), F.normalize(text_embeds, dim=1)
+        if self.gather_distributed and distributed.is_distributed():
+            all_u, all_v = distributed.all_gather_with_grad(u), distributed.all_gather_with_grad(v)
+            offset = distributed.rank() * B  # where this process's pairs sit in the global batch
+        else:
+            all_u, all_v, offset = u, v, 0
+        if all_u.shape[0] < 2:
+            raise InputError("The image-text loss needs at least 2 pairs in the (global) batch: 1 has no negatives.")
+        targets = torch.arange(B, device=u.device) + offset
+        image_to_text = F.cross_entropy(scale * u @ all_v.T, targets)  # (B, N): each image against every caption
+        text_to_image = F.cross_entropy(scale * v @ all_u.T, targets)  # (B, N): each caption against every image
+        return (image_to_text + text_to_image) / 2
 
 
 def cosine_similarity_loss(u: torch.Tensor, v: torch.Tensor, same: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""NT-Xent against a slow reference written from the SimCLR paper, and its distributed (gather) path."""
+"""NT-Xent and CLIP's image-text loss against slow references written from their papers, and their distributed
+(gather) paths."""
 
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from hfssl import distributed
-from hfssl.losses import NTXentLoss
+from hfssl.losses import ImageTextContrastiveLoss, NTXentLoss
 from tests.conftest import why_failed
 
 
@@ -129,7 +130,58 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, why_failed(result, 3000)
-    r = json.loads(out.read_text())
-    assert r["world_size"] == 2
-    assert r["loss"] == pytest.approx(r["reference_loss"], rel=1e-12)
-    assert r["max_grad"] > 1e-3 and r["max_grad_diff"] < 1e-12
+    results = json.loads(out.read_text())
+    assert set(results) == {"nt_xent", "image_text"}
+    for r in results.values():
+        assert r["world_size"] == 2
+        assert r["loss"] == pytest.approx(r["reference_loss"], rel=1e-12)
+        assert r["max_grad"] > 1e-3 and r["max_grad_diff"] < 1e-12
+        assert r["scale_grad"] == pytest.approx(r["reference_scale_grad"], rel=1e-10, abs=1e-14)
+    assert abs(results["image_text"]["reference_scale_grad"]) > 1e-4  # the learned scale gets a gradient
+
+
+def clip_reference(image: np.ndarray, text: np.ndarray, t: float) -> float:
+    """Radford et al. 2021, Figure 3's pseudo-code, literally: l2-normalise, scaled cosine logits, cross-entropy
+    over axis 0 and over axis 1 with labels arange(n), averaged; with loops over every row and column."""
+    n = image.shape[0]
+    i_e = image / np.linalg.norm(image, axis=1, keepdims=True)
+    t_e = text / np.linalg.norm(text, axis=1, keepdims=True)
+    logits = (i_e @ t_e.T) * math.exp(t)  # [n, n]
+
+    def cross_entropy(rows: np.ndarray) -> float:  # mean over rows of -log softmax(row)[its label]
+        return sum(-rows[k, k] + math.log(sum(math.exp(x) for x in rows[k])) for k in range(n)) / n
+
+    loss_i = cross_entropy(logits)  # each image row against the n texts
+    loss_t = cross_entropy(logits.T)  # each text against the n images
+    return (loss_i + loss_t) / 2
+
+
+@pytest.mark.parametrize("batch", [2, 7])
+@pytest.mark.parametrize("t", [0.0, math.log(1 / 0.07), math.log(100)])
+def test_the_image_text_loss_matches_the_clip_paper(batch, t):
+    g = torch.Generator().manual_seed(batch)
+    image, text = (
+        torch.randn(batch, 6, generator=g, dtype=torch.float64),
+        torch.randn(batch, 6, generator=g, dtype=torch.float64),
+    )
+    ours = ImageTextContrastiveLoss()(image, text, torch.tensor(t, dtype=torch.float64).exp()).item()
+    assert ours == pytest.approx(clip_reference(image.numpy(), text.numpy(), t), rel=1e-10)
+
+
+def test_the_image_text_loss_matches_open_clip():
+    open_clip = pytest.importorskip(
+        "open_clip", reason="open_clip is a benchmark-only reference: pip install -e '.[bench]'"
+    )
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    scale = torch.tensor(14.3)
+    theirs = open_clip.ClipLoss()(image, text, scale)
+    torch.testing.assert_close(ImageTextContrastiveLoss()(image, text, scale), theirs)
+
+
+def test_the_image_text_loss_refuses_what_has_no_negatives_or_no_pairs():
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        ImageTextContrastiveLoss()(torch.randn(1, 4), torch.randn(1, 4), 10.0)
+    with pytest.raises(ValueError, match="one \\(B, D\\) shape"):
+        ImageTextContrastiveLoss()(torch.randn(3, 4), torch.randn(2, 4), 10.0)

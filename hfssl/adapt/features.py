@@ -15,8 +15,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from ..models.encoders import pool_hidden_states
 from ..models.helpers import cache_dir, check_fits_context, context_window, ensure_pad_token
-from ..models.pooled import pool_hidden_states
 from ..models.pooling import check_pooling
 from ..run.errors import InputError
 
@@ -73,7 +73,7 @@ def text_features(
 
     pooling: "last" (hidden state of the last real token c_T, the default for decoder-only models),
     "mean" (mean over real tokens, default otherwise) or "cls" ([CLS], the first position; "first" is its old
-    name): `hfssl.models.pooled.pool_hidden_states`. Raises ValueError naming the first text longer than the
+    name): `hfssl.models.encoders.pool_hidden_states`. Raises ValueError naming the first text longer than the
     model's context window (nothing is silently truncated).
     """
     pooling = check_pooling(pooling or _default_pooling(model), "pooling")

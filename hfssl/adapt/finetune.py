@@ -30,9 +30,9 @@ from torch.nn import functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from ..losses import cosine_similarity_loss
+from ..models.encoders import PooledClassifierConfig, PooledModelForSequenceClassification
 from ..models.helpers import classification_head, classification_head_name
 from ..models.loading import load_config
-from ..models.pooled import PooledClassifierConfig, PooledModelForSequenceClassification
 from ..models.registry import default_lora_targets
 from ..run.arguments import require_choice, require_fraction, require_non_negative, require_positive
 from ..run.callbacks import CallbackList

@@ -28,10 +28,10 @@ from transformers import (
 )
 
 from ..data.episodes import EpisodeSampler, split_classes
+from ..models.encoders import SimCLRConfig, SimCLRForImageClassification
 from ..models.helpers import ensure_pad_token, is_image_model
 from ..models.loading import load_config, load_pretrained, load_tokenizer
 from ..models.pooling import load_text_classifier, refuse_pooling_for_images
-from ..models.simclr import SimCLRConfig, SimCLRForImageClassification
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
     TrainerState,

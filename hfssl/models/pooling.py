@@ -23,9 +23,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from ..run.errors import InputError
 from ..run.model_source import ModelSource
+from .encoders import POOLINGS, PooledClassifierConfig, PooledModelForSequenceClassification
 from .kinds import is_text_encoder
 from .loading import load_pretrained
-from .pooled import POOLINGS, PooledClassifierConfig, PooledModelForSequenceClassification
 
 logger = logging.getLogger(__name__)
 

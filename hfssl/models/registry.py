@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    AutoModelForZeroShotImageClassification,
 )
 
 if TYPE_CHECKING:
@@ -24,9 +25,16 @@ if TYPE_CHECKING:
     from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from ..run.errors import InputError
+from .encoders import (
+    DualEncoderConfig,
+    DualEncoderModel,
+    PooledClassifierConfig,
+    PooledModelForSequenceClassification,
+    SimCLRConfig,
+    SimCLRForImageClassification,
+    SimCLRModel,
+)
 from .gpt import GPTConfig, GPTForCausalLM, GPTForSequenceClassification, GPTModel
-from .pooled import PooledClassifierConfig, PooledModelForSequenceClassification
-from .simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
 # model_type -> module names LoRA adapts when the user names none (peft's `target_modules=None`).
 LORA_DEFAULT_TARGET_MODULES = {
@@ -59,6 +67,13 @@ _AUTO_CLASSES: "list[tuple[type[PretrainedConfig], list[tuple[type[_BaseAutoMode
             (AutoModelForImageClassification, SimCLRForImageClassification),
         ],
     ),
+    (
+        DualEncoderConfig,
+        [
+            (AutoModel, DualEncoderModel),
+            (AutoModelForZeroShotImageClassification, DualEncoderModel),
+        ],
+    ),
 ]
 
 
@@ -70,14 +85,15 @@ def register_auto_classes() -> None:
         for auto_cls, model_cls in pairs:
             auto_cls.register(config_cls, model_cls, exist_ok=True)
             model_cls.register_for_auto_class(auto_cls.__name__)
-    # SimCLR images are preprocessed like ViT's (resize, rescale, normalise): transformers' own processor
+    # SimCLR's and CLIP's images are preprocessed like ViT's (resize, rescale, normalise): transformers' own processor
     from transformers.models.vit import ViTImageProcessor, ViTImageProcessorPil
 
-    AutoImageProcessor.register(
-        SimCLRConfig,
-        image_processor_classes={"torchvision": ViTImageProcessor, "pil": ViTImageProcessorPil},
-        exist_ok=True,
-    )
+    for config_cls in (SimCLRConfig, DualEncoderConfig):
+        AutoImageProcessor.register(
+            config_cls,
+            image_processor_classes={"torchvision": ViTImageProcessor, "pil": ViTImageProcessorPil},
+            exist_ok=True,
+        )
 
 
 def register_peft_defaults() -> None:

@@ -11,7 +11,7 @@ from hfssl.adapt.contrastive_pairs import check_pairable, sample_pairs
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
 from hfssl.adapt.task import load_task
 from hfssl.losses import cosine_similarity_loss
-from hfssl.models.pooled import PooledModelForSequenceClassification
+from hfssl.models.encoders import PooledModelForSequenceClassification
 from hfssl.run.errors import InputError
 from tests.conftest import why_failed
 

@@ -15,7 +15,7 @@ from hfssl.adapt.task import load_task
 from hfssl.meta.algorithms import features
 from hfssl.meta.arguments import MetaArguments
 from hfssl.meta.trainer import build_model
-from hfssl.models.pooled import PooledModelForSequenceClassification, pool_hidden_states
+from hfssl.models.encoders import PooledModelForSequenceClassification, pool_hidden_states
 from hfssl.models.pooling import load_text_classifier, resolve_pooling
 from hfssl.run.errors import InputError
 from hfssl.run.model_source import ModelSource

@@ -19,8 +19,8 @@ from torch.distributed.fsdp import fully_shard
 from transformers import AutoModel, AutoModelForCausalLM
 
 import hfssl  # noqa: F401  (registers the models)
+from hfssl.models.encoders import SimCLRConfig, SimCLRModel
 from hfssl.models.gpt import GPTConfig, GPTForCausalLM
-from hfssl.models.simclr import SimCLRConfig, SimCLRModel
 
 
 def _gpt():

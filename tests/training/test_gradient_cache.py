@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hfssl.losses import NTXentLoss
-from hfssl.models.simclr import SimCLRConfig, SimCLRModel
+from hfssl.models.encoders import SimCLRConfig, SimCLRModel
 from hfssl.training.gradient_cache import gradient_cache_step
 from tests.conftest import REPO, import_script, why_failed
 
