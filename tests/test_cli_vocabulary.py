@@ -53,6 +53,7 @@ SHARED_FLAGS = {
         "--config",
     ],
     "prompt_eval": ["--model_name_or_path", "--dataset", "--seed", "--per_device_eval_batch_size", "--config"],
+    "zero_shot_image": ["--model_name_or_path", "--dataset", "--seed", "--per_device_eval_batch_size", "--config"],
     "push": ["--config"],
     "analyze": ["--model_name_or_path", "--gguf_file", "--output_dir", "--overwrite_output_dir", "--seed", "--config"],
     "convert_gguf": ["--model_name_or_path", "--gguf_file", "--output_dir", "--overwrite_output_dir", "--config"],

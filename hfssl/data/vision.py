@@ -3,6 +3,7 @@
 An image data set spec is one of
 - `digits` (the default): scikit-learn's 1,797 handwritten 8x8 digits, shipped inside scikit-learn;
 - a local parquet file (or folder of them) with an image column, or an image folder (`class/xxx.png`);
+- a CSV or JSON Lines file whose image column holds image paths (relative ones from the file's folder);
 - a .zip of image files whose class is their folder inside the archive (e.g. Omniglot's
   `alphabet/character/xxx.png`: class `alphabet/character`);
 - a Hub dataset name, loaded by `datasets.load_dataset`.
@@ -136,10 +137,27 @@ def _load_zip(path: Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"image": images, "label": labels})
 
 
-def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
+_TABLE_BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json"}
+
+
+def _load_table(path: Path) -> datasets.Dataset:
+    """A CSV or JSON Lines file whose image column holds file paths; relative paths are read from the file's
+    folder (resolved in `load_images`)."""
+    check_data_file(path)
+    try:
+        return datasets.load_dataset(_TABLE_BUILDERS[path.suffix.lower()], data_files=str(path), split="train")
+    except datasets.exceptions.DatasetGenerationError as err:
+        raise InputError(f"{path} could not be read: {err.__cause__ or err}") from None
+
+
+def load_image_table(spec: str, split: str = "train") -> tuple[datasets.Dataset, str]:
+    """(rows, name) of an image data set spec (module docstring; also a CSV / JSON Lines file of image paths), not
+    decoded: for the columns beside the images (captions)."""
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() == ".zip":
         return _load_zip(path), str(spec)
+    if path.is_file() and path.suffix.lower() in _TABLE_BUILDERS:
+        return _load_table(path), str(spec)
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         if any(p.suffix.lower() == ".parquet" for p in files):
@@ -153,8 +171,10 @@ def _load_hf_dataset(spec: str, split: str) -> tuple[datasets.Dataset, str]:
             return ds, str(spec)
         if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files) and path.is_dir():
             return datasets.load_dataset("imagefolder", data_dir=str(path), split="train"), str(spec)
-        raise InputError(f"{spec}: expected a parquet file, a folder of parquet files or an image folder.")
-    if looks_like_path(spec, {".parquet", ".zip"}):
+        raise InputError(
+            f"{spec}: expected a parquet file, a folder of parquet files, an image folder or a CSV / JSON Lines file."
+        )
+    if looks_like_path(spec, {".parquet", ".zip", *_TABLE_BUILDERS}):
         raise MissingFileError(f"Dataset file or folder not found: {spec}")
     return load_hub_dataset(spec, split=split), f"Hub dataset {spec}"
 
@@ -183,7 +203,7 @@ def load_images(
     spec = spec or BUILTIN_IMAGE_DATASETS[0]
     if spec in BUILTIN_IMAGE_DATASETS:
         return _digits(image_size)
-    ds, name = _load_hf_dataset(spec, split)
+    ds, name = load_image_table(spec, split)
     if image_column not in ds.column_names:
         raise InputError(
             f"{name} has no image column {image_column!r}; its columns are {ds.column_names}. "
@@ -209,7 +229,10 @@ def load_images(
         if isinstance(ds.features[image_column], datasets.Image):
             ds = ds.cast_column(image_column, datasets.Image(decode=False))  # decode here, naming bad files
         arrays = []
+        folder = source.parent if source.is_file() else source  # relative image paths of a table start here
         for i, value in enumerate(ds[image_column]):
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                value = folder / value
             where = value["path"] if isinstance(value, dict) and value.get("path") else f"at row {i} of {name}"
             arrays.append(_decode(value, image_size, where))
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)

@@ -2,7 +2,7 @@
 
 Each objective subclasses `PretrainArguments` in its own file, adding its fields and giving its own defaults (output
 folder, steps, learning rate): `CausalLMArguments` in causal_lm.py, `MaskedLMArguments` in masked_lm.py,
-`ContrastiveArguments` in contrastive.py. An
+`ContrastiveArguments` in contrastive.py, `ClipArguments` in clip.py (the last two share `ImageEncoderArguments`). An
 instance is valid when constructed; `parse_pretrain_args(argv)` picks the class from `--objective` and parses the
 command line (and a `--config` recipe) into it. A recipe plus a seed fully determines a run; the resolved arguments
 are saved as `run_args.json` in the output folder.
@@ -150,6 +150,25 @@ class PretrainArguments(ModelSourceArguments, RunArguments):
         require_fraction(self, "warmup_ratio")
         if self.max_steps == 0 and self.num_train_epochs == 0:
             raise InputError("Set --max_steps > 0 or --num_train_epochs > 0.")
+
+
+@dataclass(kw_only=True)
+class ImageEncoderArguments:
+    """The shape of a fresh hfssl image encoder (SimCLR's backbone): the objectives that train one mix this in."""
+
+    backbone: str = field(default="resnet", metadata={"help": "Encoder: 'resnet' (CIFAR stem) or 'vit'."})
+    image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
+    resnet_layers: list[int] = field(
+        default_factory=lambda: [2, 2, 2, 2], metadata={"help": "Basic blocks per ResNet stage (2 2 2 2 = ResNet-18)."}
+    )
+    resnet_widths: list[int] = field(
+        default_factory=lambda: [64, 128, 256, 512],
+        metadata={"help": "Channels per ResNet stage. Halve them (32 64 128 256) for ~4x faster CPU runs."},
+    )
+
+    def check_image_encoder(self) -> None:
+        require_choice(self, "backbone", ("resnet", "vit"))
+        require_positive(self, "image_size", "resnet_layers", "resnet_widths")
 
 
 def parse_pretrain_args(argv: list[str] | None = None) -> PretrainArguments:

@@ -20,11 +20,11 @@ from transformers import AutoModel, ViTImageProcessor
 
 from ..data.splits import held_out_split
 from ..data.vision import ImageData, ImageTensorDataset, Normalize, SimCLRAugmentation, channel_stats, load_images
+from ..models.encoders import SimCLRConfig, SimCLRModel
 from ..models.loading import load_pretrained
-from ..models.simclr import SimCLRConfig, SimCLRModel
-from ..run.arguments import require_choice, require_positive
+from ..run.arguments import require_positive
 from ..run.errors import InputError
-from .arguments import PretrainArguments
+from .arguments import ImageEncoderArguments, PretrainArguments
 from .gradient_cache import gradient_cache_step
 from .knn import knn_accuracy
 from .objectives import Objective, PretrainingSetup
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class ContrastiveArguments(PretrainArguments):
+class ContrastiveArguments(ImageEncoderArguments, PretrainArguments):
     """`--objective contrastive`: a SimCLR image encoder, with a kNN monitor on held-out labelled images."""
 
     objective: str = field(default="contrastive", metadata={"help": "This objective: contrastive."})
@@ -47,16 +47,7 @@ class ContrastiveArguments(PretrainArguments):
     )
     max_steps: int = field(default=500, metadata={"help": "Optimizer steps (overrides --num_train_epochs when > 0)."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
-    # ---- the encoder (a fresh one; --model_name_or_path keeps its own shape) ----
-    backbone: str = field(default="resnet", metadata={"help": "Encoder: 'resnet' (CIFAR stem) or 'vit'."})
-    image_size: int = field(default=32, metadata={"help": "Images are resized to image_size x image_size."})
-    resnet_layers: list[int] = field(
-        default_factory=lambda: [2, 2, 2, 2], metadata={"help": "Basic blocks per ResNet stage (2 2 2 2 = ResNet-18)."}
-    )
-    resnet_widths: list[int] = field(
-        default_factory=lambda: [64, 128, 256, 512],
-        metadata={"help": "Channels per ResNet stage. Halve them (32 64 128 256) for ~4x faster CPU runs."},
-    )
+    # ---- the encoder: ImageEncoderArguments' fields (a fresh one; --model_name_or_path keeps its own shape) ----
     projection_dims: list[int] = field(
         default_factory=lambda: [512, 128], metadata={"help": "Projection head widths (hidden ..., output)."}
     )
@@ -85,12 +76,9 @@ class ContrastiveArguments(PretrainArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        require_choice(self, "backbone", ("resnet", "vit"))
+        self.check_image_encoder()
         require_positive(
             self,
-            "image_size",
-            "resnet_layers",
-            "resnet_widths",
             "projection_dims",
             "temperature",
             "knn_k",

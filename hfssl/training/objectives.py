@@ -116,6 +116,7 @@ class Objective(abc.ABC):
 # name -> "module:class", imported when chosen: a new objective is one new file plus one line here
 OBJECTIVES: dict[str, str] = {
     "causal_lm": "hfssl.training.causal_lm:CausalLMObjective",
+    "clip": "hfssl.training.clip:ClipObjective",
     "contrastive": "hfssl.training.contrastive:ContrastiveObjective",
     "masked_lm": "hfssl.training.masked_lm:MaskedLMObjective",
 }
