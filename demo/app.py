@@ -27,6 +27,7 @@ from hfssl.run.cli import run_cli
 from hfssl.run.errors import error_message
 from hfssl.run.output import DEFAULT_OUTPUT_DIR
 from hfssl.serving import (
+    ENSEMBLE_CHOICES,
     EXAMPLES,
     FIRST_PRESET,
     MAX_NEW_TOKENS,
@@ -37,6 +38,7 @@ from hfssl.serving import (
     generate,
     neighbours,
     preset,
+    rank_labels,
     reason,
     score_labels,
 )
@@ -259,6 +261,26 @@ def _vision_tab(store: ModelStore, encoders: list[str]) -> None:
     )
 
 
+# ---- the zero-shot image tab ---------------------------------------------------------------------------------
+def _zero_shot_tab(store: ModelStore, dual_encoders: list[str]) -> None:
+    """Lay out and wire the zero-shot tab: a dual encoder (CLIP), an upload, labels typed in, ranked probabilities."""
+    model = gr.Dropdown(dual_encoders, value=None, allow_custom_value=True, label="Dual encoder (CLIP)")
+    image = gr.Image(label="Image", type="numpy")
+    labels = gr.Textbox(value="cat, dog, ship", label="Candidate labels (comma-separated)")
+    with gr.Row():
+        template = gr.Textbox(value="a photo of a {}.", label="Caption template ({} is the label)")
+        ensemble = gr.Dropdown(list(ENSEMBLE_CHOICES), value="one template", label="Prompt ensemble")
+    classify = gr.Button("Classify", variant="primary")
+    ranked = gr.Label(label="Probabilities")
+    classify.click(
+        _friendly(lambda *values: rank_labels(store, *values), store),
+        [model, image, labels, template, ensemble],
+        ranked,
+        api_name="zero_shot",
+        concurrency_limit=CONCURRENCY,
+    )
+
+
 # ---- the attention tab ---------------------------------------------------------------------------------------
 ATTENTION_EXAMPLE = "The cat sat on the mat. The dog ran to the park. The cat sat on the mat."
 
@@ -312,18 +334,22 @@ def build_app(
     allow_hub_models: bool = False,
     max_cached_models: int = 2,
 ) -> gr.Blocks:
-    """The page: a few-shot prompt tab over the causal LMs under `models_root`, a vision tab over its encoders."""
+    """The page: a few-shot prompt tab over the causal LMs under `models_root`, a vision tab over its encoders, a
+    zero-shot tab over its dual encoders, an attention tab."""
     store = ModelStore(models_root, allow_hub_models=allow_hub_models, max_cached=max_cached_models)
     choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
+    dual_encoders = store.local_models("image_text")
     with gr.Blocks(title="hfssl playground") as app:
         gr.Markdown(
             "# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder; "
-            "attention heads and induction scores."
+            "zero-shot image classification with a CLIP dual encoder; attention heads and induction scores."
         )
         with gr.Tab("Few-shot prompts"):
             model, info = _prompt_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
         with gr.Tab("Vision encoder"):
             _vision_tab(store, encoders)
+        with gr.Tab("Zero-shot image"):
+            _zero_shot_tab(store, dual_encoders)
         with gr.Tab("Attention heads"):
             _attention_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
         app.load(_friendly(lambda name: describe(store, name) if name else "", store), model, info)

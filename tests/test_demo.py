@@ -36,17 +36,23 @@ def _no_reference_models(empty_hfssl_cache):
     """The page lists fetched reference models too: these tests see none (the SmolLM2 test restores the cache)."""
 
 
-def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision_tab(models_root, simclr_dir):
+def test_app_offers_language_models_to_the_prompt_tab_and_encoders_to_the_vision_tab(
+    models_root, simclr_dir, tmp_path, tiny_encoder_tokenizer
+):
+    from tests.models.test_modeling_clip import _saved
+
     shutil.copytree(simclr_dir, models_root / "a_simclr")  # sorts before "gpt": must not become the LM default
+    shutil.copytree(_saved(tmp_path, tiny_encoder_tokenizer)[1], models_root / "clip")
     (models_root / "broken").mkdir()
     (models_root / "broken" / "config.json").write_text("{not json")
     demo = app.build_app(models_root)
     dropdowns = {
         block.elem_id or block.label: block for block in demo.blocks.values() if isinstance(block, gr.Dropdown)
     }
-    model, encoder = dropdowns["model"], dropdowns["SimCLR encoder"]
+    model, encoder, dual = dropdowns["model"], dropdowns["SimCLR encoder"], dropdowns["Dual encoder (CLIP)"]
     assert model.value == "gpt" and [value for _, value in model.choices] == ["gpt"]
     assert [value for _, value in encoder.choices] == ["a_simclr"]
+    assert [value for _, value in dual.choices] == ["clip"]
 
 
 def test_expected_errors_are_page_errors_without_server_paths_and_bugs_keep_their_traceback(models_root):

@@ -21,7 +21,7 @@ from transformers import AutoModel
 from ..run.errors import InputError
 from ..run.model_source import ModelSource
 from .encoders import DualEncoderConfig, DualEncoderModel, SimCLRConfig, SimCLRModel
-from .helpers import ensure_pad_token
+from .helpers import context_window, ensure_pad_token
 from .loading import as_source, load_config, load_pretrained, load_tokenizer
 from .pooling import check_pooling, resolve_pooling
 
@@ -108,6 +108,14 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def caption_length(model, tokenizer) -> int:
+    """The most tokens a caption keeps: the tokenizer's limit, or the text tower's context window when smaller (a
+    tokenizer saved without one says ~1e30)."""
+    text_tower = getattr(model, "text_encoder", None) or getattr(model, "text_model", None)
+    window = context_window(text_tower) if text_tower is not None else None
+    return min(tokenizer.model_max_length, window or tokenizer.model_max_length)
+
+
 @torch.no_grad()
 def class_embeddings(
     model, tokenizer, class_names: Sequence[str], templates: Sequence[str], batch_size: int = 64
@@ -117,9 +125,11 @@ def class_embeddings(
     if not templates:
         raise InputError("Zero-shot classification needs at least one caption template.")
     texts = [template.format(name) for name in names for template in templates]  # class-major: (C x T)
+    longest = caption_length(model, tokenizer)
     embeddings = []
     for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+        batch = texts[start : start + batch_size]
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=longest, return_tensors="pt")
         encoded = {key: value.to(_device(model)) for key, value in encoded.items()}
         embeddings.append(F.normalize(_embedding(model.get_text_features(**encoded)).float(), dim=-1))
     per_template = torch.cat(embeddings).view(len(names), len(templates), -1)  # (C, T, D)

@@ -1,6 +1,6 @@
 """Serving saved models to a page (demo/app.py) without any UI toolkit: which models a folder offers and loading them
 safely (`ModelStore`), the few-shot prompt handlers fed one `PromptForm`, the prompt presets, and image-neighbour
-search. Nothing here imports gradio; everything is testable without a browser.
+search, zero-shot image classification. Nothing here imports gradio; everything is testable without a browser.
 """
 
 from .model_store import REFERENCE_PREFIX, ModelStore
@@ -16,8 +16,10 @@ from .prompt_handlers import (
     score_labels,
 )
 from .vision_handlers import neighbours
+from .zero_shot_handlers import ENSEMBLE_CHOICES, rank_labels
 
 __all__ = [
+    "ENSEMBLE_CHOICES",
     "EXAMPLES",
     "FIRST_PRESET",
     "MAX_NEW_TOKENS",
@@ -32,6 +34,7 @@ __all__ = [
     "neighbours",
     "preset",
     "prompt_info",
+    "rank_labels",
     "reason",
     "score_labels",
 ]

@@ -27,6 +27,11 @@ def is_vision_folder(config: dict, folder: Path) -> bool:
     return is_image_model(config) and (folder / "preprocessor_config.json").is_file()
 
 
+def is_dual_encoder(config: dict) -> bool:
+    """Whether a config is an image-text dual encoder the zero-shot tab loads: hfssl's, or a transformers CLIP."""
+    return config.get("model_type") == "hfssl_clip" or "CLIPModel" in (config.get("architectures") or [])
+
+
 def is_gguf_file(path: Path) -> bool:
     """Whether `path` is a llama.cpp checkpoint file."""
     return path.is_file() and path.suffix.lower() == GGUF_SUFFIX

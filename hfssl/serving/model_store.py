@@ -49,8 +49,8 @@ class ModelStore:
 
     # ---- listing -----------------------------------------------------------------------------------------------
     def reference_models(self, kind: str | None = None) -> list[str]:
-        """The fetched reference models a page can offer: SmolLM2 for the prompt tab (none is an image encoder)."""
-        if kind == "vision":
+        """The fetched reference models a page can offer: SmolLM2 for the prompt tab (none takes images)."""
+        if kind in ("vision", "image_text"):
             return []
         wanted = ["smollm2"] if kind == "causal_lm" else list(REFERENCE_MODELS)
         return [REFERENCE_PREFIX + REFERENCE_MODELS[k].folder for k in wanted if reference_model_path(k) is not None]
@@ -61,7 +61,8 @@ class ModelStore:
 
         kind "causal_lm": only models whose config names a causal-LM architecture (`...ForCausalLM`,
         `...LMHeadModel`), and .gguf files; kind "vision": only folders saved with an image processor
-        (preprocessor_config.json), which is what the vision tab loads. None: every model.
+        (preprocessor_config.json), which is what the vision tab loads; kind "image_text": image-text dual encoders
+        (hfssl's CLIP, transformers' CLIP), what the zero-shot tab loads. None: every model.
         """
         if not self.root.is_dir():
             return []
@@ -81,6 +82,8 @@ class ModelStore:
             if kind == "vision" and not model_files.is_vision_folder(config, config_file.parent):
                 continue
             if kind == "causal_lm" and not model_files.is_causal_lm(config):
+                continue
+            if kind == "image_text" and not model_files.is_dual_encoder(config):
                 continue
             folders.append(config_file.parent)
         return folders
@@ -149,3 +152,18 @@ class ModelStore:
             return self._cache.get(("vision", path), load)
         except (OSError, ValueError) as err:
             raise StorageError(f"Could not load an image encoder from {name!r}: {self.hide_paths(str(err))}") from None
+
+    def dual_encoder(self, name: str | None):
+        """(model in eval mode, tokenizer, image processor) of an image-text dual encoder."""
+        from transformers import AutoImageProcessor, AutoModelForZeroShotImageClassification, AutoTokenizer
+
+        def load():
+            logger.info("Loading the dual encoder %r", name)
+            model = load_pretrained(AutoModelForZeroShotImageClassification, path)
+            return model.eval(), AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path)
+
+        path = self.resolve(name)
+        try:
+            return self._cache.get(("image_text", path), load)
+        except (OSError, ValueError) as err:
+            raise StorageError(f"Could not load a dual encoder from {name!r}: {self.hide_paths(str(err))}") from None

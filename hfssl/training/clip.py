@@ -26,7 +26,13 @@ from ..data.caption_templates import read_templates
 from ..data.image_text import CaptionedImages, draw_captions, load_captioned_images
 from ..data.splits import held_out_split
 from ..data.vision import Normalize, channel_stats
-from ..models.dual_encoder import build_dual_encoder, check_class_names, class_embeddings, zero_shot_logits
+from ..models.dual_encoder import (
+    build_dual_encoder,
+    caption_length,
+    check_class_names,
+    class_embeddings,
+    zero_shot_logits,
+)
 from ..models.encoders import DualEncoderModel
 from ..models.loading import load_pretrained, load_tokenizer
 from ..run.arguments import require_positive
@@ -250,6 +256,8 @@ class ClipObjective(Objective):
         if held_out is not None and (held_out.images.labels is None or not self.class_names):
             logger.warning("No class labels in the held-out images: zero-shot evaluation is off.")
             held_out = None
+        if held_out is not None and a.max_eval_samples is not None and len(held_out) > a.max_eval_samples:
+            held_out = held_out.subset(range(a.max_eval_samples))  # the split is already a seeded random draw
         return data, held_out
 
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
@@ -268,7 +276,8 @@ class ClipObjective(Objective):
             self.augment = K.RandomResizedCrop((a.image_size, a.image_size), scale=(0.9, 1.0)).to(accelerator.device)
         model = self._model().to(accelerator.device)
         assert self.tokenizer is not None, "_model sets it"
-        self.tokens = self.tokenizer(train.captions, truncation=True)["input_ids"]
+        longest = caption_length(model, self.tokenizer)
+        self.tokens = self.tokenizer(train.captions, truncation=True, max_length=longest)["input_ids"]
         self._lock(model, train, accelerator.device)
         processor = ViTImageProcessor(
             size={"height": a.image_size, "width": a.image_size}, image_mean=mean, image_std=std

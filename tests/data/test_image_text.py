@@ -87,5 +87,5 @@ def test_template_sets_and_files(tmp_path):
     good.write_text("a photo of a {}.\n\na sketch of a {}.\n")
     bad.write_text("a photo of a {}.\na photo\n")
     assert read_templates(str(good)) == ("a photo of a {}.", "a sketch of a {}.")
-    with pytest.raises(InputError, match="template 2 .'a photo'. needs exactly one"):
+    with pytest.raises(InputError, match=r"template 2 \('a photo'\) needs exactly one"):
         read_templates(str(bad))
