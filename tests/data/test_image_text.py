@@ -89,3 +89,15 @@ def test_template_sets_and_files(tmp_path):
     assert read_templates(str(good)) == ("a photo of a {}.", "a sketch of a {}.")
     with pytest.raises(InputError, match=r"template 2 \('a photo'\) needs exactly one"):
         read_templates(str(bad))
+
+
+def test_an_image_folder_takes_its_captions_from_metadata_csv(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name, value in (("a.png", 0), ("b.png", 255)):
+        (folder / name).write_bytes(_png(value))
+    (folder / "metadata.csv").write_text("file_name,text\na.png,a black square\nb.png,a white square\n")
+    data = load_captioned_images(str(folder), templates=("{}",), image_size=4)
+    assert sorted(data.captions) == ["a black square", "a white square"]
+    black = data.captions.index("a black square")
+    assert int(data.images.pixels[int((data.options[:, 0] == black).nonzero()[0])].max()) == 0
