@@ -9,6 +9,24 @@ from . import distributed
 from .run.errors import InputError
 
 
+def _global_pairs(a: torch.Tensor, b: torch.Tensor, gather: bool, loss: str, items: str) -> tuple:
+    """(a, b, all_a, all_b, offset): the two (B, D) halves of B pairs, L2-normalised; with `gather` under several
+    processes, every process's rows too, gathered *with gradients* in rank order (N = world x B rows, else the local
+    ones), and where this process's rows start among them. InputError for halves of another shape, or a global
+    batch of one pair (no negatives)."""
+    if a.shape != b.shape or a.dim() != 2:
+        raise InputError(f"{loss} needs two (B, D) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    if gather and distributed.is_distributed():
+        all_a, all_b = distributed.all_gather_with_grad(a), distributed.all_gather_with_grad(b)
+        offset = distributed.rank() * a.shape[0]  # where this process's rows sit in the global batch
+    else:
+        all_a, all_b, offset = a, b, 0
+    if all_a.shape[0] < 2:
+        raise InputError(f"{loss} needs at least 2 {items} in the (global) batch: with 1 there are no negatives.")
+    return a, b, all_a, all_b, offset
+
+
 class NTXentLoss(nn.Module):
     r"""Normalized temperature-scaled cross-entropy (NT-Xent), the SimCLR loss.
 
@@ -41,20 +59,9 @@ class NTXentLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        if z_a.shape != z_b.shape or z_a.dim() != 2:
-            raise InputError(
-                f"NT-Xent needs two (B, D) tensors of one shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}."
-            )
         B = z_a.shape[0]
-        z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
-        if self.gather_distributed and distributed.is_distributed():
-            all_a, all_b = distributed.all_gather_with_grad(z_a), distributed.all_gather_with_grad(z_b)
-            offset = distributed.rank() * B  # where this process's rows sit in the global batch
-        else:
-            all_a, all_b, offset = z_a, z_b, 0
+        z_a, z_b, all_a, all_b, offset = _global_pairs(z_a, z_b, self.gather_distributed, "NT-Xent", "images")
         n_global = all_a.shape[0]
-        if n_global < 2:
-            raise InputError("NT-Xent needs at least 2 images in the (global) batch: with 1 there are no negatives.")
         candidates = torch.cat([all_a, all_b], dim=0)  # (2N, D): view-1 rows, then view-2 rows
         anchors = torch.cat([z_a, z_b], dim=0)  # (2B, D)
         logits = anchors @ candidates.T / self.temperature  # (2B, 2N)
@@ -95,20 +102,10 @@ class ImageTextContrastiveLoss(nn.Module):
     def forward(
         self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, scale: torch.Tensor | float
     ) -> torch.Tensor:
-        if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
-            raise InputError(
-                "The image-text loss needs image and text embeddings of one (B, D) shape, got "
-                f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}."
-            )
         B = image_embeds.shape[0]
-        u, v = F.normalize(image_embeds, dim=1), F.normalize(text_embeds, dim=1)
-        if self.gather_distributed and distributed.is_distributed():
-            all_u, all_v = distributed.all_gather_with_grad(u), distributed.all_gather_with_grad(v)
-            offset = distributed.rank() * B  # where this process's pairs sit in the global batch
-        else:
-            all_u, all_v, offset = u, v, 0
-        if all_u.shape[0] < 2:
-            raise InputError("The image-text loss needs at least 2 pairs in the (global) batch: 1 has no negatives.")
+        u, v, all_u, all_v, offset = _global_pairs(
+            image_embeds, text_embeds, self.gather_distributed, "The image-text loss", "pairs"
+        )
         targets = torch.arange(B, device=u.device) + offset
         image_to_text = F.cross_entropy(scale * u @ all_v.T, targets)  # (B, N): each image against every caption
         text_to_image = F.cross_entropy(scale * v @ all_u.T, targets)  # (B, N): each caption against every image

@@ -183,5 +183,5 @@ def test_the_image_text_loss_matches_open_clip():
 def test_the_image_text_loss_refuses_what_has_no_negatives_or_no_pairs():
     with pytest.raises(ValueError, match="at least 2 pairs"):
         ImageTextContrastiveLoss()(torch.randn(1, 4), torch.randn(1, 4), 10.0)
-    with pytest.raises(ValueError, match="one \\(B, D\\) shape"):
+    with pytest.raises(ValueError, match="two \\(B, D\\) tensors of one shape"):
         ImageTextContrastiveLoss()(torch.randn(3, 4), torch.randn(2, 4), 10.0)

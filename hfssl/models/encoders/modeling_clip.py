@@ -27,7 +27,7 @@ from transformers.utils.generic import ModelOutput
 
 from .configuration_clip import DualEncoderConfig
 from .configuration_simclr import SimCLRConfig
-from .modeling_pooled import pool_hidden_states
+from .modeling_pooled import encode_and_pool
 from .modeling_simclr import SimCLRModel
 
 
@@ -115,9 +115,7 @@ class DualEncoderModel(PreTrainedModel):
     ) -> torch.Tensor:
         """(B, T) token ids (and their mask) -> (B, d): the text tower's hidden states pooled by config.text_pooling
         over the real tokens (before projection). Extra tokenizer outputs (token_type_ids) pass to the tower."""
-        kwargs.pop("return_dict", None)
-        outputs = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
-        return pool_hidden_states(outputs.last_hidden_state, attention_mask, self.config.text_pooling)
+        return encode_and_pool(self.text_encoder, input_ids, attention_mask, self.config.text_pooling, **kwargs)[1]
 
     # ---- the projected embeddings, as transformers' CLIPModel names them ----------------------------------------
     def get_image_features(

@@ -61,6 +61,14 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor | None
     return hidden[rows, last]
 
 
+def encode_and_pool(encoder: nn.Module, input_ids, attention_mask, pooling: str, **kwargs) -> tuple:
+    """(the text model's outputs, its hidden states pooled by `pooling`, (B, d)); extra tokenizer outputs
+    (token_type_ids) pass to the model."""
+    kwargs.pop("return_dict", None)
+    outputs = encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+    return outputs, pool_hidden_states(outputs.last_hidden_state, attention_mask, pooling)
+
+
 class PooledModelForSequenceClassification(PreTrainedModel):
     """logits = W pool(encoder(x)) + b, (B, num_labels); the loss as transformers' sequence classifiers compute it
     (cross-entropy for single labels, MSE for num_labels == 1, BCE for multi-label)."""
@@ -95,9 +103,7 @@ class PooledModelForSequenceClassification(PreTrainedModel):
         return self._encode(input_ids, attention_mask, **kwargs)[1]
 
     def _encode(self, input_ids, attention_mask, **kwargs):
-        kwargs.pop("return_dict", None)
-        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
-        return outputs, pool_hidden_states(outputs.last_hidden_state, attention_mask, self.config.pooling)  # (B, d)
+        return encode_and_pool(self.encoder, input_ids, attention_mask, self.config.pooling, **kwargs)
 
     def forward(
         self,
@@ -116,4 +122,4 @@ class PooledModelForSequenceClassification(PreTrainedModel):
         )
 
 
-__all__ = ["PooledModelForSequenceClassification", "pool_hidden_states"]
+__all__ = ["PooledModelForSequenceClassification", "encode_and_pool", "pool_hidden_states"]
