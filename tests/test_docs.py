@@ -150,6 +150,11 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
         "`--method contrastive` scores {:.1f} ±",
     ),
     (
+        "exp_clip.json",
+        lambda d: 100 * statistics.fmean(r["scores"]["3-way photo"] for r in d["rows"] if r["arm"] == "locked MiniLM"),
+        "3 classes it never saw from their names alone: {:.1f} ±",
+    ),
+    (
         "bench_prompting_smollm2.json",
         lambda d: _row(d["rows"], "scored examples/s vs lm-eval hf backend, 8 shots")["ratio"],
         "on SmolLM2, hfssl scores 8-shot prompts at {:.2f}x lm-evaluation-harness' speed",

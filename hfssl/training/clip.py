@@ -242,7 +242,12 @@ class ClipObjective(Objective):
             held_out = None
             if a.eval_dataset:
                 held_out = load_captioned_images(
-                    a.eval_dataset, templates=self.templates, image_size=a.image_size, class_names=a.class_names
+                    a.eval_dataset,
+                    templates=self.templates,
+                    image_size=a.image_size,
+                    image_column=a.image_column,
+                    label_column=a.label_column,
+                    class_names=a.class_names,
                 )
         if held_out is None and a.eval_split_fraction > 0 and len(data) >= 2:
             train_idx, eval_idx = held_out_split(len(data), a.eval_split_fraction, a.seed)
@@ -392,8 +397,8 @@ class ClipObjective(Objective):
         y, y_hat, y_unseen = torch.cat(labels), torch.cat(predicted), torch.cat(unseen_predicted)
         scale = float(unwrapped.logit_scale_value())
         metrics = {"zero_shot_top1": float((y_hat == y).float().mean()), "logit_scale": scale}
-        if self.unseen:
-            is_unseen = torch.isin(y, torch.tensor(self.unseen))
+        is_unseen = torch.isin(y, torch.tensor(self.unseen or [-1]))
+        if is_unseen.any() and not is_unseen.all():
             metrics["zero_shot_top1_unseen"] = float((y_unseen[is_unseen] == y[is_unseen]).float().mean())
             metrics["zero_shot_top1_seen"] = float((y_hat[~is_unseen] == y[~is_unseen]).float().mean())
         self._check_scale(scale, unwrapped.config.max_logit_scale)

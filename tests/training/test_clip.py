@@ -213,3 +213,18 @@ def test_a_text_tower_without_a_readable_width_is_one_error_line(tmp_path, bert_
     monkeypatch.setattr(modeling_clip, "tower_width", unreadable)
     assert pretrain.main(_args(tmp_path / "o", bert_dir)) == 2
     assert "error: Cannot read the feature size of a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "scale, warned",
+    [(1.2, "has collapsed toward 1"), (100.0, "sits at its clamp"), (14.3, None)],
+)
+def test_a_collapsed_or_clamped_scale_is_warned_about(caplog, scale, warned):
+    from hfssl.training.clip import ClipObjective
+
+    with caplog.at_level("WARNING", logger="hfssl.training.clip"):
+        ClipObjective._check_scale(scale, 100.0)
+    if warned is None:
+        assert not caplog.records
+    else:
+        assert len(caplog.records) == 1 and warned in caplog.records[0].getMessage()
