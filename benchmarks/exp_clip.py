@@ -174,9 +174,7 @@ def zero_shot(model_dir: Path, held_out) -> dict[str, float]:
     processor = load_image_processor(str(model_dir))
     normalize = Normalize(list(processor.image_mean), list(processor.image_std))
     names = held_out.label_names
-    unseen_ids = torch.tensor([names.index(n) for n in UNSEEN])
-    unseen = held_out.subset(torch.isin(held_out.labels, unseen_ids).nonzero().squeeze(1))
-    unseen.labels = (unseen.labels.unsqueeze(1) == unseen_ids).float().argmax(1)
+    unseen = held_out.of_classes([names.index(n) for n in UNSEEN], relabel=True)
     scores = {}
     for key in EVAL_TEMPLATES:
         templates = TEMPLATE_SETS[key]
@@ -190,16 +188,14 @@ def probe(model_dir: Path, pool, held_out, seed: int) -> dict[str, float]:
     model = load_pretrained(hfssl.DualEncoderModel, str(model_dir)).eval()
     processor = load_image_processor(str(model_dir))
     normalize = Normalize(list(processor.image_mean), list(processor.image_std))
-    names = held_out.label_names
-    ids = torch.tensor([names.index(n) for n in UNSEEN])
+    ids = [held_out.label_names.index(n) for n in UNSEEN]
 
     def unseen_features(data):
-        keep = torch.isin(data.labels, ids).nonzero().squeeze(1)
-        labels = (data.labels[keep].unsqueeze(1) == ids).float().argmax(1)
+        unseen = data.of_classes(ids, relabel=True)
         with torch.no_grad():
-            pixels = normalize(data.pixels[keep])
-            features = torch.cat([model.image_tower_features(pixels[i : i + 256]) for i in range(0, len(keep), 256)])
-        return features, labels
+            pixels = normalize(unseen.pixels)
+            features = torch.cat([model.image_tower_features(pixels[i : i + 256]) for i in range(0, len(unseen), 256)])
+        return features, unseen.labels
 
     x_pool, y_pool = unseen_features(pool)
     x_test, y_test = unseen_features(held_out)

@@ -125,12 +125,7 @@ def _restricted(images: ImageData, names: list[str], chosen: list[str]) -> tuple
     missing = [name for name in chosen if name not in names]
     if missing:
         raise InputError(f"--classes names {', '.join(missing)}, which are not among the classes: {', '.join(names)}.")
-    old_ids = torch.tensor([names.index(name) for name in chosen])
-    assert images.labels is not None
-    keep = torch.isin(images.labels, old_ids).nonzero().squeeze(1)
-    subset = images.subset(keep)
-    subset.labels = (subset.labels.unsqueeze(1) == old_ids).float().argmax(dim=1)  # type: ignore[union-attr]
-    return subset, chosen
+    return images.of_classes([names.index(name) for name in chosen], relabel=True), chosen
 
 
 def run_zero_shot_image(args: ZeroShotImageArguments) -> ZeroShotResult:

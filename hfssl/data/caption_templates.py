@@ -148,6 +148,16 @@ def read_templates(spec: str) -> tuple[str, ...]:
     if not templates:
         raise InputError(f"{path} holds no templates (one per line, each with {{}} where the class name goes).")
     for number, template in enumerate(templates, 1):
-        if template.count("{}") != 1:
-            raise InputError(f"{path}: template {number} ({template!r}) needs exactly one {{}} for the class name.")
+        check_template(template, f"{path}: template {number}")
     return templates
+
+
+def check_template(template: str, where: str = "The template") -> str:
+    """The template, if it has exactly one {} for the class name and no other braces; else InputError naming it."""
+    try:
+        ok = template.count("{}") == 1 and template.format("x") is not None
+    except (IndexError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{where} ({template!r}) needs exactly one {{}} for the class name and no other braces.")
+    return template

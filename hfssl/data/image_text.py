@@ -57,6 +57,12 @@ def template_captions(images: ImageData, class_names: Sequence[str], templates: 
             f"{images.name} has no caption column ({' or '.join(CAPTION_COLUMNS)}) and no class labels to make "
             "captions from: pass --caption_column, or a labelled data set."
         )
+    unlabelled = int((images.labels < 0).sum())
+    if unlabelled:
+        raise InputError(
+            f"{images.name} has {unlabelled} images without a label (-1): captions from class names need one for "
+            "every image. Remove them, or give a caption column."
+        )
     T = len(templates)
     captions = [template.format(name) for name in class_names for template in templates]  # class-major
     options = images.labels.unsqueeze(1) * T + torch.arange(T)  # (N, T)

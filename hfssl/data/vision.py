@@ -62,6 +62,19 @@ class ImageData:
         labels = self.labels[indices] if self.labels is not None else None
         return ImageData(self.pixels[indices], labels, self.label_names, self.name)
 
+    def of_classes(self, ids, relabel: bool = False) -> "ImageData":
+        """The images whose label is one of `ids` (in their order); with relabel, their labels become positions in
+        `ids` (0 .. len(ids) - 1) and label_names the chosen names."""
+        if self.labels is None:
+            raise InputError(f"{self.name} has no labels to choose classes by.")
+        ids = torch.as_tensor(list(ids), dtype=torch.long)
+        chosen = self.subset(torch.isin(self.labels, ids).nonzero().squeeze(1))
+        if relabel:
+            assert chosen.labels is not None
+            chosen.labels = (chosen.labels.unsqueeze(1) == ids).long().argmax(dim=1)
+            chosen.label_names = [self.label_names[i] for i in ids.tolist()] if self.label_names else None
+        return chosen
+
 
 class ImageTensorDataset(torch.utils.data.Dataset):
     """Rows {"pixel_values": uint8 (3, S, S), "labels": int} of an ImageData (labels -1 when unknown)."""

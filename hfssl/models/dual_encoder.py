@@ -79,7 +79,7 @@ def build_dual_encoder(
     except ValueError as err:  # a tower whose feature size cannot be read
         raise InputError(str(err)) from None
     if text_init == "pretrained":
-        model.text_encoder = load_pretrained(AutoModel, source)
+        model.text_encoder = load_pretrained(AutoModel, source, dtype=torch.float32)  # the projections' dtype
     if saved_image is not None:
         cast(nn.Module, model.image_encoder.encoder).load_state_dict(saved_image.encoder.state_dict())
     tokenizer = ensure_pad_token(load_tokenizer(source), model.text_encoder)

@@ -3,7 +3,7 @@ encoder (each label in a caption template, or a prompt ensemble; `hfssl.models.d
 
 import torch
 
-from ..data.caption_templates import TEMPLATE_SETS
+from ..data.caption_templates import TEMPLATE_SETS, check_template
 from ..models.dual_encoder import check_class_names, class_embeddings, zero_shot_logits
 from ..run.errors import InputError
 from .model_store import ModelStore
@@ -11,13 +11,11 @@ from .model_store import ModelStore
 ENSEMBLE_CHOICES = {"one template": None, **{f"{name} ensemble ({len(t)})": name for name, t in TEMPLATE_SETS.items()}}
 
 
-def _templates(template: str, ensemble: str | None) -> tuple[str, ...]:
-    if ensemble:
-        return TEMPLATE_SETS[ensemble]
-    template = (template or "").strip()
-    if template.count("{}") != 1:
-        raise InputError(f"The template {template!r} needs exactly one {{}} where the label goes.")
-    return (template,)
+def _templates(template: str, ensemble: str) -> tuple[str, ...]:
+    if ensemble not in ENSEMBLE_CHOICES:
+        raise InputError(f"Unknown prompt ensemble {ensemble!r}: choose one of {', '.join(ENSEMBLE_CHOICES)}.")
+    chosen = ENSEMBLE_CHOICES[ensemble]
+    return TEMPLATE_SETS[chosen] if chosen else (check_template((template or "").strip()),)
 
 
 def rank_labels(
@@ -31,7 +29,7 @@ def rank_labels(
     if image is None:
         raise InputError("Upload an image first.")
     names = check_class_names([x for x in (labels or "").replace("\n", ",").split(",") if x.strip()])
-    templates = _templates(template, ENSEMBLE_CHOICES.get(ensemble or "one template"))
+    templates = _templates(template, ensemble or "one template")
     model, tokenizer, processor = store.dual_encoder(model_name)
     pixels = processor(images=Image.fromarray(np.asarray(image)).convert("RGB"), return_tensors="pt")["pixel_values"]
     with torch.no_grad():

@@ -25,7 +25,7 @@ from transformers import AutoModel, ViTImageProcessor
 from ..data.caption_templates import read_templates
 from ..data.image_text import CaptionedImages, draw_captions, load_captioned_images
 from ..data.splits import held_out_split
-from ..data.vision import Normalize, channel_stats
+from ..data.vision import ImageData, ImageTensorDataset, Normalize, channel_stats, load_images
 from ..models.dual_encoder import (
     build_dual_encoder,
     caption_length,
@@ -132,6 +132,11 @@ class ClipArguments(ImageEncoderArguments, PretrainArguments):
             )
         if self.lock_text_tower and self.text_tower_init == "random":
             raise InputError("--lock_text_tower with --text_tower_init random would freeze random weights.")
+        if not 0 < math.exp(self.logit_scale_init) <= 100:
+            raise InputError(
+                f"--logit_scale_init {self.logit_scale_init} puts the scale exp(t) above its clamp of 100: use at most "
+                f"log(100) = {math.log(100):.3f}."
+            )
         if self.model_name_or_path and self.image_model_name_or_path:
             raise InputError("--model_name_or_path continues a saved dual encoder: drop --image_model_name_or_path.")
 
@@ -156,6 +161,14 @@ class PairDataset(torch.utils.data.Dataset):
         }
 
 
+def _collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Held-out images: {"pixel_values": uint8 (B, 3, S, S), "labels": (B,)}."""
+    return {
+        "pixel_values": torch.stack([ex["pixel_values"] for ex in examples]),
+        "labels": torch.tensor([ex["labels"] for ex in examples], dtype=torch.long),
+    }
+
+
 def _collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     return {
         "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),
@@ -165,13 +178,22 @@ def _collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     }
 
 
-def _only_classes(data: CaptionedImages, names: list[str]) -> CaptionedImages:
-    known = data.images.label_names or []
-    missing = [name for name in names if name not in known]
-    if data.images.labels is None or missing:
-        raise InputError(f"--train_classes names {', '.join(missing) or names} that {data.images.name} does not have.")
-    ids = torch.tensor([known.index(name) for name in names])
-    return data.subset(torch.isin(data.images.labels, ids).nonzero().squeeze(1))
+def _class_ids(chosen: list[str], names: list[str], flag: str, where: str) -> list[int]:
+    """Positions of `chosen` among the class names; InputError naming those that are not there."""
+    missing = [name for name in chosen if name not in names]
+    if missing:
+        raise InputError(f"{flag} names {', '.join(missing)}, which {where} does not have: {', '.join(names)}.")
+    return [names.index(name) for name in chosen]
+
+
+def _held_out_labels(held_out: ImageData, training_names: list[str], class_names: list[str]) -> ImageData:
+    """A separate held-out set's labels renumbered, by its class names, into the training set's order (whose names
+    are `training_names`, shown as `class_names`)."""
+    ids = _class_ids(held_out.label_names or [], training_names, "The held-out set", "the training set")
+    assert held_out.labels is not None
+    held_out.labels = torch.tensor(ids)[held_out.labels]
+    held_out.label_names = list(class_names)
+    return held_out
 
 
 @torch.no_grad()
@@ -226,7 +248,9 @@ class ClipObjective(Objective):
             backbone=a.backbone, image_size=a.image_size, resnet_layers=a.resnet_layers, resnet_widths=a.resnet_widths
         )
 
-    def _data(self, accelerator: Accelerator) -> tuple[CaptionedImages, CaptionedImages | None]:
+    def _data(self, accelerator: Accelerator) -> tuple[CaptionedImages, ImageData | None]:
+        """(training pairs, held-out labelled images for zero-shot evaluation, or None): the class names (renamed by
+        --class_names), the training classes (--train_classes, the others unseen), a seeded --max_eval_samples."""
         a = self.args
         with accelerator.main_process_first():  # the main process decodes and caches first
             data = load_captioned_images(
@@ -239,30 +263,35 @@ class ClipObjective(Objective):
                 label_column=a.label_column,
                 class_names=a.class_names,
             )
-            held_out = None
-            if a.eval_dataset:
-                held_out = load_captioned_images(
-                    a.eval_dataset,
-                    templates=self.templates,
-                    image_size=a.image_size,
-                    image_column=a.image_column,
-                    label_column=a.label_column,
-                    class_names=a.class_names,
+            held_out = (
+                load_images(
+                    a.eval_dataset, image_size=a.image_size, image_column=a.image_column, label_column=a.label_column
                 )
+                if a.eval_dataset
+                else None
+            )
         if held_out is None and a.eval_split_fraction > 0 and len(data) >= 2:
             train_idx, eval_idx = held_out_split(len(data), a.eval_split_fraction, a.seed)
-            data, held_out = data.subset(train_idx), data.subset(eval_idx)
+            data, held_out = data.subset(train_idx), data.images.subset(eval_idx)
         names = list(a.class_names or data.images.label_names or [])
         if names:
             self.class_names = check_class_names(names)
         if a.train_classes:
-            data = _only_classes(data, check_class_names(a.train_classes))
-            self.unseen = [i for i, name in enumerate(self.class_names) if name not in a.train_classes]
-        if held_out is not None and (held_out.images.labels is None or not self.class_names):
+            where = data.images.name + (" (--class_names)" if a.class_names else "")
+            seen = _class_ids(check_class_names(a.train_classes), self.class_names, "--train_classes", where)
+            labels = data.images.labels
+            if labels is None:
+                raise InputError(f"--train_classes chooses images by class: {data.images.name} has no labels.")
+            data = data.subset(torch.isin(labels, torch.tensor(seen)).nonzero().squeeze(1))
+            self.unseen = [i for i in range(len(self.class_names)) if i not in seen]
+        if held_out is not None and (held_out.labels is None or not self.class_names):
             logger.warning("No class labels in the held-out images: zero-shot evaluation is off.")
-            held_out = None
+            return data, None
+        if held_out is not None and a.eval_dataset:
+            held_out = _held_out_labels(held_out, data.images.label_names or [], self.class_names)
         if held_out is not None and a.max_eval_samples is not None and len(held_out) > a.max_eval_samples:
-            held_out = held_out.subset(range(a.max_eval_samples))  # the split is already a seeded random draw
+            order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(a.seed))
+            held_out = held_out.subset(order[: a.max_eval_samples])
         return data, held_out
 
     def setup(self, accelerator: Accelerator, resuming: bool = False) -> PretrainingSetup:
@@ -287,9 +316,14 @@ class ClipObjective(Objective):
         processor = ViTImageProcessor(
             size={"height": a.image_size, "width": a.image_size}, image_mean=mean, image_std=std
         )
-        eval_dataset = PairDataset(held_out) if held_out is not None else None
+        eval_dataset = ImageTensorDataset(held_out) if held_out is not None else None
         return PretrainingSetup(
-            model, PairDataset(train), eval_dataset, _collate, companions=[processor, self.tokenizer]
+            model,
+            PairDataset(train),
+            eval_dataset,
+            _collate,
+            companions=[processor, self.tokenizer],
+            eval_collate_fn=_collate_images,
         )
 
     def _lock(self, model: DualEncoderModel, train: CaptionedImages, device) -> None:

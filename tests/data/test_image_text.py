@@ -89,6 +89,9 @@ def test_template_sets_and_files(tmp_path):
     assert read_templates(str(good)) == ("a photo of a {}.", "a sketch of a {}.")
     with pytest.raises(InputError, match=r"template 2 \('a photo'\) needs exactly one"):
         read_templates(str(bad))
+    bad.write_text("a {photo} of a {}.\n")
+    with pytest.raises(InputError, match="no other braces"):
+        read_templates(str(bad))
 
 
 def test_an_image_folder_takes_its_captions_from_metadata_csv(tmp_path):
@@ -101,3 +104,13 @@ def test_an_image_folder_takes_its_captions_from_metadata_csv(tmp_path):
     assert sorted(data.captions) == ["a black square", "a white square"]
     black = data.captions.index("a black square")
     assert int(data.images.pixels[int((data.options[:, 0] == black).nonzero()[0])].max()) == 0
+
+
+def test_unlabelled_images_cannot_be_captioned_from_class_names(tmp_path):
+    path = tmp_path / "partly.parquet"
+    images = [{"bytes": _png(v), "path": f"{v}.png"} for v in (10, 20, 30)]
+    labels = datasets.ClassLabel(names=["cat", "dog"])
+    features = datasets.Features({"image": datasets.Image(), "label": labels})
+    datasets.Dataset.from_dict({"image": images, "label": [0, -1, 1]}, features=features).to_parquet(path)
+    with pytest.raises(InputError, match="has 1 images without a label"):
+        load_captioned_images(str(path), templates=("{}",), image_size=4)

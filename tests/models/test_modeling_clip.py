@@ -94,8 +94,11 @@ def test_a_config_without_a_text_tower_or_with_an_unknown_pooling_is_refused():
         DualEncoderConfig(text_encoder_config={"hidden_size": 8})
 
 
-def _saved(tmp_path, tokenizer) -> tuple:
+def _saved(tmp_path, tokenizer, logit_scale: float | None = None) -> tuple:
     model = tiny_dual_encoder(text_encoder_config=BertConfig(**{**TEXT.to_dict(), "vocab_size": len(tokenizer)}))
+    if logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(logit_scale)
     path = tmp_path / "clip"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -104,8 +107,11 @@ def _saved(tmp_path, tokenizer) -> tuple:
 
 
 def test_save_load_and_the_zero_shot_pipeline(tmp_path, tiny_encoder_tokenizer):
-    model, path = _saved(tmp_path, tiny_encoder_tokenizer)
+    model, path = _saved(tmp_path, tiny_encoder_tokenizer, logit_scale=3.0)
     assert isinstance(AutoModel.from_pretrained(path), DualEncoderModel)
+    assert (
+        float(AutoModel.from_pretrained(path).logit_scale.detach()) == 3.0
+    )  # a learned scale is loaded, not re-initialised
     reloaded = AutoModelForZeroShotImageClassification.from_pretrained(path).eval()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (S, S, 3), dtype=np.uint8))
     labels = ["cat", "dog", "ship"]

@@ -127,6 +127,23 @@ def test_two_processes_equal_one_with_the_global_batch(tmp_path, bert_dir):
 
 
 @pytest.mark.slow
+def test_an_unlocked_text_tower_trains_on_two_processes(tmp_path, bert_dir):
+    """Every trained parameter gets a gradient under DistributedDataParallel: BERT's pooler, which mean pooling never
+    reads, is frozen (otherwise the reducer stops with "parameters that were not used in producing loss")."""
+    launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", str(SCRIPT)]
+    flags = ["--text_pooling", "mean", "--per_device_train_batch_size", "8", "--max_steps", "2"]
+    result = subprocess.run(
+        [*launch, *_args(tmp_path / "two", bert_dir, *flags)],
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, why_failed(result, 3000)
+
+
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, bert_dir):
     """Augmentation, caption draws and the text tower's dropout all draw from the checkpointed random state."""
     common = ["--max_steps", "6", "--save_steps", "3", "--templates", "cifar"]
@@ -177,6 +194,7 @@ def _parquet(path: Path, captions=None, labels=(0, 1, 0, 1), corrupt=False) -> P
         (["--class_names", *"a a b c d e f g h i".split()], "Class names must differ; given more than once: a"),
         (["--templates", "no-such-set"], "neither a template set"),
         (["--train_classes", "3", "eleven"], "--train_classes names eleven"),
+        (["--logit_scale_init", "5"], "above its clamp of 100"),
     ],
 )
 def test_refused_settings_say_why_in_one_line(tmp_path, bert_dir, capsys, flags, message):
@@ -228,3 +246,28 @@ def test_a_collapsed_or_clamped_scale_is_warned_about(caplog, scale, warned):
         assert not caplog.records
     else:
         assert len(caplog.records) == 1 and warned in caplog.records[0].getMessage()
+
+
+def test_renamed_classes_choose_the_training_classes_and_the_unseen_ones(tmp_path, bert_dir):
+    words = "zero one two three four five six seven eight nine".split()
+    out = tmp_path / "words"
+    flags = ["--class_names", *words, "--train_classes", *words[:7]]
+    assert pretrain.main(_args(out, bert_dir, *flags, "--max_steps", "2")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["final"]
+    assert {"zero_shot_top1_unseen", "zero_shot_top1_seen"} <= set(metrics)
+
+
+def test_a_separate_held_out_set_is_scored_by_class_name(tmp_path, bert_dir):
+    """Its labels are matched to the training classes by name, whatever order its own label column has."""
+    from accelerate import Accelerator
+
+    from hfssl.data.vision import load_images
+    from hfssl.training.arguments import parse_pretrain_args
+    from hfssl.training.clip import ClipObjective
+
+    path = _parquet(tmp_path / "held.parquet", labels=("7", "3", "7", "3"))  # string labels: its names are ["3", "7"]
+    objective = ClipObjective(parse_pretrain_args(_args(tmp_path / "o", bert_dir, "--eval_dataset", str(path))))
+    _, held_out = objective._data(Accelerator(cpu=True))
+    assert held_out is not None and held_out.label_names == [str(i) for i in range(10)]
+    assert held_out.labels.tolist() == [7, 3, 7, 3]
+    assert load_images(str(path), image_size=8).label_names == ["3", "7"]

@@ -36,7 +36,7 @@ class DualEncoderConfig(PretrainedConfig):
         projection_dim: D, the size of the shared embedding space.
         logit_scale_init_value: the initial log of the inverse temperature, log(1 / 0.07) as in CLIP.
         max_logit_scale: the scale exp(logit_scale) is clamped to at most this (CLIP: 100).
-        initializer_range: std of the projections' normal initialisation.
+        initializer_range: kept for transformers' conventions; the projections are initialised as CLIP's, N(0, d^-1/2).
 
     Named `*_encoder_config`, not `text_config` / `vision_config`: transformers reads those two names as nested config
     objects of its own composite models.
