@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..data.label_words import QUESTION_TYPE_WORDS, SENTIMENT_WORDS
 from ..run.errors import InputError
 
 
@@ -67,19 +68,12 @@ PRESETS: dict[str, PromptTemplate] = {
     # open answers (hfssl.data.reasoning_tasks, arithmetic, names): each label is its own answer word
     "question_answer": PromptTemplate(verbalizer={}, input_prefix="Q: ", output_prefix="A:", labels_are_answers=True),
     "sentiment": PromptTemplate(
-        verbalizer={"0": "negative", "1": "positive", "negative": "negative", "positive": "positive"},
+        verbalizer=dict(SENTIMENT_WORDS),
         input_prefix="Review: ",
         output_prefix="Sentiment:",
     ),
     "question_type": PromptTemplate(  # TREC coarse classes; labels like 'DESC:manner' use the part before ':'
-        verbalizer={
-            "ABBR": "abbreviation",
-            "DESC": "description",
-            "ENTY": "entity",
-            "HUM": "person",
-            "LOC": "location",
-            "NUM": "number",
-        },
+        verbalizer=dict(QUESTION_TYPE_WORDS),
         input_prefix="Question: ",
         output_prefix="Answer type:",
         label_key_separator=":",

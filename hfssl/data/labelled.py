@@ -77,7 +77,9 @@ def _label_space_text(path: Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"text": texts, "label": labels})
 
 
-def _text_table(spec: str, split: str, config_name: str | None) -> tuple[datasets.Dataset, str]:
+def read_text_table(spec: str, split: str = "train", config_name: str | None = None) -> tuple[datasets.Dataset, str]:
+    """(rows, where they came from) of a .csv / .tsv / .json(l) / .parquet / `label text` .txt file or Hub dataset;
+    a missing or unreadable file is named."""
     path = Path(spec).expanduser()
     if path.is_file():
         check_data_file(path)  # empty, or not UTF-8: say so by name
@@ -97,7 +99,7 @@ def _text_table(spec: str, split: str, config_name: str | None) -> tuple[dataset
 def _labelled_text(
     spec, split, config_name, text_column: str, label_column: str, rationale_column: str | None
 ) -> LabelledData:
-    ds, name = _text_table(spec, split, config_name)
+    ds, name = read_text_table(spec, split, config_name)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in ds.column_names:
             raise InputError(f"{name} has no column {column!r}; its columns are {ds.column_names}. Pass {flag}.")
