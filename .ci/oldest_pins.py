@@ -1,4 +1,5 @@
-"""Print `name==lower-bound` for the packages named on the command line, read from pyproject.toml's dependencies.
+"""Print `name==lower-bound` for the packages named on the command line, read from pyproject.toml's dependencies
+(and its extras, for a package only an extra names, e.g. trl).
 
 CI installs these into a second virtual environment to test the oldest end of every range it names.
 """
@@ -10,7 +11,8 @@ from pathlib import Path
 
 pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
 lower = {}
-for requirement in pyproject["project"]["dependencies"]:
+extras = [r for group in pyproject["project"].get("optional-dependencies", {}).values() for r in group]
+for requirement in [*extras, *pyproject["project"]["dependencies"]]:  # a dependency's own bound wins
     match = re.match(r"^([A-Za-z0-9_.-]+)\s*(?:\[[^]]*\])?\s*>=\s*([^,;\s]+)", requirement)
     if match:
         lower[match.group(1).lower().replace("_", "-")] = match.group(2)

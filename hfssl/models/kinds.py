@@ -41,3 +41,8 @@ def require_decoder(config, name: str, objective: str = "causal_lm") -> None:
             f"{name} is an encoder (model_type {config.model_type!r}, bidirectional attention); --objective "
             f"{objective} needs a decoder (GPT-2, Llama, ...). Use --objective masked_lm to continue pretraining it."
         )
+
+
+def is_causal_lm(config) -> bool:
+    """True for a decoder-only language model with a causal-LM class in transformers (GPT-2, Llama, hfssl's GPT)."""
+    return _has(MODEL_FOR_CAUSAL_LM_MAPPING, config) and not is_text_encoder(config)

@@ -84,8 +84,13 @@ def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
 
 
 def read_trainer_state(checkpoint: Path) -> TrainerState:
+    """The state a checkpoint holds; from a transformers Trainer's trainer_state.json (post-training), the fields
+    TrainerState shares with it (step, epoch, log history)."""
     try:
-        return TrainerState(**json.loads((checkpoint / TRAINER_STATE).read_text()))
+        payload = json.loads((checkpoint / TRAINER_STATE).read_text())
+        if "best_metric" in payload:  # written by transformers' Trainer
+            payload = {k: payload[k] for k in ("global_step", "epoch", "log_history") if k in payload}
+        return TrainerState(**payload)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
         raise InputError(f"Corrupt checkpoint state file {checkpoint / TRAINER_STATE}: {err}") from None
 
@@ -114,11 +119,13 @@ def write_checkpoint(
     run_args: dict | None = None,
     is_main: bool = True,
     barrier: Callable[[], None] = lambda: None,
+    write_state: bool = True,
 ) -> Path:
     """Write a checkpoint of `state` atomically; every process calls this. Returns the final folder.
 
     write(folder) stores the loop's own state there (on every process: each may add its part). The main process
-    then adds trainer_state.json and the run's arguments (`run_args`, which a resume compares against), renames the
+    then adds trainer_state.json (unless `write_state` is False: a transformers Trainer's `write` stores its own) and
+    the run's arguments (`run_args`, which a resume compares against), renames the
     folder into place and keeps the newest `keep` checkpoints (0: all). A full disk stops the run with that said;
     the last complete checkpoint stays as it was, and nothing of the unfinished one is left (Ctrl-C included).
     """
@@ -135,10 +142,10 @@ def write_checkpoint(
     try:
         write(tmp)
         barrier()
-        if is_main:
+        if is_main and write_state:
             write_json_atomic(tmp / TRAINER_STATE, asdict(state))
-            if run_args is not None:
-                write_json_atomic(tmp / RUN_ARGS_FILE, run_args)
+        if is_main and run_args is not None:
+            write_json_atomic(tmp / RUN_ARGS_FILE, run_args)
     except BaseException as err:  # a full disk, Ctrl-C, anything: leave no half-written checkpoint behind
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(err):

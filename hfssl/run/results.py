@@ -234,8 +234,48 @@ class PromptEvalResult(RunResult):
         ]
 
 
+@dataclass(kw_only=True)
+class PostTrainingResult(RunResult):
+    """A causal LM post-trained (SFT, reward model, DPO, GRPO): held-out scores before and after, on the same rows."""
+
+    kind: ClassVar[str] = "post_training"
+    method: str
+    task: str = "text-generation"  # a reward model: text-classification
+    num_train: int
+    num_eval: int
+    global_step: int = 0
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    trainable_parameters: int | None = None
+    total_parameters: int | None = None
+    first_loss: float | None = None
+    last_loss: float | None = None
+    saved: str | None = None  # "adapter" or "model"
+    log_history: list[dict] = field(default_factory=list)
+
+    @property
+    def dataset(self) -> str | None:
+        tasks = self.args.get("instruction_tasks") or []
+        return super().dataset or (
+            "hfssl instructions: " + ", ".join(t.split("=")[0] for t in tasks) if tasks else None
+        )
+
+    def eval_results(self) -> list[EvalResult]:
+        if not self.dataset:
+            return []
+        split = "validation" if self.args.get("eval_dataset") else "held-out rows"
+        entries = []
+        for key, value in self.after.items():
+            before = f"; before: {self.before[key]:.4f}" if key in self.before else ""
+            entries.append(
+                _entry(self.task, self.dataset, split, key.split("/")[0], f"{key} ({self.method}{before})", value)
+            )
+        return entries
+
+
 RESULT_KINDS: dict[str, type[RunResult]] = {
-    cls.kind: cls for cls in (PretrainResult, AdaptationResult, MultitaskResult, MetaResult, PromptEvalResult)
+    cls.kind: cls
+    for cls in (PretrainResult, AdaptationResult, MultitaskResult, MetaResult, PromptEvalResult, PostTrainingResult)
 }
 
 

@@ -1,0 +1,79 @@
+"""How a row becomes the text a causal LM reads: the model's chat template when its tokenizer has one, else plain text.
+
+With a chat template, a prompt is one user turn and a response (completion, chosen, rejected) one assistant turn; TRL
+applies the template. Without one, the prompt ends in a newline and the response follows it (`prompt\\nresponse`);
+TRL ends every response with the end-of-text token, so a tuned model learns to stop.
+"""
+
+import datasets
+
+from ..models.helpers import context_window
+from ..run.errors import InputError
+
+RESPONSE_COLUMNS = ("completion", "chosen", "rejected")
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _plain_prompt(prompt: str) -> str:
+    return prompt if not prompt or prompt.endswith("\n") else prompt + "\n"
+
+
+def prompt_text(tokenizer, prompt: str) -> str:
+    """The text the model continues with its answer: the chat template's user turn and assistant header, or the plain
+    prompt and a newline."""
+    if has_chat_template(tokenizer):
+        chat = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return _plain_prompt(prompt)
+
+
+def to_model_format(ds: datasets.Dataset, tokenizer, name: str) -> datasets.Dataset:
+    """Rows in the form TRL formats for this tokenizer: conversational turns with a chat template, plain text without.
+    A `messages` column needs a chat template (InputError otherwise)."""
+    chat = has_chat_template(tokenizer)
+    if "messages" in ds.column_names:
+        if not chat:
+            raise InputError(
+                f"{name} holds chats ('messages'), but the tokenizer has no chat template to write them with: give "
+                "prompt/response columns instead (they are written 'prompt\\nresponse')."
+            )
+        return ds
+    present = [c for c in RESPONSE_COLUMNS if c in ds.column_names]
+
+    def convert(row: dict) -> dict:
+        if not chat:
+            return {"prompt": _plain_prompt(row["prompt"])}
+        converted = {"prompt": [{"role": "user", "content": row["prompt"]}]}
+        converted.update({c: [{"role": "assistant", "content": row[c]}] for c in present})
+        return converted
+
+    return ds.map(convert, desc="Formatting prompts")
+
+
+DEFAULT_MAX_LENGTH = 512
+
+
+def resolve_max_length(max_length: int | None, model) -> int:
+    """--max_length, checked against the model's context window; by default the window, at most 512 tokens."""
+    window = context_window(model)
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, window or DEFAULT_MAX_LENGTH)
+    if window is not None and max_length > window:
+        raise InputError(f"--max_length {max_length} exceeds the model's context window ({window} tokens).")
+    return max_length
+
+
+def check_prompt_lengths(prompts: list[str], tokenizer, max_length: int, name: str) -> None:
+    """InputError when prompts leave no room for a response within `max_length` tokens (how many rows, and which)."""
+    lengths = [len(tokenizer(prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"]) for p in prompts]
+    too_long = [row for row, n in enumerate(lengths, start=1) if n >= max_length]
+    if too_long:
+        shown = ", ".join(map(str, too_long[:5])) + (", ..." if len(too_long) > 5 else "")
+        raise InputError(
+            f"{name}: {len(too_long)} of {len(prompts)} prompts leave no room for a response within --max_length "
+            f"{max_length} tokens (rows {shown}; the longest has {max(lengths)} tokens). Shorten them or raise "
+            "--max_length."
+        )

@@ -1,0 +1,226 @@
+"""`run_post_training(args)`: one post-training run, from the checked arguments to the saved model and metrics.json.
+
+The model and its data are checked before any training (each failure one `InputError`); held-out rows are scored
+before and after training (`hfssl.posttrain.evaluation`); the TRL trainer (`hfssl.posttrain.trainers`) trains; the
+result (model or LoRA adapter, tokenizer, metrics.json) is written whole or not at all (`hfssl.run.output.publish`).
+
+SFT batches are padded, not packed. TRL's padding-free packing keeps examples apart only under FlashAttention: with
+SDPA or eager attention (this CPU, hfssl's GPT) tokens of one packed example would attend to the previous one.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
+
+from ..data.instructions import check_response, instruction_data
+from ..data.post_training import check_post_training_data, load_post_training_data
+from ..data.splits import held_out_split
+from ..models.helpers import ensure_pad_token
+from ..models.kinds import is_causal_lm
+from ..models.loading import load_config, load_pretrained, load_tokenizer
+from ..models.registry import default_lora_targets
+from ..run.errors import InputError
+from ..run.output import publish
+from ..run.results import PostTrainingResult, save_result
+from ..run.start import prepare_run
+from .arguments import PostTrainArguments
+from .evaluation import answer_scores, pairwise_accuracy
+from .formatting import check_prompt_lengths, resolve_max_length, to_model_format
+from .trainers import RunLayerCallback, trainer_class, trl_config
+
+logger = logging.getLogger(__name__)
+
+# the columns each method's trainer reads (others are dropped before TRL sees the rows)
+TRAINED_COLUMNS = {
+    "sft": ("prompt", "completion", "messages"),
+    "reward": ("prompt", "chosen", "rejected"),
+    "dpo": ("prompt", "chosen", "rejected"),
+    "grpo": ("prompt", "task", "answer"),
+}
+
+
+def _rows(args: PostTrainArguments) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+    """(training rows, held-out rows, where they came from), checked for args.method."""
+    if args.dataset is None:
+        train, held_out = instruction_data(
+            args.instruction_tasks, args.examples_per_task, args.seed, args.eval_split_fraction
+        )
+        name = "built-in instruction tasks"
+        return (
+            check_post_training_data(train, args.method, name),
+            check_post_training_data(held_out, args.method, name),
+            name,
+        )
+    train = load_post_training_data(args.dataset, args.method)
+    if args.eval_dataset:
+        return train, load_post_training_data(args.eval_dataset, args.method), args.dataset
+    train_ids, eval_ids = held_out_split(len(train), args.eval_split_fraction, args.seed)
+    return train.select(sorted(train_ids)), train.select(sorted(eval_ids)), args.dataset
+
+
+def _check_causal_lm(name: str, args: PostTrainArguments) -> None:
+    config = load_config(name, args.gguf_file if name == args.model_name_or_path else None)
+    if not is_causal_lm(config):
+        raise InputError(
+            f"{name} is not a causal LM (model_type {config.model_type!r}): --method {args.method} post-trains a "
+            "decoder-only language model (hfssl's GPT, GPT-2, Llama, SmolLM2, ...)."
+        )
+
+
+def _check_lora_targets(model, targets: list[str] | None) -> None:
+    if not targets:
+        return
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise InputError(
+            f"--lora_target_modules {missing}: the model has no such module; its linear layers are {leaves}."
+        )
+
+
+def _lora_config(args: PostTrainArguments, model):
+    from peft import LoraConfig
+
+    targets = args.lora_target_modules or default_lora_targets(model)
+    _check_lora_targets(model, targets)
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="SEQ_CLS" if args.method == "reward" else "CAUSAL_LM",
+    )
+
+
+def _same_tokenizer(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+def _reward_model(args: PostTrainArguments, tokenizer):
+    """GRPO's reward: the reward model named by --reward_model_name_or_path (one output), else the built-in check."""
+    if args.reward_model_name_or_path is None:
+
+        def checked_answer(prompts, completions, task, answer, **_) -> list[float]:
+            """1.0 when the answer is in its task's required format and right, else 0.0."""
+            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+            return [
+                float(check_response(t, c, a).formatted and check_response(t, c, a).correct)
+                for t, c, a in zip(task, texts, answer, strict=True)
+            ]
+
+        return checked_answer, None
+    model = load_pretrained(AutoModelForSequenceClassification, args.reward_model_name_or_path)
+    if model.config.num_labels != 1:
+        raise InputError(
+            f"--reward_model_name_or_path {args.reward_model_name_or_path} has a head of {model.config.num_labels} "
+            "outputs; a reward model has one (a --method reward output)."
+        )
+    reward_tokenizer = ensure_pad_token(load_tokenizer(args.reward_model_name_or_path), model)
+    return model, reward_tokenizer
+
+
+def _scores(args: PostTrainArguments, model, tokenizer, held_out: datasets.Dataset) -> dict[str, float]:
+    if args.method == "reward":
+        return pairwise_accuracy(model, tokenizer, held_out, args.per_device_eval_batch_size)
+    if {"task", "answer"} <= set(held_out.column_names):
+        return answer_scores(model, tokenizer, held_out, args.max_completion_length, args.per_device_eval_batch_size)
+    return {}
+
+
+def _load_model(args: PostTrainArguments, tokenizer):
+    source = args.source
+    if args.method == "reward":
+        model = load_pretrained(AutoModelForSequenceClassification, source, new_head=True, num_labels=1)
+    else:
+        model = load_pretrained(AutoModelForCausalLM, source)
+    ensure_pad_token(tokenizer, model)
+    return model
+
+
+def _trainer_inputs(args: PostTrainArguments, model, tokenizer) -> dict[str, Any]:
+    """The method-specific keyword arguments of the TRL trainer: DPO's reference, GRPO's reward."""
+    if args.method == "dpo" and args.ref_model_name_or_path:
+        _check_causal_lm(args.ref_model_name_or_path, args)
+        if not _same_tokenizer(load_tokenizer(args.ref_model_name_or_path), tokenizer):
+            raise InputError(
+                f"--ref_model_name_or_path {args.ref_model_name_or_path} has another tokenizer than "
+                f"{args.model_name_or_path}: DPO compares both models' log-probabilities of the same tokens."
+            )
+        return {"ref_model": load_pretrained(AutoModelForCausalLM, args.ref_model_name_or_path)}
+    if args.method == "dpo" and not args.use_lora:  # a frozen copy of the start (older TRL rebuilds it by class name,
+        return {"ref_model": load_pretrained(AutoModelForCausalLM, args.source)}  # which fails for registered models)
+    if args.method == "grpo":
+        reward, reward_tokenizer = _reward_model(args, tokenizer)
+        return {"reward_funcs": reward, "reward_processing_classes": reward_tokenizer}
+    return {}
+
+
+def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingResult:
+    """Post-train args.model_name_or_path with args.method; save the model (or adapter) and metrics.json."""
+    inputs = [args.source.input_path, *filter(None, [args.ref_model_name_or_path, args.reward_model_name_or_path])]
+    checkpoint = prepare_run(args, inputs)
+    set_seed(args.seed)
+    _check_causal_lm(args.model_name_or_path, args)
+    train, held_out, name = _rows(args)
+    if args.method == "grpo" and args.reward_model_name_or_path is None and "answer" not in train.column_names:
+        raise InputError(f"{name} has no 'task' and 'answer' columns for the checkable reward: pass a reward model.")
+    if args.max_eval_examples and len(held_out) > args.max_eval_examples:  # a seeded sample: every task has its share
+        held_out = held_out.shuffle(seed=args.seed).select(range(args.max_eval_examples))
+    tokenizer = ensure_pad_token(load_tokenizer(args.source))
+    model = _load_model(args, tokenizer)
+    max_length = resolve_max_length(args.max_length, model)
+    prompts = train["prompt"] if "prompt" in train.column_names else []
+    check_prompt_lengths(prompts, tokenizer, max_length, name)
+    extra = _trainer_inputs(args, model, tokenizer)
+    peft_config = _lora_config(args, model) if args.use_lora else None
+    before = _scores(args, model, tokenizer, held_out)
+    columns = [c for c in TRAINED_COLUMNS[args.method] if c in train.column_names]
+    trainer = trainer_class(args.method)(
+        model=model,
+        args=trl_config(args, max_length),
+        train_dataset=to_model_format(train.select_columns(columns), tokenizer, name),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[RunLayerCallback(args.output_dir, callbacks)],
+        **extra,
+    )
+    trainer.hfssl_args = args
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trained = trainer.model
+    after = _scores(args, trained, tokenizer, held_out)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    saved = "adapter" if args.use_lora and not args.merge_adapter else "model"
+    result = PostTrainingResult(
+        method=args.method,
+        task="text-classification" if args.method == "reward" else "text-generation",
+        num_train=len(train),
+        num_eval=len(held_out),
+        global_step=trainer.state.global_step,
+        before=before,
+        after=after,
+        trainable_parameters=sum(p.numel() for p in trained.parameters() if p.requires_grad),
+        total_parameters=sum(p.numel() for p in trained.parameters()),
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else None,
+        saved=saved,
+        log_history=trainer.state.log_history,
+        args=args.to_dict(),
+    )
+    if args.use_lora and args.merge_adapter:
+        trained = trained.merge_and_unload()
+
+    def write(folder: Path) -> None:
+        trained.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+        save_result(result, folder)
+
+    if trainer.args.should_save:
+        publish(args.output_dir, write)
+    trainer.accelerator.wait_for_everyone()
+    logger.info("%s: before %s, after %s", args.method, before, after)
+    return result
