@@ -9,6 +9,7 @@ SDPA or eager attention (this CPU, hfssl's GPT) tokens of one packed example wou
 """
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,32 +44,34 @@ TRAINED_COLUMNS = {
 }
 
 
-def _rows(args: PostTrainArguments) -> tuple[datasets.Dataset, datasets.Dataset, str]:
-    """(training rows, held-out rows, where they came from), checked for args.method."""
+def _rows(args: PostTrainArguments, check: Callable[[datasets.Dataset, str], None]):
+    """(training rows, held-out rows, where they came from), checked for args.method; `check(rows, name)` sees each
+    table whole (a file's row numbers are its own) before any split."""
     if args.dataset is None:
-        train, held_out = instruction_data(
-            args.instruction_tasks, args.examples_per_task, args.seed, args.eval_split_fraction
-        )
         name = "built-in instruction tasks"
-        return (
-            check_post_training_data(train, args.method, name),
-            check_post_training_data(held_out, args.method, name),
-            name,
-        )
+        tables = instruction_data(args.instruction_tasks, args.examples_per_task, args.seed, args.eval_split_fraction)
+        train, held_out = (check_post_training_data(t, args.method, name) for t in tables)
+        check(datasets.concatenate_datasets([train, held_out]), name)
+        return train, held_out, name
     train = load_post_training_data(args.dataset, args.method)
+    check(train, args.dataset)
     if args.eval_dataset:
-        return train, load_post_training_data(args.eval_dataset, args.method), args.dataset
+        held_out = load_post_training_data(args.eval_dataset, args.method)
+        check(held_out, args.eval_dataset)
+        return train, held_out, args.dataset
     train_ids, eval_ids = held_out_split(len(train), args.eval_split_fraction, args.seed)
     return train.select(sorted(train_ids)), train.select(sorted(eval_ids)), args.dataset
 
 
-def _check_causal_lm(name: str, args: PostTrainArguments) -> None:
+def _check_causal_lm(name: str, args: PostTrainArguments):
+    """The config of `name`, which must be a causal LM's."""
     config = load_config(name, args.gguf_file if name == args.model_name_or_path else None)
     if not is_causal_lm(config):
         raise InputError(
             f"{name} is not a causal LM (model_type {config.model_type!r}): --method {args.method} post-trains a "
             "decoder-only language model (hfssl's GPT, GPT-2, Llama, SmolLM2, ...)."
         )
+    return config
 
 
 def _check_lora_targets(model, targets: list[str] | None) -> None:
@@ -165,17 +168,20 @@ def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingR
     inputs = [args.source.input_path, *filter(None, [args.ref_model_name_or_path, args.reward_model_name_or_path])]
     checkpoint = prepare_run(args, inputs)
     set_seed(args.seed)
-    _check_causal_lm(args.model_name_or_path, args)
-    train, held_out, name = _rows(args)
+    config = _check_causal_lm(args.model_name_or_path, args)
+    tokenizer = ensure_pad_token(load_tokenizer(args.source))
+    max_length = resolve_max_length(args.max_length, config)
+
+    def check(rows: datasets.Dataset, name: str) -> None:
+        if "prompt" in rows.column_names:
+            check_prompt_lengths(rows["prompt"], tokenizer, max_length, name)
+
+    train, held_out, name = _rows(args, check)
     if args.method == "grpo" and args.reward_model_name_or_path is None and "answer" not in train.column_names:
         raise InputError(f"{name} has no 'task' and 'answer' columns for the checkable reward: pass a reward model.")
     if args.max_eval_examples and len(held_out) > args.max_eval_examples:  # a seeded sample: every task has its share
         held_out = held_out.shuffle(seed=args.seed).select(range(args.max_eval_examples))
-    tokenizer = ensure_pad_token(load_tokenizer(args.source))
     model = _load_model(args, tokenizer)
-    max_length = resolve_max_length(args.max_length, model)
-    prompts = train["prompt"] if "prompt" in train.column_names else []
-    check_prompt_lengths(prompts, tokenizer, max_length, name)
     extra = _trainer_inputs(args, model, tokenizer)
     peft_config = _lora_config(args, model) if args.use_lora else None
     before = _scores(args, model, tokenizer, held_out)
