@@ -17,7 +17,7 @@ import sys
 import hfssl  # noqa: F401  (registers the hfssl models)
 from hfssl.hub import push_after_training
 from hfssl.posttrain.arguments import PostTrainArguments
-from hfssl.posttrain.run import run_post_training
+from hfssl.posttrain.run import is_main_process, run_post_training
 from hfssl.run.arguments import parse_cli
 from hfssl.run.cli import run_cli
 
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = parse_cli(PostTrainArguments, argv)
         result = run_post_training(args)
+        if not is_main_process():  # every process of a launch returns the result; one reports it
+            return 0
         print(
             f"{result.method}: {result.global_step} steps on {result.num_train} rows; held-out ({result.num_eval} "
             f"rows) before: {_scores(result.before)}; after: {_scores(result.after)}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import datasets
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
 
 from ..data.instructions import check_response, instruction_data
@@ -163,10 +164,16 @@ def _trainer_inputs(args: PostTrainArguments, model, tokenizer) -> dict[str, Any
     return {}
 
 
+def is_main_process() -> bool:
+    """Whether this is the main process of the launch (on CPU, Accelerate forms a gloo group only when asked: as
+    transformers' Trainer will, with use_cpu)."""
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+
+
 def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingResult:
     """Post-train args.model_name_or_path with args.method; save the model (or adapter) and metrics.json."""
     inputs = [args.source.input_path, *filter(None, [args.ref_model_name_or_path, args.reward_model_name_or_path])]
-    checkpoint = prepare_run(args, inputs)
+    checkpoint = prepare_run(args, inputs, is_main=is_main_process())
     set_seed(args.seed)
     config = _check_causal_lm(args.model_name_or_path, args)
     tokenizer = ensure_pad_token(load_tokenizer(args.source))

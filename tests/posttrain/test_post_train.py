@@ -2,8 +2,11 @@
 the frozen reference, exact resume, LoRA, and the script's outputs."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -141,6 +144,10 @@ def test_reward_model_first_loss_is_bradley_terry(tmp_path, tiny_tokenizer):
     assert saved.config.num_labels == 1
 
 
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
 def _script(out, *extra, crash_at=None, model=None):
     launcher = [str(CRASH_AT_STEP), str(crash_at)] if crash_at else []
     argv = ["--model_name_or_path", str(model), "--output_dir", str(out), *QUICK, *extra]
@@ -149,7 +156,7 @@ def _script(out, *extra, crash_at=None, model=None):
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        env=_env(),
         timeout=600,
     )
 
@@ -178,6 +185,37 @@ def test_sft_resumed_after_a_kill_equals_the_uninterrupted_run(lm_dir, tmp_path)
         return [(e["step"], round(e["loss"], 5)) for e in history if "loss" in e]
 
     assert losses(tmp_path / "a") == losses(tmp_path / "b") and len(losses(tmp_path / "a")) == 4
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_for_sft(lm_dir, tmp_path):
+    """2 gloo processes x 2 rows give the losses and weights of 1 process x 4 rows (TRL normalises the loss over
+    the tokens of the whole global batch)."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    runs = {}
+    for name, launcher, batch in [
+        ("one", ["--num_processes", "1", "--cpu"], "4"),
+        ("two", ["--multi_gpu", "--num_processes", "2"], "2"),
+    ]:
+        out = tmp_path / name
+        argv = ["--model_name_or_path", str(lm_dir), "--output_dir", str(out), "--max_steps", "3", *QUICK]
+        result = subprocess.run(
+            [accelerate, "launch", *launcher, str(REPO / "scripts" / "post_train.py"), *argv,
+             "--per_device_train_batch_size", batch],
+            capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, why_failed(result, 3000)
+        assert result.stdout.count("saved to") == 1  # one process reports
+        runs[name] = out
+    losses = [
+        [e["loss"] for e in json.loads((runs[n] / "metrics.json").read_text())["log_history"] if "loss" in e]
+        for n in runs
+    ]
+    assert len(losses[0]) == 3
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-5, atol=1e-5)
+    one, two = (load_file(str(runs[n] / "model.safetensors")) for n in runs)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
 def test_lora_sft_saves_an_adapter_and_leaves_the_base_alone(lm_dir, tmp_path, capsys):
