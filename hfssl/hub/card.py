@@ -7,7 +7,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..models.helpers import is_image_model
-from ..run.results import METRICS_FILE, load_result
+from ..run.results import METRICS_FILE, PostTrainingResult, load_result
 from .errors import HubError
 
 # an architecture's pipeline task by the ending of its class name (transformers' own naming), or by name
@@ -80,11 +80,27 @@ def _how_to_load(repo_id: str, adapter: bool) -> str:
     )
 
 
+_POST_TRAINING = {
+    "sft": "instruction tuning (SFT)",
+    "reward": "a reward model (Bradley-Terry)",
+    "dpo": "preference tuning (DPO)",
+    "grpo": "an RL step (GRPO)",
+}
+
+
 def _what_was_done(result, method: str | None) -> str:
     objective = getattr(result, "objective", None)
     if objective:  # a pretraining run
         return f"hfssl: self-supervised pretraining (`--objective {objective}`)."
+    if isinstance(result, PostTrainingResult):
+        return f"hfssl: post-training with TRL, {_POST_TRAINING.get(result.method, result.method)}."
     return f"hfssl: self-supervised pretraining, then adaptation{f' by {method}' if method else ''}."
+
+
+def _unit(result) -> str:
+    if isinstance(result, PostTrainingResult):
+        return "preference pairs" if result.method in ("reward", "dpo") else "rows"
+    return "labelled examples"
 
 
 def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, license: str = "apache-2.0") -> ModelCard:
@@ -117,7 +133,7 @@ def build_model_card(folder: Path, repo_id: str, *, base_model: str | None, lice
         + (f"\nBase model: `{base_model}`." if base_model else ""),
         "## Results\n\n"
         + _results_table(eval_results)
-        + (f"\n\nTrained on {trained_on} labelled examples, evaluated on {result.num_eval}." if trained_on else ""),
+        + (f"\n\nTrained on {trained_on} {_unit(result)}, evaluated on {result.num_eval}." if trained_on else ""),
         "## Training recipe\n\n" + _recipe(args),
         "## How to load\n\n" + _how_to_load(repo_id, bool(adapter)),
         "## Intended use and limitations\n\n" + _LIMITATIONS,

@@ -261,3 +261,19 @@ def test_the_chain_sft_reward_dpo_grpo_runs_end_to_end(lm_dir, tmp_path):
         result = json.loads((out / "metrics.json").read_text())
         assert result["kind"] == "post_training" and result["global_step"] == 2
         assert result["after"], method
+
+
+def test_the_model_card_carries_the_before_and_after_scores(lm_dir, tmp_path):
+    out, card_dir = tmp_path / "sft", tmp_path / "card"
+    assert (
+        post_train.main(["--model_name_or_path", str(lm_dir), "--output_dir", str(out), "--max_steps", "1", *QUICK])
+        == 0
+    )
+    push = import_script("push").main
+    assert push(["--model_dir", str(out), "--repo_id", "me/sft", "--dry_run", "--dry_run_dir", str(card_dir)]) == 0
+    card = (card_dir / "README.md").read_text()
+    result = json.loads((out / "metrics.json").read_text())
+    assert "post-training with TRL, instruction tuning (SFT)" in card
+    before, after = result["before"]["format_share"], result["after"]["format_share"]
+    assert f"| format_share (sft; before: {before:.4f}) |" in card and f"| {after} |" in card
+    assert f"Trained on {result['num_train']} rows, evaluated on {result['num_eval']}." in card
