@@ -1,4 +1,5 @@
-"""hfssl playground: few-shot prompts with any causal LM, nearest neighbours with a SimCLR encoder, a head's attention
+"""hfssl playground: few-shot prompts with any causal LM, nearest neighbours with a SimCLR encoder, zero-shot image
+classification, two causal LMs answering one prompt side by side (a base and a post-trained model), a head's attention
 and the heads ranked by induction score.
 
     python demo/app.py [--models_root outputs] [--model gpt-stdlib] [--port 7860] [--allow_hub_models]
@@ -34,6 +35,7 @@ from hfssl.serving import (
     ModelStore,
     Preset,
     PromptForm,
+    answer_side_by_side,
     describe,
     generate,
     neighbours,
@@ -281,6 +283,30 @@ def _zero_shot_tab(store: ModelStore, dual_encoders: list[str]) -> None:
     )
 
 
+# ---- the side-by-side tab ------------------------------------------------------------------------------------
+COMPARE_EXAMPLE = "What is 347 + 586? Reply with the number only."
+
+
+def _compare_tab(store: ModelStore, choices: list[str], default_model: str | None, allow_hub_models: bool) -> None:
+    """Lay out and wire the side-by-side tab: one prompt, two causal LMs (a base model and a post-trained one, say)."""
+    with gr.Row():
+        first = gr.Dropdown(choices, value=default_model, allow_custom_value=allow_hub_models, label="Model A")
+        second = gr.Dropdown(choices, value=None, allow_custom_value=allow_hub_models, label="Model B (e.g. tuned)")
+    prompt = gr.Textbox(value=COMPARE_EXAMPLE, label="Prompt (asked in each model's chat template, if it has one)")
+    with gr.Row():
+        new_tokens = gr.Number(value=48, precision=0, minimum=1, maximum=MAX_NEW_TOKENS, label="Max new tokens")
+        ask = gr.Button("Answer with both", variant="primary")
+    with gr.Row():
+        answer_a, answer_b = gr.Textbox(label="Model A answers"), gr.Textbox(label="Model B answers")
+    ask.click(
+        _friendly(lambda *values: answer_side_by_side(store, *values), store),
+        [first, second, prompt, new_tokens],
+        [answer_a, answer_b],
+        api_name="side_by_side",
+        concurrency_limit=CONCURRENCY,
+    )
+
+
 # ---- the attention tab ---------------------------------------------------------------------------------------
 ATTENTION_EXAMPLE = "The cat sat on the mat. The dog ran to the park. The cat sat on the mat."
 
@@ -335,14 +361,15 @@ def build_app(
     max_cached_models: int = 2,
 ) -> gr.Blocks:
     """The page: a few-shot prompt tab over the causal LMs under `models_root`, a vision tab over its encoders, a
-    zero-shot tab over its dual encoders, an attention tab."""
+    zero-shot tab over its dual encoders, a side-by-side tab over its causal LMs, an attention tab."""
     store = ModelStore(models_root, allow_hub_models=allow_hub_models, max_cached=max_cached_models)
     choices, encoders = store.local_models("causal_lm"), store.local_models("vision")
     dual_encoders = store.local_models("image_text")
     with gr.Blocks(title="hfssl playground") as app:
         gr.Markdown(
             "# hfssl playground\nFew-shot prompting with any causal LM; nearest neighbours with a SimCLR encoder; "
-            "zero-shot image classification with a CLIP dual encoder; attention heads and induction scores."
+            "zero-shot image classification with a CLIP dual encoder; two models answering one prompt side by side; "
+            "attention heads and induction scores."
         )
         with gr.Tab("Few-shot prompts"):
             model, info = _prompt_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
@@ -350,6 +377,8 @@ def build_app(
             _vision_tab(store, encoders)
         with gr.Tab("Zero-shot image"):
             _zero_shot_tab(store, dual_encoders)
+        with gr.Tab("Side by side"):
+            _compare_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
         with gr.Tab("Attention heads"):
             _attention_tab(store, choices, _default_model(choices, default_model), allow_hub_models)
         app.load(_friendly(lambda name: describe(store, name) if name else "", store), model, info)

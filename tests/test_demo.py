@@ -129,6 +129,9 @@ def test_gradio_client_round_trips(running_app):
     assert ranking["headers"][:2] == ["rank", "head"] and len(ranking["data"]) == 8  # 2 layers x 4 heads
     with pytest.raises(Exception, match="does not exist"):
         client.predict("gpt", "a good film.", 5, 0, api_name="/attention")
+    # the side-by-side tab: the same model twice answers the same greedy text twice
+    first, second = client.predict("gpt", "gpt", "a good film", 4, api_name="/side_by_side")
+    assert isinstance(first, str) and first == second
 
 
 def _client_fields():

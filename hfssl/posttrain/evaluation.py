@@ -7,26 +7,7 @@ import datasets
 import torch
 
 from ..data.instructions import check_response
-from .formatting import has_chat_template, prompt_text
-
-
-@torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers to `prompts` (each written as `prompt_text` writes it), cut at the end-of-text token."""
-    model.eval()
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    answers: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            texts = [prompt_text(tokenizer, p) for p in prompts[start : start + batch_size]]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-            answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-    return answers
+from ..models.chat import generate_answers, has_chat_template, prompt_text
 
 
 def answer_scores(model, tokenizer, rows: datasets.Dataset, max_new_tokens: int, batch_size: int) -> dict[str, float]:

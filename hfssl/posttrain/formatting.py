@@ -7,27 +7,11 @@ TRL ends every response with the end-of-text token, so a tuned model learns to s
 
 import datasets
 
+from ..models.chat import has_chat_template, plain_prompt, prompt_text
 from ..models.helpers import context_window
 from ..run.errors import InputError
 
 RESPONSE_COLUMNS = ("completion", "chosen", "rejected")
-
-
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _plain_prompt(prompt: str) -> str:
-    return prompt if not prompt or prompt.endswith("\n") else prompt + "\n"
-
-
-def prompt_text(tokenizer, prompt: str) -> str:
-    """The text the model continues with its answer: the chat template's user turn and assistant header, or the plain
-    prompt and a newline."""
-    if has_chat_template(tokenizer):
-        chat = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    return _plain_prompt(prompt)
 
 
 def to_model_format(ds: datasets.Dataset, tokenizer, name: str) -> datasets.Dataset:
@@ -45,7 +29,7 @@ def to_model_format(ds: datasets.Dataset, tokenizer, name: str) -> datasets.Data
 
     def convert(row: dict) -> dict:
         if not chat:
-            return {"prompt": _plain_prompt(row["prompt"])}
+            return {"prompt": plain_prompt(row["prompt"])}
         converted = {"prompt": [{"role": "user", "content": row["prompt"]}]}
         converted.update({c: [{"role": "assistant", "content": row[c]}] for c in present})
         return converted

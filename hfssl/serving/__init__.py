@@ -1,8 +1,10 @@
 """Serving saved models to a page (demo/app.py) without any UI toolkit: which models a folder offers and loading them
-safely (`ModelStore`), the few-shot prompt handlers fed one `PromptForm`, the prompt presets, and image-neighbour
-search, zero-shot image classification. Nothing here imports gradio; everything is testable without a browser.
+safely (`ModelStore`), the few-shot prompt handlers fed one `PromptForm`, the prompt presets, image-neighbour search,
+zero-shot image classification and two models answering one prompt side by side. Nothing here imports gradio;
+everything is testable without a browser.
 """
 
+from .compare_handlers import answer_side_by_side
 from .model_store import REFERENCE_PREFIX, ModelStore
 from .presets import EXAMPLES, FIRST_PRESET, PRESET_NOTES, Preset, preset
 from .prompt_form import PromptForm
@@ -29,6 +31,7 @@ __all__ = [
     "ModelStore",
     "Preset",
     "PromptForm",
+    "answer_side_by_side",
     "describe",
     "generate",
     "neighbours",
