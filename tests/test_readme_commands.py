@@ -69,6 +69,11 @@ BUDGETS: dict[str, list[Budget]] = {
         ("--num_samples", "2", _given("--num_samples")),
         ("--cot_max_new_tokens", "16", _given("--chain_of_thought")),
     ],
+    "scripts/post_train.py": [
+        ("--max_steps", "2", _always),
+        ("--examples_per_task", "12", _always),
+        ("--max_eval_examples", "4", _always),
+    ],
     "scripts/meta_train.py": [
         ("--max_steps", "2", _always),
         ("--val_episodes", "2", _always),

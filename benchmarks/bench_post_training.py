@@ -1,0 +1,193 @@
+"""Post-training speed: hfssl's run layer around TRL's trainers against TRL's own trainers, and DPO's memory.
+
+Throughput, two arms interleaved round by round (each first in turn; the median round is reported), the same model
+(SmolLM2-135M-Instruct by default), the same built-in instruction rows (`hfssl.data.instructions`, seed 0), batch,
+sequence length, optimizer steps and seed:
+- TRL: `SFTTrainer` / `DPOTrainer` built from a `SFTConfig` / `DPOConfig` with the settings hfssl passes
+  (activation checkpointing off, fp32, no checkpoints, no tracker; DPO: the reference's log-probabilities cached);
+- hfssl: the trainer `scripts/post_train.py` builds (`hfssl.posttrain`: the same TRL class with hfssl's atomic
+  checkpoints mixed in, its run-layer callback, its config from `PostTrainArguments`).
+SFT reports tokens/s (the tokens TRL counts, `num_tokens`), DPO preference pairs/s. Goal: hfssl / TRL >= 1.0 (the
+layer adds nothing). Only `train()` is timed: tokenising and caching the reference are the same calls in both arms.
+
+DPO memory (each arm in a child process of its own, peak resident memory from `getrusage`): LoRA with the reference
+seen through the disabled adapter and its log-probabilities cached (what `post_train.py --method dpo --use_lora`
+does) against LoRA with a second full copy of the model as the reference, run every step. Both start from the same
+weights, so their first-step losses must agree (checked within 1e-5).
+
+    python benchmarks/bench_post_training.py [--quick]     # --quick: hfssl's tiny GPT-sized model, fewer steps
+
+Writes benchmarks/results/bench_post_training.json. Needs `pip install -e ".[post]"` and, without --quick,
+`python -m hfssl.reference fetch` (SmolLM2).
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import argument_parser, result_path, save_json
+from real_models import reference
+
+import hfssl  # noqa: F401
+from hfssl.data.instructions import instruction_data
+from hfssl.models.helpers import ensure_pad_token
+from hfssl.posttrain.arguments import PostTrainArguments
+from hfssl.posttrain.formatting import to_model_format
+from hfssl.posttrain.trainers import RunLayerCallback, trainer_class, trl_config
+
+SEQUENCE = 256  # --max_length of both arms
+
+
+def parse_args(argv=None):
+    parser = argument_parser(__doc__)
+    parser.add_argument("--quick", action="store_true", help="A tiny random GPT, 2 rounds of 3 steps.")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # one DPO memory arm, in a process of its own
+    parser.add_argument("--model", default=None, help="Default: the fetched SmolLM2 (a tiny GPT with --quick).")
+    return parser.parse_args(argv)
+
+
+def model_folder(quick: bool, work: Path) -> str:
+    """SmolLM2's folder, or (quick) a small random hfssl GPT with the built-in corpus's tokenizer saved in `work`."""
+    if not quick:
+        return str(reference("smollm2"))
+    from hfssl import GPTConfig, GPTForCausalLM
+    from hfssl.data.builtin import stdlib_docstrings
+    from hfssl.data.text import train_bpe_tokenizer
+
+    folder = work / "gpt"
+    tokenizer = train_bpe_tokenizer(stdlib_docstrings()[:2000], vocab_size=1024)
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                       intermediate_size=512, max_position_embeddings=SEQUENCE)  # fmt: skip
+    GPTForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def rows(method: str, tokenizer):
+    """The built-in instruction rows (seed 0) in the columns `method`'s trainer reads, formatted for the tokenizer."""
+    train, _ = instruction_data(["addition", "lookup", "reversal", "sorting"], 100, seed=0, eval_fraction=0.2)
+    columns = ["prompt", "response"] if method == "sft" else ["prompt", "chosen", "rejected"]
+    table = train.select_columns(columns)
+    table = table.rename_column("response", "completion") if method == "sft" else table
+    return to_model_format(table, tokenizer, "built-in instructions")
+
+
+def arguments(method: str, folder: str, out: Path, steps: int, batch: int, **extra) -> PostTrainArguments:
+    return PostTrainArguments(method=method, model_name_or_path=folder, output_dir=str(out), max_steps=steps,
+                              per_device_train_batch_size=batch, learning_rate=1e-5, logging_steps=1, seed=0,
+                              **extra)  # fmt: skip
+
+
+def build(arm: str, method: str, folder: str, out: Path, steps: int, batch: int, cache_reference=True, **extra):
+    """The trainer of one arm: hfssl's (as post_train.py builds it) or TRL's own class on the same settings."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
+    args = arguments(method, folder, out, steps, batch, **{k: v for k, v in extra.items() if k == "use_lora"})
+    config = trl_config(args, SEQUENCE)
+    if method == "dpo":
+        config.precompute_ref_log_probs = cache_reference
+    peft_config = extra.get("peft_config")
+    kwargs = dict(model=model, args=config, train_dataset=rows(method, tokenizer), processing_class=tokenizer,
+                  peft_config=peft_config, **{k: v for k, v in extra.items() if k == "ref_model"})  # fmt: skip
+    if arm == "TRL":
+        import trl
+
+        trl_class = {"sft": trl.SFTTrainer, "dpo": trl.DPOTrainer}[method]
+        return trl_class(**kwargs)
+    trainer = trainer_class(method)(**kwargs, callbacks=[RunLayerCallback(str(out))])
+    trainer.hfssl_args = args
+    return trainer
+
+
+def timed_round(arm: str, method: str, folder: str, steps: int, batch: int) -> float:
+    """Items per second (SFT: tokens; DPO: pairs) of `steps` optimizer steps of one arm."""
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build(arm, method, folder, Path(out), steps, batch)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        if method == "sft":
+            return max(e.get("num_tokens", 0) for e in trainer.state.log_history) / seconds
+        return steps * batch / seconds
+
+
+def throughput(method: str, folder: str, rounds: int, steps: int, batch: int) -> dict:
+    measured: dict[str, list[float]] = {"TRL": [], "hfssl": []}
+    for r in range(rounds):
+        order = ["TRL", "hfssl"] if r % 2 == 0 else ["hfssl", "TRL"]
+        for arm in order:
+            measured[arm].append(timed_round(arm, method, folder, steps, batch))
+            print(f"{method} round {r} {arm}: {measured[arm][-1]:.1f}/s", flush=True)
+    median = {arm: statistics.median(values) for arm, values in measured.items()}
+    return {"per_round": measured, "median": median, "ratio": median["hfssl"] / median["TRL"]}
+
+
+def child(arm: str, folder: str, steps: int, batch: int) -> dict:
+    """One DPO memory arm (run in its own process): steps/s, peak resident memory, first-step loss."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    peft_config = LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules="all-linear")
+    extra = {"peft_config": peft_config, "use_lora": True}
+    full_reference = arm == "second full model"  # a second model, run at every step
+    if full_reference:
+        extra["ref_model"] = AutoModelForCausalLM.from_pretrained(folder)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build("hfssl", "dpo", folder, Path(out), steps, batch, cache_reference=not full_reference, **extra)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    first = next(e["loss"] for e in trainer.state.log_history if "loss" in e)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"steps_per_second": steps / seconds, "peak_rss_mib": peak_mib, "first_loss": first}
+
+
+def memory(folder: str, steps: int, batch: int) -> dict:
+    arms = {}
+    for arm in ("cached reference, disabled adapter", "second full model"):
+        command = [sys.executable, __file__, "--child", arm, "--model", folder, *(["--quick"] if steps < 5 else [])]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"error: the {arm!r} arm failed:\n{done.stderr[-3000:]}")
+        arms[arm] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"dpo memory {arm}: {arms[arm]}", flush=True)
+    cached, full = arms["cached reference, disabled adapter"], arms["second full model"]
+    return {"arms": arms, "speedup": cached["steps_per_second"] / full["steps_per_second"],
+            "memory_ratio": cached["peak_rss_mib"] / full["peak_rss_mib"],
+            "first_loss_difference": abs(cached["first_loss"] - full["first_loss"])}  # fmt: skip
+
+
+def main() -> None:
+    args = parse_args()
+    steps, batch, rounds = (3, 4, 2) if args.quick else (6, 8, 3)
+    if args.child:
+        print(json.dumps(child(args.child, args.model, steps, batch)))
+        return
+    with tempfile.TemporaryDirectory() as work:
+        folder = args.model or model_folder(args.quick, Path(work))
+        record = {"model": folder if args.model or not args.quick else "tiny GPT (128 wide, 4 layers)",
+                  "steps": steps, "batch": batch, "rounds": rounds, "max_length": SEQUENCE,
+                  "sft": throughput("sft", folder, rounds, steps, batch),
+                  "dpo": throughput("dpo", folder, rounds, steps, batch),
+                  "dpo_memory": memory(folder, steps, batch)}  # fmt: skip
+    out = save_json(result_path("bench_post_training", "quick" if args.quick else ""), record)
+    memory_arms = record["dpo_memory"]
+    print(f"SFT tokens/s hfssl / TRL: {record['sft']['ratio']:.3f}; DPO pairs/s: {record['dpo']['ratio']:.3f}")
+    print(f"DPO, cached reference via the disabled adapter vs a second full model: {memory_arms['speedup']:.2f}x "
+          f"steps/s, {memory_arms['memory_ratio']:.2f}x peak memory, first-loss difference "
+          f"{memory_arms['first_loss_difference']:.2e}")  # fmt: skip
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
