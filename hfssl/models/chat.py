@@ -3,6 +3,8 @@ prompt and a newline (the layout hfssl's post-training trains: `prompt\\nrespons
 
 import torch
 
+from ..run.errors import InputError
+
 
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
@@ -13,12 +15,14 @@ def plain_prompt(prompt: str) -> str:
     return prompt if not prompt or prompt.endswith("\n") else prompt + "\n"
 
 
-def prompt_text(tokenizer, prompt: str) -> str:
-    """The text the model continues with its answer: the chat template's user turn and assistant header, or the plain
-    prompt and a newline."""
+def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
+    """The text the model continues with its answer: the chat template's user turn (or the turns of a chat given as
+    [{"role", "content"}, ...]) and assistant header, or the plain prompt and a newline."""
     if has_chat_template(tokenizer):
-        chat = [{"role": "user", "content": prompt}]
+        chat = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    if isinstance(prompt, list):
+        raise InputError("A chat (a list of turns) needs a tokenizer with a chat template.")
     return plain_prompt(prompt)
 
 

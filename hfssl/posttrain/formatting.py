@@ -14,17 +14,25 @@ from ..run.errors import InputError
 RESPONSE_COLUMNS = ("completion", "chosen", "rejected")
 
 
+def require_chat_template(tokenizer, name: str) -> None:
+    """InputError unless the tokenizer has a chat template to write the chats (`messages`) of `name` with."""
+    if not has_chat_template(tokenizer):
+        raise InputError(
+            f"{name} holds chats ('messages'), but the tokenizer has no chat template to write them with: give "
+            "prompt/response columns instead (they are written 'prompt\\nresponse')."
+        )
+
+
 def to_model_format(ds: datasets.Dataset, tokenizer, name: str) -> datasets.Dataset:
     """Rows in the form TRL formats for this tokenizer: conversational turns with a chat template, plain text without.
-    A `messages` column needs a chat template (InputError otherwise)."""
+    A chat (`messages`) becomes its earlier turns as the prompt and its last, the assistant's, as the completion, so
+    that SFT's loss covers that answer only; it needs a chat template (InputError otherwise)."""
     chat = has_chat_template(tokenizer)
     if "messages" in ds.column_names:
-        if not chat:
-            raise InputError(
-                f"{name} holds chats ('messages'), but the tokenizer has no chat template to write them with: give "
-                "prompt/response columns instead (they are written 'prompt\\nresponse')."
-            )
-        return ds
+        require_chat_template(tokenizer, name)
+        # the last assistant turn is the response (the loss's tokens); the turns before it are the prompt
+        split = lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}  # noqa: E731
+        return ds.map(split, remove_columns=["messages"], desc="Splitting chats")
     present = [c for c in RESPONSE_COLUMNS if c in ds.column_names]
 
     def convert(row: dict) -> dict:
@@ -50,8 +58,9 @@ def resolve_max_length(max_length: int | None, model) -> int:
     return max_length
 
 
-def check_prompt_lengths(prompts: list[str], tokenizer, max_length: int, name: str) -> None:
-    """InputError when prompts leave no room for a response within `max_length` tokens (how many rows, and which)."""
+def check_prompt_lengths(prompts: list, tokenizer, max_length: int, name: str) -> None:
+    """InputError when prompts (texts, or chats: lists of turns) leave no room for a response within `max_length`
+    tokens (how many rows, and which)."""
     lengths = [len(tokenizer(prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"]) for p in prompts]
     too_long = [row for row, n in enumerate(lengths, start=1) if n >= max_length]
     if too_long:

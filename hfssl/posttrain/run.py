@@ -31,7 +31,7 @@ from ..run.results import PostTrainingResult, save_result
 from ..run.start import prepare_run
 from .arguments import PostTrainArguments
 from .evaluation import answer_scores, pairwise_accuracy
-from .formatting import check_prompt_lengths, resolve_max_length, to_model_format
+from .formatting import check_prompt_lengths, require_chat_template, resolve_max_length, to_model_format
 from .trainers import RunLayerCallback, trainer_class, trl_config
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,11 @@ def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingR
 
     def check(rows: datasets.Dataset, name: str) -> None:
         if "prompt" in rows.column_names:
-            check_prompt_lengths(rows["prompt"], tokenizer, max_length, name)
+            prompts = rows["prompt"]
+        else:  # chats: every turn before the last (the answer)
+            require_chat_template(tokenizer, name)
+            prompts = [chat[:-1] for chat in rows["messages"]]
+        check_prompt_lengths(prompts, tokenizer, max_length, name)
 
     train, held_out, name = _rows(args, check)
     if args.method == "grpo" and args.reward_model_name_or_path is None and "answer" not in train.column_names:

@@ -58,6 +58,40 @@ def test_sft_loss_sees_response_tokens_and_the_end_of_text_only(lm_dir, tmp_path
         assert (labels[n:] == -100).all()
 
 
+CHAT_TEMPLATE = (  # each turn "role:\ncontent\n": the prompt ends on a token boundary
+    "{% for m in messages %}{{ m['role'] }}:\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:\n{% endif %}"
+)
+
+
+def test_sft_on_chats_learns_the_last_assistant_turn_only(tmp_path, tiny_tokenizer):
+    """A `messages` row is written with the chat template; everything before the last assistant turn is masked."""
+    folder = save_lm(tmp_path / "chat", tiny_tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    chat = [
+        {"role": "user", "content": "the cat sat"},
+        {"role": "assistant", "content": "on mats."},
+        {"role": "user", "content": "and the dog"},
+        {"role": "assistant", "content": "ran far."},
+    ]
+    rows = to_model_format(datasets.Dataset.from_dict({"messages": [chat]}), tokenizer, "chats")
+    assert rows.column_names == ["prompt", "completion"] and rows[0]["completion"] == chat[-1:]
+    args = PostTrainArguments(model_name_or_path=str(folder), output_dir=str(tmp_path / "o"), max_steps=1)
+    trainer = trainer_class("sft")(
+        model=AutoModelForCausalLM.from_pretrained(folder),
+        args=trl_config(args, 64),
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    prompt = tokenizer.apply_chat_template(chat[:-1], tokenize=False, add_generation_prompt=True)
+    learned = [t for t, label in zip(ids, labels, strict=True) if label != -100]
+    assert tokenizer.decode(ids[: len(ids) - len(learned)]) == prompt  # the earlier turns and the header: masked
+    assert tokenizer.decode(learned).startswith("ran far.")  # the last answer (and what the template closes it with)
+
+
 def _response_logp(model, tokenizer, prompt: str, response: str) -> torch.Tensor:
     """log p(response + end-of-text | prompt), summed over the response's tokens."""
     prompt_ids = tokenizer(prompt + "\n")["input_ids"]
