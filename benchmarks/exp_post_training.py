@@ -8,8 +8,8 @@ task's distinct prompts held out by a seeded split (`held_out_split`, seed = the
 - SFT from the base model (full parameters), and LoRA SFT at the same steps, batch and data (merged to score);
 - from the SFT model: DPO (a frozen copy of the SFT model as reference, reference log-probabilities cached) on the
   same prompts with a chosen and a rejected answer (a wrong answer, or the right one in the wrong format);
-- from the SFT model: GRPO, the checkable reward (1 when the answer is in the required format and right), KL to the
-  SFT model;
+- from the SFT model: GRPO, the checkable reward (`hfssl.posttrain.run.checked_reward`: 1 right and in the required
+  format, 0.5 right in another format, 0.1 formatted but wrong), KL to the SFT model;
 - from the SFT model: a reward model (Bradley-Terry), its pairwise accuracy on held-out pairs.
 
 Scores of every arm: greedy answers to the held-out prompts (answer accuracy; share in the required format), and
@@ -186,7 +186,7 @@ def table(record: dict, model_key: str) -> str:
         else ""
     )
     return (
-        "\n".join(lines) + f"\n\n{model_key}: %, mean ± sample std over seeds {seeds}; minutes: training only." + note
+        "\n".join(lines) + f"\n\n{model_key}: %, mean ± sample std over seeds {seeds}; minutes: a whole run (training, held-out scoring before and after, saving)." + note
     )
 
 

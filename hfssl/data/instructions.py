@@ -131,7 +131,10 @@ def _labelled_examples(task: str, path: str, n: int, rng: random.Random) -> list
     if unknown:
         raise InputError(f"{data.name}: labels {unknown} are not {task} labels (expected {sorted(words)}).")
     choices = sorted(set(words.values()))
-    rows = rng.sample(range(len(data)), min(n, len(data)))
+    first_of_text: dict[str, int] = {}  # a text the file repeats (SST-2 and TREC do) is one example, its first row's
+    for row, text in enumerate(data.inputs):
+        first_of_text.setdefault(str(text).strip(), row)
+    rows = rng.sample(sorted(first_of_text.values()), min(n, len(first_of_text)))
     examples = []
     for row in rows:
         answer = words[data.names[int(data.labels[row])]]
@@ -212,16 +215,39 @@ class Check:
     correct: bool  # the response carries the right answer (in the required format or not)
 
 
+# an unformatted response's answer: its last number, list of numbers or word (the rule of "the answer is N" parsers:
+# echoing a prompt that shows several candidates does not count); a class word only when it names one class
+_NUMBER = r"(?<![\w.\-])\d+(?!\w|\.\d)"
+_CANDIDATES = {"addition": _NUMBER, "lookup": _NUMBER, "sorting": rf"{_NUMBER}(?:, {_NUMBER})*", "reversal": r"[a-z]+"}
+
+
 def check_response(task: str, response: str, answer: str) -> Check:
-    """Whether `response` is in `task`'s required format, and whether it carries `answer`: exactly, when formatted;
-    else as a whole word (or number sequence) somewhere in its first line ("The answer is 933." is correct but not
-    formatted)."""
+    """Whether `response` is in `task`'s required format, and whether it carries `answer`. Formatted: the whole
+    response is the answer. Not formatted, in its first line: the last number (addition, lookup), the last list of
+    numbers (sorting) or the last lowercase word (reversal) is the answer; for SST-2 and TREC, the answer is the one
+    class word there ("It is positive." is right but not formatted; "positive or negative" is neither)."""
     if task not in TASKS:
         raise InputError(f"Unknown instruction task {task!r}; the built-in ones are {', '.join(TASKS)}.")
     text = response.strip()
-    formatted = re.fullmatch(TASKS[task].format_pattern, text) is not None
-    if formatted:
+    if re.fullmatch(TASKS[task].format_pattern, text):
         return Check(formatted=True, correct=text == answer)
     first_line = text.splitlines()[0] if text else ""
-    carries = re.search(rf"(?<![\w,]){re.escape(answer)}(?!\w|, ?\d)", first_line) is not None
-    return Check(formatted=False, correct=carries)
+    if task in _CANDIDATES:
+        found = re.findall(_CANDIDATES[task], first_line)
+        return Check(formatted=False, correct=bool(found) and found[-1] == answer)
+    words = set(re.findall(r"[a-z]+", first_line.lower())) & set(TASKS[task].format_pattern.split("|"))
+    return Check(formatted=False, correct=words == {answer})
+
+
+def check_checkable(rows: datasets.Dataset, name: str) -> None:
+    """InputError unless every row has a built-in `task` and a non-empty text `answer` (what `check_response` needs)."""
+    missing = [c for c in ("task", "answer") if c not in rows.column_names]
+    if missing:
+        raise InputError(f"{name} has no {missing} column(s) for the checkable reward: pass a reward model.")
+    for row, (task, answer) in enumerate(zip(rows["task"], rows["answer"], strict=True), start=1):
+        if task not in TASKS:
+            raise InputError(
+                f"{name}, row {row}: task {task!r} has no checker; the built-in ones are {', '.join(TASKS)}."
+            )
+        if not isinstance(answer, str) or not answer.strip():
+            raise InputError(f"{name}, row {row}: 'answer' must be non-empty text, got {answer!r}.")

@@ -49,6 +49,8 @@ def _check_messages(ds: datasets.Dataset, name: str) -> None:
             raise InputError(f"{name}, row {row}: 'messages' must be a list of {{'role', 'content'}} turns.")
         if chat[-1]["role"] != "assistant" or not str(chat[-1]["content"]).strip():
             raise InputError(f"{name}, row {row}: a chat must end with a non-empty 'assistant' turn (the response).")
+        if len(chat) < 2:
+            raise InputError(f"{name}, row {row}: a chat needs a turn before the answer (the prompt).")
 
 
 def check_post_training_data(ds: datasets.Dataset, method: str, name: str) -> datasets.Dataset:

@@ -139,7 +139,6 @@ class PostTrainArguments(ModelSourceArguments, RunArguments):
             "logging_steps",
             "lora_r",
             "lora_alpha",
-            "beta",
             "num_generations",
             "max_completion_length",
             "temperature",
@@ -147,7 +146,14 @@ class PostTrainArguments(ModelSourceArguments, RunArguments):
         require_non_negative(
             self, "max_steps", "num_train_epochs", "weight_decay", "max_grad_norm", "save_steps", "save_total_limit"
         )
-        require_non_negative(self, "max_eval_examples")
+        require_non_negative(self, "max_eval_examples", "beta")
+        if self.method == "dpo" and self.beta == 0:
+            raise InputError("--beta must be > 0 for DPO (it scales the log-ratio margins; GRPO's KL weight may be 0).")
+        if self.num_generations < 2:
+            raise InputError(
+                f"--num_generations must be at least 2 (GRPO compares the answers of a group), got "
+                f"{self.num_generations}."
+            )
         require_fraction(self, "eval_split_fraction", low_open=True)
         require_fraction(self, "warmup_ratio")
         require_fraction(self, "lora_dropout")

@@ -58,15 +58,21 @@ def resolve_max_length(max_length: int | None, model) -> int:
     return max_length
 
 
-def check_prompt_lengths(prompts: list, tokenizer, max_length: int, name: str) -> None:
+def check_prompt_lengths(
+    prompts: list, tokenizer, max_length: int, name: str, *, window: int | None = None, generated: int = 0
+) -> None:
     """InputError when prompts (texts, or chats: lists of turns) leave no room for a response within `max_length`
-    tokens (how many rows, and which)."""
+    tokens, or no room for `generated` new tokens within the model's `window` (how many rows, and which)."""
+    limit = min(max_length, window - generated + 1 if window is not None and generated else max_length)
     lengths = [len(tokenizer(prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"]) for p in prompts]
-    too_long = [row for row, n in enumerate(lengths, start=1) if n >= max_length]
+    too_long = [row for row, n in enumerate(lengths, start=1) if n >= limit]
     if too_long:
         shown = ", ".join(map(str, too_long[:5])) + (", ..." if len(too_long) > 5 else "")
+        room = f"--max_length {max_length} tokens"
+        if limit < max_length:
+            room = f"the model's window of {window} tokens with --max_completion_length {generated}"
         raise InputError(
-            f"{name}: {len(too_long)} of {len(prompts)} prompts leave no room for a response within --max_length "
-            f"{max_length} tokens (rows {shown}; the longest has {max(lengths)} tokens). Shorten them or raise "
-            "--max_length."
+            f"{name}: {len(too_long)} of {len(prompts)} prompts leave no room for a response within {room} (rows "
+            f"{shown}; the longest has {max(lengths)} tokens). Shorten them, or "
+            + ("lower --max_completion_length." if limit < max_length else "raise --max_length.")
         )

@@ -18,14 +18,14 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
 
-from ..data.instructions import check_response, instruction_data
+from ..data.instructions import check_checkable, check_response, instruction_data
 from ..data.post_training import check_post_training_data, load_post_training_data
 from ..data.splits import held_out_split
-from ..models.helpers import ensure_pad_token
+from ..models.helpers import context_window, ensure_pad_token
 from ..models.kinds import is_causal_lm
 from ..models.loading import load_config, load_pretrained, load_tokenizer
 from ..models.registry import default_lora_targets
-from ..run.errors import InputError
+from ..run.errors import InputError, MissingDependencyError
 from ..run.output import publish
 from ..run.results import PostTrainingResult, save_result
 from ..run.start import prepare_run
@@ -105,27 +105,30 @@ def _same_tokenizer(a, b) -> bool:
     return a.get_vocab() == b.get_vocab()
 
 
-def _reward_model(args: PostTrainArguments, tokenizer):
-    """GRPO's reward: the reward model named by --reward_model_name_or_path (one output), else the built-in check."""
+def checked_reward(prompts, completions, task, answer, **_) -> list[float]:
+    """GRPO's built-in reward of each sampled answer (`check_response`): 1.0 right and in the required format, 0.5
+    right in another format, 0.1 in the format but wrong, 0.0 neither. The partial credits give a group whose
+    answers are all wrong a gradient toward the format."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    rewards = []
+    for name, text, expected in zip(task, texts, answer, strict=True):
+        check = check_response(name, text, expected)
+        rewards.append(1.0 if check.correct and check.formatted else 0.5 if check.correct else 0.1 * check.formatted)
+    return rewards
+
+
+def _reward(args: PostTrainArguments):
+    """(GRPO's reward, its tokenizer): the reward model of --reward_model_name_or_path (one output), or
+    `checked_reward` (no tokenizer)."""
     if args.reward_model_name_or_path is None:
-
-        def checked_answer(prompts, completions, task, answer, **_) -> list[float]:
-            """1.0 when the answer is in its task's required format and right, else 0.0."""
-            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-            return [
-                float(check_response(t, c, a).formatted and check_response(t, c, a).correct)
-                for t, c, a in zip(task, texts, answer, strict=True)
-            ]
-
-        return checked_answer, None
+        return checked_reward, None
     model = load_pretrained(AutoModelForSequenceClassification, args.reward_model_name_or_path)
     if model.config.num_labels != 1:
         raise InputError(
             f"--reward_model_name_or_path {args.reward_model_name_or_path} has a head of {model.config.num_labels} "
             "outputs; a reward model has one (a --method reward output)."
         )
-    reward_tokenizer = ensure_pad_token(load_tokenizer(args.reward_model_name_or_path), model)
-    return model, reward_tokenizer
+    return model, ensure_pad_token(load_tokenizer(args.reward_model_name_or_path), model)
 
 
 def _scores(args: PostTrainArguments, model, tokenizer, held_out: datasets.Dataset) -> dict[str, float]:
@@ -156,10 +159,8 @@ def _trainer_inputs(args: PostTrainArguments, model, tokenizer) -> dict[str, Any
                 f"{args.model_name_or_path}: DPO compares both models' log-probabilities of the same tokens."
             )
         return {"ref_model": load_pretrained(AutoModelForCausalLM, args.ref_model_name_or_path)}
-    if args.method == "dpo" and not args.use_lora:  # a frozen copy of the start (older TRL rebuilds it by class name,
-        return {"ref_model": load_pretrained(AutoModelForCausalLM, args.source)}  # which fails for registered models)
-    if args.method == "grpo":
-        reward, reward_tokenizer = _reward_model(args, tokenizer)
+    if args.method == "grpo":  # DPO without a reference named: TRL's log-probabilities of the start, cached
+        reward, reward_tokenizer = _reward(args)
         return {"reward_funcs": reward, "reward_processing_classes": reward_tokenizer}
     return {}
 
@@ -170,14 +171,15 @@ def is_main_process() -> bool:
     return PartialState(cpu=not torch.cuda.is_available()).is_main_process
 
 
-def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingResult:
-    """Post-train args.model_name_or_path with args.method; save the model (or adapter) and metrics.json."""
-    inputs = [args.source.input_path, *filter(None, [args.ref_model_name_or_path, args.reward_model_name_or_path])]
-    checkpoint = prepare_run(args, inputs, is_main=is_main_process())
-    set_seed(args.seed)
-    config = _check_causal_lm(args.model_name_or_path, args)
-    tokenizer = ensure_pad_token(load_tokenizer(args.source))
-    max_length = resolve_max_length(args.max_length, config)
+def _require_trl() -> None:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("Post-training needs TRL: pip install -e '.[post]'") from None
+
+
+def _checked_rows(args: PostTrainArguments, tokenizer, max_length: int, window: int | None):
+    """(training rows, held-out rows, where they came from), every prompt checked against the lengths first."""
 
     def check(rows: datasets.Dataset, name: str) -> None:
         if "prompt" in rows.column_names:
@@ -185,34 +187,47 @@ def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingR
         else:  # chats: every turn before the last (the answer)
             require_chat_template(tokenizer, name)
             prompts = [chat[:-1] for chat in rows["messages"]]
-        check_prompt_lengths(prompts, tokenizer, max_length, name)
+        generated = args.max_completion_length if args.method != "reward" else 0  # sampled, or scored answers
+        check_prompt_lengths(prompts, tokenizer, max_length, name, window=window, generated=generated)
 
     train, held_out, name = _rows(args, check)
-    if args.method == "grpo" and args.reward_model_name_or_path is None and "answer" not in train.column_names:
-        raise InputError(f"{name} has no 'task' and 'answer' columns for the checkable reward: pass a reward model.")
-    if args.max_eval_examples and len(held_out) > args.max_eval_examples:  # a seeded sample: every task has its share
+    if len(train) == 0 or len(held_out) == 0:
+        raise InputError(
+            f"{name}: {len(train)} training and {len(held_out)} held-out rows; both need at least one (more rows, or "
+            "another --eval_split_fraction)."
+        )
+    if args.method == "grpo" and args.reward_model_name_or_path is None:
+        check_checkable(train, name)
+    if args.max_eval_examples and len(held_out) > args.max_eval_examples:  # a seeded sample of the held-out rows
         held_out = held_out.shuffle(seed=args.seed).select(range(args.max_eval_examples))
-    model = _load_model(args, tokenizer)
-    extra = _trainer_inputs(args, model, tokenizer)
-    peft_config = _lora_config(args, model) if args.use_lora else None
-    before = _scores(args, model, tokenizer, held_out)
+    return train, held_out, name
+
+
+def _build_trainer(args: PostTrainArguments, model, tokenizer, train, name: str, max_length: int, callbacks):
+    """The TRL trainer of args.method with hfssl's run layer (`trainer_class`), on the rows TRL reads."""
     columns = [c for c in TRAINED_COLUMNS[args.method] if c in train.column_names]
     trainer = trainer_class(args.method)(
         model=model,
         args=trl_config(args, max_length),
         train_dataset=to_model_format(train.select_columns(columns), tokenizer, name),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=_lora_config(args, model) if args.use_lora else None,
         callbacks=[RunLayerCallback(args.output_dir, callbacks)],
-        **extra,
+        **_trainer_inputs(args, model, tokenizer),
     )
-    trainer.hfssl_args = args
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.hfssl_args, trainer.hfssl_run_args = args, recorded_arguments(args)
+    return trainer
+
+
+def recorded_arguments(args: PostTrainArguments) -> dict:
+    """The arguments a checkpoint records and a resume compares: the flags and the number of processes."""
+    return {**args.to_dict(), "num_processes": PartialState(cpu=not torch.cuda.is_available()).num_processes}
+
+
+def _result(args: PostTrainArguments, trainer, train, held_out, before: dict, after: dict) -> PostTrainingResult:
     trained = trainer.model
-    after = _scores(args, trained, tokenizer, held_out)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    saved = "adapter" if args.use_lora and not args.merge_adapter else "model"
-    result = PostTrainingResult(
+    return PostTrainingResult(
         method=args.method,
         task="text-classification" if args.method == "reward" else "text-generation",
         num_train=len(train),
@@ -224,12 +239,29 @@ def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingR
         total_parameters=sum(p.numel() for p in trained.parameters()),
         first_loss=losses[0] if losses else None,
         last_loss=losses[-1] if losses else None,
-        saved=saved,
+        saved="adapter" if args.use_lora and not args.merge_adapter else "model",
         log_history=trainer.state.log_history,
         args=args.to_dict(),
     )
-    if args.use_lora and args.merge_adapter:
-        trained = trained.merge_and_unload()
+
+
+def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingResult:
+    """Post-train args.model_name_or_path with args.method; save the model (or adapter) and metrics.json."""
+    _require_trl()
+    inputs = [args.source.input_path, *filter(None, [args.ref_model_name_or_path, args.reward_model_name_or_path])]
+    checkpoint = prepare_run(args, inputs, recorded=recorded_arguments(args), is_main=is_main_process())
+    set_seed(args.seed)
+    config = _check_causal_lm(args.model_name_or_path, args)
+    tokenizer = ensure_pad_token(load_tokenizer(args.source))
+    max_length = resolve_max_length(args.max_length, config)
+    train, held_out, name = _checked_rows(args, tokenizer, max_length, context_window(config))
+    model = _load_model(args, tokenizer)
+    before = _scores(args, model, tokenizer, held_out)
+    trainer = _build_trainer(args, model, tokenizer, train, name, max_length, callbacks)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    after = _scores(args, trainer.model, tokenizer, held_out)
+    result = _result(args, trainer, train, held_out, before, after)
+    trained = trainer.model.merge_and_unload() if args.use_lora and args.merge_adapter else trainer.model
 
     def write(folder: Path) -> None:
         trained.save_pretrained(str(folder))

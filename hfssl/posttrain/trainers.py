@@ -9,8 +9,8 @@ them on 1..N processes.
 
 hfssl adds, around each: checkpoints in its own layout (`output_dir/checkpoints/step-N`, written into a temporary
 folder and renamed into place, with the run's arguments, which `--resume_from_checkpoint` compares), the stop on a
-non-finite loss naming the last good checkpoint, its callbacks (`hfssl.run.callbacks`), and a config built from
-hfssl's one CLI vocabulary (`PostTrainArguments`).
+non-finite loss naming the last good checkpoint, its callbacks (`hfssl.run.callbacks`), Ctrl-C's report, and a
+config built from hfssl's one CLI vocabulary (`PostTrainArguments`).
 """
 
 import dataclasses
@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import TrainerState, check_finite, checkpoints_dir, list_checkpoints, write_checkpoint
+from ..run.steps import RUNNING
 from .arguments import PostTrainArguments
 
 
@@ -77,6 +78,7 @@ def trl_config(args: PostTrainArguments, max_length: int):
         use_cpu=not gpu,
         remove_unused_columns=args.method != "grpo",  # the checkable reward reads the task and answer columns
         dataloader_num_workers=0,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (RunLayerMixin stops the run on it)
     )
     # TRL turns checkpointing on by default; transformers 5.x renamed the flag (the old name warns where both exist)
     names = {f.name for f in dataclasses.fields(config_class)}
@@ -97,12 +99,25 @@ def trl_config(args: PostTrainArguments, max_length: int):
     return config_class(**common)
 
 
-class AtomicCheckpoints:
-    """Mixed in before a TRL trainer class: its checkpoints go to `output_dir/checkpoints/step-N` atomically
-    (`hfssl.run.checkpoints.write_checkpoint`), with the run's arguments; transformers' own files inside, so that
-    `Trainer.train(resume_from_checkpoint=...)` restores weights, optimizer, schedule, RNG and data position."""
+class RunLayerMixin:
+    """Mixed in before a TRL trainer class: hfssl's run layer inside transformers' Trainer.
+
+    - Checkpoints go to `output_dir/checkpoints/step-N` atomically (`hfssl.run.checkpoints.write_checkpoint`), with the
+      run's arguments (`hfssl_run_args`, which a resume compares); transformers' own files are inside, so that
+      `Trainer.train(resume_from_checkpoint=...)` restores weights, optimizer, schedule, RNG and data position.
+    - Every micro-batch's loss is checked before the optimizer step: a NaN or infinite loss stops the run, naming the
+      last good checkpoint (transformers would log a running average in its place and train on).
+    """
 
     hfssl_args: PostTrainArguments
+    hfssl_run_args: dict
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        trainer: Any = self
+        loss = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
+        step = trainer.state.global_step + 1
+        check_finite(float(loss.detach()), step, self.hfssl_args.output_dir, "Lower --learning_rate")
+        return loss
 
     def _save_checkpoint(self, model, trial) -> None:  # transformers' Trainer calls this at every save step
         trainer: Any = self
@@ -121,7 +136,7 @@ class AtomicCheckpoints:
             TrainerState(global_step=trainer.state.global_step),
             write,
             keep=args.save_total_limit,
-            run_args=args.to_dict(),
+            run_args=self.hfssl_run_args,
             is_main=trainer.args.should_save,
             barrier=trainer.accelerator.wait_for_everyone,
             write_state=False,
@@ -129,7 +144,8 @@ class AtomicCheckpoints:
 
 
 class RunLayerCallback(TrainerCallback):
-    """hfssl's callbacks (`hfssl.run.callbacks`) at transformers' step events, and the stop on a non-finite loss."""
+    """hfssl's callbacks (`hfssl.run.callbacks`) at transformers' step events; where the run is, for Ctrl-C's message
+    (`hfssl.run.steps.RUNNING`), and a stop at the next step when an interrupt was swallowed."""
 
     def __init__(self, output_dir: str, callbacks=None):
         self.output_dir = output_dir
@@ -137,14 +153,16 @@ class RunLayerCallback(TrainerCallback):
         self.last_loss = math.nan
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if RUNNING.interrupt_requested:
+            raise KeyboardInterrupt
         self.callbacks.on_step_begin(state.global_step + 1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.last_loss = float(logs["loss"])
-            check_finite(self.last_loss, state.global_step, self.output_dir, "Lower --learning_rate")
 
     def on_step_end(self, args, state, control, **kwargs):
+        RUNNING.step, RUNNING.output_dir = state.global_step, self.output_dir
         self.callbacks.on_step_end(state.global_step, self.last_loss)
 
     def on_save(self, args, state, control, **kwargs):
@@ -153,6 +171,7 @@ class RunLayerCallback(TrainerCallback):
 
 
 def trainer_class(method: str):
-    """The TRL trainer of `method` with hfssl's checkpoints mixed in."""
+    """The TRL trainer of `method` with hfssl's run layer mixed in (`RunLayerMixin`); set `hfssl_args` and
+    `hfssl_run_args` on it before training."""
     base, _ = _trl_classes(method)
-    return type(f"Hfssl{base.__name__}", (AtomicCheckpoints, base), {})
+    return type(f"Hfssl{base.__name__}", (RunLayerMixin, base), {})

@@ -1,14 +1,19 @@
 """The built-in instruction and preference rows (hfssl.data.instructions) and the checks of post-training files
 (hfssl.data.post_training)."""
 
-import json
-
 import datasets
 import pytest
 
-from hfssl.data.instructions import SYNTHETIC_TASKS, check_response, instruction_data, parse_task_specs
+from hfssl.data.instructions import (
+    SYNTHETIC_TASKS,
+    check_checkable,
+    check_response,
+    instruction_data,
+    parse_task_specs,
+)
 from hfssl.data.post_training import check_post_training_data, load_post_training_data
 from hfssl.run.errors import InputError
+from tests.posttrain.conftest import write_jsonl
 
 
 def test_rows_are_seeded_and_held_out_prompts_never_train():
@@ -50,6 +55,14 @@ def test_chosen_is_right_and_formatted_and_rejected_is_wrong_one_way_or_the_othe
         ("sst2", "It is positive.", "positive", False, True),
         ("trec", "location", "location", True, True),
         ("trec", "", "location", False, False),
+        # an echo of the prompt's candidates is not an answer; nor is a number inside another
+        ("sst2", "Classify the sentiment of this review as positive or negative.", "positive", False, False),
+        ("trec", "abbreviation, description, entity, location, number, person", "location", False, False),
+        ("lookup", "Here is a table: lamp=7, river=41. What is the value of lamp?", "7", False, False),
+        ("addition", "It is 4.5", "4", False, False),
+        ("addition", "It is -4", "4", False, False),
+        ("addition", "347 + 586 = 933.", "933", False, True),
+        ("reversal", "Reverse this string: abcde. Reply with the reversed string only.", "edcba", False, False),
     ],
 )
 def test_check_response(task, response, answer, formatted, correct):
@@ -94,16 +107,11 @@ def test_bad_task_specs(specs, message):
         parse_task_specs(specs)
 
 
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def test_sft_rows_take_response_or_completion_or_messages(tmp_path):
-    rows = load_post_training_data(_write_jsonl(tmp_path / "a.jsonl", [{"prompt": "p", "response": "r"}]), "sft")
+    rows = load_post_training_data(write_jsonl(tmp_path / "a.jsonl", [{"prompt": "p", "response": "r"}]), "sft")
     assert rows.column_names == ["prompt", "completion"]
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    rows = load_post_training_data(_write_jsonl(tmp_path / "b.jsonl", [{"messages": chat}]), "sft")
+    rows = load_post_training_data(write_jsonl(tmp_path / "b.jsonl", [{"messages": chat}]), "sft")
     assert rows["messages"] == [chat]
 
 
@@ -118,6 +126,7 @@ def test_sft_rows_take_response_or_completion_or_messages(tmp_path):
         ("grpo", [{"question": "q"}], r"no \['prompt'\] column"),
         ("dpo", [{"prompt": "p", "chosen": "", "rejected": "b"}], "'chosen' is empty in row 1"),
         ("sft", [{"messages": [{"role": "user", "content": "hi"}]}], "must end with a non-empty 'assistant' turn"),
+        ("sft", [{"messages": [{"role": "assistant", "content": "hi"}]}], "needs a turn before the answer"),
     ],
 )
 def test_bad_rows_are_refused_naming_the_column_and_rows(method, rows, message):
@@ -132,3 +141,26 @@ def test_pairs_without_preference_are_dropped_when_some_rows_have_one(caplog):
     )
     kept = check_post_training_data(ds, "dpo", "my.jsonl")
     assert kept["prompt"] == ["p"] and "dropped" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"prompt": "p", "task": "addition", "answer": 12}], "row 1: 'answer' must be non-empty text, got 12"),
+        ([{"prompt": "p", "task": "addition", "answer": " "}], "'answer' must be non-empty text"),
+        ([{"prompt": "p", "task": "division", "answer": "3"}], "task 'division' has no checker"),
+        ([{"prompt": "p", "answer": "3"}], r"no \['task'\] column"),
+    ],
+)
+def test_rows_for_the_checkable_reward_are_checked(rows, message):
+    with pytest.raises(InputError, match=message):
+        check_checkable(datasets.Dataset.from_list(rows), "my.jsonl")
+
+
+def test_a_text_the_file_repeats_is_one_example(tmp_path):
+    """SST-2's train file holds some sentences twice: a repeat must not sit on both sides of the split."""
+    sst2 = tmp_path / "sst2.txt"
+    sst2.write_text("".join(f"{i % 2} review {i % 6} again\n" for i in range(30)))  # 6 distinct texts, 5 times each
+    train, held_out = instruction_data([f"sst2={sst2}"], 30, seed=0, eval_fraction=0.2)
+    prompts = [*train["prompt"], *held_out["prompt"]]
+    assert len(prompts) == len(set(prompts)) == 6

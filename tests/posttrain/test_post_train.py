@@ -148,6 +148,64 @@ def test_dpo_first_loss_is_the_formula_on_hand_computed_log_probabilities(lm_dir
     assert any(not torch.equal(trained[k], start[k]) for k in start)  # the policy moved
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_dpo_leaves_its_reference_untouched_in_memory(lm_dir, tmp_path, tiny_tokenizer, lora):
+    """After DPO steps, the reference model object (full) or the base under the adapter (LoRA: the reference is the
+    disabled adapter) holds exactly its starting weights, while the policy moved."""
+    from peft import LoraConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    policy = AutoModelForCausalLM.from_pretrained(lm_dir)
+    reference = (
+        None if lora else AutoModelForCausalLM.from_pretrained(save_lm(tmp_path / "ref", tiny_tokenizer, seed=7))
+    )
+    watched = policy if lora else reference
+    start = {n: p.detach().clone() for n, p in watched.named_parameters()}
+    args = PostTrainArguments(method="dpo", model_name_or_path=str(lm_dir), output_dir=str(tmp_path / "o"),
+                              max_steps=2, learning_rate=1e-2, use_lora=lora)  # fmt: skip
+    args.per_device_train_batch_size = 4
+    rows = to_model_format(datasets.Dataset.from_list(PAIRS), tokenizer, "pairs")
+    trainer = trainer_class("dpo")(
+        model=policy, ref_model=reference, args=trl_config(args, 64), train_dataset=rows, processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj"]) if lora else None,
+    )  # fmt: skip
+    trainer.hfssl_args, trainer.hfssl_run_args = args, args.to_dict()
+    trainer.train()
+    model = trainer.model
+    if lora:
+        base = dict(model.get_base_model().named_parameters())
+
+        def in_base(name: str) -> str:  # peft moves an adapted layer's own weight to <layer>.base_layer.<weight>
+            module, _, leaf = name.rpartition(".")
+            return name if name in base else f"{module}.base_layer.{leaf}"
+
+        untouched = {n: base[in_base(n)] for n in start}
+        moved = [n for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
+        assert moved and any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    else:
+        untouched = dict(reference.named_parameters())
+        initial = AutoModelForCausalLM.from_pretrained(lm_dir).state_dict()
+        assert any(not torch.equal(p.detach(), initial[n]) for n, p in policy.named_parameters())  # the policy moved
+    for name, parameter in untouched.items():
+        assert torch.equal(parameter.detach(), start[name]), name
+
+
+def test_a_nan_loss_stops_the_run_before_the_weights_change(tmp_path, tiny_tokenizer, capsys):
+    folder = save_lm(tmp_path / "nan", tiny_tokenizer)
+    weights = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in weights if "lm_head" in k or "embed_tokens" in k)
+    weights[name][0, 0] = float("nan")
+    from safetensors.torch import save_file
+
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", str(folder), "--output_dir", str(out), "--max_steps", "3", *QUICK]
+    assert post_train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: Loss became nan at step 1; training stopped. No checkpoint was written yet." in err
+    assert "Traceback" not in err and not (out / "model.safetensors").exists()
+
+
 def test_reward_model_first_loss_is_bradley_terry(tmp_path, tiny_tokenizer):
     """L = -mean log sigmoid(r(x, y_w) - r(x, y_l)), r read from a one-output head on the last token."""
     model_dir = save_lm(tmp_path / "rm", tiny_tokenizer, seed=3, head="reward")
@@ -295,6 +353,12 @@ def test_the_chain_sft_reward_dpo_grpo_runs_end_to_end(lm_dir, tmp_path):
         result = json.loads((out / "metrics.json").read_text())
         assert result["kind"] == "post_training" and result["global_step"] == 2
         assert result["after"], method
+        if name == "grpo-checked":  # a random model's answers all score 0: no advantage, nothing to move
+            assert any("rewards/checked_reward/mean" in entry for entry in result["log_history"])
+            continue
+        start = load_file(str(tmp_path / "sft" / "model.safetensors"))
+        trained = load_file(str(out / "model.safetensors"))
+        assert any(not torch.equal(trained[k], start[k]) for k in start if k in trained), f"{name} changed nothing"
 
 
 def test_the_model_card_carries_the_before_and_after_scores(lm_dir, tmp_path):

@@ -49,8 +49,19 @@ CASES = {  # id: (argv, what the error line says); {name} is a workspace entry, 
         "must be a multiple of --num_generations",
     ),
     "chats without a chat template": ("--dataset {chats.jsonl}", "the tokenizer has no chat template"),
-    "grpo rows without answers": ("--method grpo --dataset {prompts.jsonl}", "no 'task' and 'answer' columns"),
+    "grpo rows without answers": ("--method grpo --dataset {prompts.jsonl}", "no ['task', 'answer'] column(s)"),
     "an unknown built-in task": ("--instruction_tasks addition division", "Unknown instruction task 'division'"),
+    "a group of one": ("--method grpo --num_generations 1", "--num_generations must be at least 2"),
+    "dpo at beta 0": ("--method dpo --beta 0", "--beta must be > 0 for DPO"),
+    "grpo answers that are not text": (
+        "--method grpo --dataset {int_answers.jsonl}",
+        "'answer' must be non-empty text",
+    ),
+    "a single row": ("--dataset {one_row.jsonl}", "0 training and 1 held-out rows"),
+    "a prompt too long to answer within the window": (
+        "--dataset {long_prompt.jsonl} --max_completion_length 200",
+        "within the model's window of 256 tokens with --max_completion_length 200",
+    ),
 }
 
 
@@ -77,6 +88,8 @@ def workspace(tmp_path_factory, tiny_tokenizer, tiny_encoder_tokenizer):
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     write_jsonl(root / "chats.jsonl", [{"messages": chat}] * 3)
     write_jsonl(root / "prompts.jsonl", [{"prompt": r["prompt"]} for r in PAIRS])
+    write_jsonl(root / "int_answers.jsonl", [{"prompt": "1 + 1?", "task": "addition", "answer": 2}] * 4)
+    write_jsonl(root / "one_row.jsonl", [{"prompt": "a", "response": "b"}])
     return root
 
 
