@@ -186,7 +186,10 @@ def table(record: dict, model_key: str) -> str:
         else ""
     )
     return (
-        "\n".join(lines) + f"\n\n{model_key}: %, mean ± sample std over seeds {seeds}; minutes: a whole run (training, held-out scoring before and after, saving)." + note
+        "\n".join(lines)
+        + f"\n\n{model_key}: %, mean ± sample std over seeds {seeds}; minutes: a whole run (training, held-out"
+        + " scoring before and after, saving)."
+        + note
     )
 
 

@@ -342,6 +342,12 @@ CASES = [
         "finetune-config-of-another-model", "finetune", _with(FINETUNE, model_name_or_path="{gpt_bert}"), "do not fit"
     ),
     Case("finetune-into-its-input-model", "finetune", _with(FINETUNE, output_dir="{gpt}"), "into the model it reads"),
+    Case(
+        "finetune-lora-target-the-model-lacks",
+        "finetune",
+        _with(FINETUNE, method="lora", lora_target_modules="q_proj"),
+        "--lora_target_modules ['q_proj']: the model has no such module",
+    ),
     # ---- prompting ----
     Case("prompt-bad-shots", "prompt_eval", _with(PROMPT, shots="a,b"), "--shots must be"),
     Case("prompt-zero-seeds", "prompt_eval", _with(PROMPT, num_seeds=0), "--num_seeds must be > 0"),

@@ -155,6 +155,16 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
         "3 classes it never saw from their names alone: {:.1f} ±",
     ),
     (
+        "bench_post_training.json",
+        lambda d: d["sft"]["ratio"],
+        "SFT runs at {:.3f}x the tokens/s of TRL's own `SFTTrainer`",
+    ),
+    (
+        "bench_post_training.json",
+        lambda d: d["dpo"]["ratio"],
+        "and DPO at {:.3f}x `DPOTrainer`'s pairs/s",
+    ),
+    (
         "bench_prompting_smollm2.json",
         lambda d: _row(d["rows"], "scored examples/s vs lm-eval hf backend, 8 shots")["ratio"],
         "on SmolLM2, hfssl scores 8-shot prompts at {:.2f}x lm-evaluation-harness' speed",

@@ -33,8 +33,8 @@ from ..losses import cosine_similarity_loss
 from ..models.encoders import PooledClassifierConfig, PooledModelForSequenceClassification
 from ..models.helpers import classification_head, classification_head_name
 from ..models.loading import load_config
-from ..models.registry import default_lora_targets
-from ..run.arguments import require_choice, require_fraction, require_non_negative, require_positive
+from ..models.registry import check_lora_targets, default_lora_targets
+from ..run.arguments import LoraArguments, require_choice, require_fraction, require_non_negative, require_positive
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import (
     TrainerState,
@@ -66,7 +66,7 @@ METHODS = ("full", "lp-ft", "surgical", "lora", "contrastive")
 
 
 @dataclass(kw_only=True)
-class FinetuneArguments(AdaptArguments):
+class FinetuneArguments(AdaptArguments, LoraArguments):
     dataset: str = field(
         default="",
         metadata={
@@ -131,12 +131,6 @@ class FinetuneArguments(AdaptArguments):
             "name prefixes. The head always trains."
         },
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules to adapt (default: peft's/hfssl's defaults for the model type)."}
-    )
     merge_lora: bool = field(default=False, metadata={"help": "Save the LoRA model merged instead of adapter-only."})
     save_steps: int = field(default=0, metadata={"help": "Write a resumable checkpoint every N steps (0: never)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep only the newest N checkpoints (0: all)."})
@@ -164,13 +158,11 @@ class FinetuneArguments(AdaptArguments):
             "per_device_train_batch_size",
             "learning_rate",
             "head_learning_rate",
-            "lora_r",
-            "lora_alpha",
             "contrastive_rounds",
         )
         require_non_negative(self, "weight_decay", "max_grad_norm", "save_steps", "save_total_limit")
         require_fraction(self, "warmup_ratio")
-        require_fraction(self, "lora_dropout")
+        self.check_lora()
         self._check_tasks()
 
     def _check_tasks(self) -> None:
@@ -244,6 +236,7 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batch
         from peft import LoraConfig, get_peft_model
 
         head_name = classification_head_name(model)
+        check_lora_targets(model, args.lora_target_modules)
         config = LoraConfig(
             r=args.lora_r,
             lora_alpha=args.lora_alpha,

@@ -44,6 +44,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..models.helpers import classification_head
 from ..models.loading import load_config
+from ..models.registry import check_lora_targets
 from ..run.callbacks import CallbackList
 from ..run.checkpoints import TrainerState
 from ..run.errors import InputError
@@ -172,6 +173,7 @@ def _lora_encoder(args: "FinetuneArguments", encoder: nn.Module, task_type: str 
     """One set of LoRA adapters on the shared module (an encoder, or the causal LM of a text-to-text run)."""
     from peft import LoraConfig, get_peft_model
 
+    check_lora_targets(encoder, args.lora_target_modules)
     config = LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,

@@ -10,6 +10,7 @@ Two mechanisms, both needed:
 import importlib.util
 from typing import TYPE_CHECKING
 
+import torch
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -122,3 +123,17 @@ def default_lora_targets(model) -> list[str] | None:
             "--lora_target_modules."
         )
     return list(targets)
+
+
+def check_lora_targets(model, targets: list[str] | str | None) -> None:
+    """InputError naming the --lora_target_modules the model has no module for (peft's own error is a traceback
+    from deep inside), with the names of its linear layers. None and peft's "all-linear" are not checked."""
+    if not targets or isinstance(targets, str):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise InputError(
+            f"--lora_target_modules {missing}: the model has no such module; its linear layers are {leaves}."
+        )

@@ -6,6 +6,7 @@ from typing import ClassVar
 from ..data.instructions import SYNTHETIC_TASKS, parse_task_specs
 from ..data.post_training import METHODS
 from ..run.arguments import (
+    LoraArguments,
     ModelSourceArguments,
     RunArguments,
     require_choice,
@@ -20,7 +21,7 @@ DEFAULT_LEARNING_RATES = {"sft": 5e-5, "reward": 5e-5, "dpo": 5e-6, "grpo": 1e-6
 
 
 @dataclass(kw_only=True)
-class PostTrainArguments(ModelSourceArguments, RunArguments):
+class PostTrainArguments(ModelSourceArguments, LoraArguments, RunArguments):
     """SFT, reward model, DPO or GRPO on a causal LM (hfssl.posttrain)."""
 
     method: str = field(
@@ -83,12 +84,6 @@ class PostTrainArguments(ModelSourceArguments, RunArguments):
         default=None, metadata={"help": "'latest' or a checkpoint folder: continue that run exactly."}
     )
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft); the base stays frozen."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules to adapt (default: peft's for the model type)."}
-    )
     merge_adapter: bool = field(default=False, metadata={"help": "Save the LoRA model merged, not adapter-only."})
     beta: float = field(
         default=0.1, metadata={"help": "dpo: the preference temperature beta; grpo: the weight of the KL penalty."}
@@ -137,8 +132,6 @@ class PostTrainArguments(ModelSourceArguments, RunArguments):
             "gradient_accumulation_steps",
             "learning_rate",
             "logging_steps",
-            "lora_r",
-            "lora_alpha",
             "num_generations",
             "max_completion_length",
             "temperature",
@@ -156,7 +149,7 @@ class PostTrainArguments(ModelSourceArguments, RunArguments):
             )
         require_fraction(self, "eval_split_fraction", low_open=True)
         require_fraction(self, "warmup_ratio")
-        require_fraction(self, "lora_dropout")
+        self.check_lora()
         if self.max_steps == 0 and self.num_train_epochs == 0:
             raise InputError("Set --max_steps > 0 or --num_train_epochs > 0.")
         if self.dataset is None:

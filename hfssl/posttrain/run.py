@@ -24,7 +24,7 @@ from ..data.splits import held_out_split
 from ..models.helpers import context_window, ensure_pad_token
 from ..models.kinds import is_causal_lm
 from ..models.loading import load_config, load_pretrained, load_tokenizer
-from ..models.registry import default_lora_targets
+from ..models.registry import check_lora_targets, default_lora_targets
 from ..run.errors import InputError, MissingDependencyError
 from ..run.output import publish
 from ..run.results import PostTrainingResult, save_result
@@ -75,23 +75,11 @@ def _check_causal_lm(name: str, args: PostTrainArguments):
     return config
 
 
-def _check_lora_targets(model, targets: list[str] | None) -> None:
-    if not targets:
-        return
-    names = [n for n, _ in model.named_modules()]
-    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise InputError(
-            f"--lora_target_modules {missing}: the model has no such module; its linear layers are {leaves}."
-        )
-
-
 def _lora_config(args: PostTrainArguments, model):
     from peft import LoraConfig
 
     targets = args.lora_target_modules or default_lora_targets(model)
-    _check_lora_targets(model, targets)
+    check_lora_targets(model, targets)
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,

@@ -103,6 +103,22 @@ class ModelSourceArguments:
 
 
 @dataclass(kw_only=True)
+class LoraArguments:
+    """The LoRA flags (peft) of every script that trains adapters: fine-tuning and post-training."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt (default: peft's, or hfssl's, for the model type)."}
+    )
+
+    def check_lora(self) -> None:
+        require_positive(self, "lora_r", "lora_alpha")
+        require_fraction(self, "lora_dropout")
+
+
+@dataclass(kw_only=True)
 class HubArguments:
     """The push flags of every script that saves a model."""
 
