@@ -10,7 +10,8 @@ sequence length, optimizer steps and seed:
 SFT reports tokens/s (the tokens TRL counts, `num_tokens`), DPO preference pairs/s. Goal: hfssl / TRL >= 1.0 (the
 layer adds nothing). Only `train()` is timed: tokenising and caching the reference are the same calls in both arms.
 
-DPO memory (each arm in a child process of its own, peak resident memory from `getrusage`): LoRA with the reference
+DPO memory (each arm in a child process of its own, its peak resident memory from /proc/self/status; `--memory_only`
+measures these arms again and keeps the saved throughput): LoRA with the reference
 seen through the disabled adapter and its log-probabilities cached (what `post_train.py --method dpo --use_lora`
 does) against LoRA with a second full copy of the model as the reference, run every step. Both start from the same
 weights and take the same steps, so their losses must agree step by step (checked within 1e-5; step 1's is log 2 in
@@ -24,7 +25,6 @@ Writes benchmarks/results/bench_post_training.json. Needs `pip install -e ".[pos
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +53,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="A tiny random GPT, 2 rounds of 3 steps.")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one DPO memory arm, in a process of its own
     parser.add_argument("--model", default=None, help="Default: the fetched SmolLM2 (a tiny GPT with --quick).")
+    parser.add_argument("--memory_only", action="store_true", help="Measure the DPO memory arms again, keep the rest.")
     return parser.parse_args(argv)
 
 
@@ -150,8 +151,16 @@ def child(arm: str, folder: str, steps: int, batch: int) -> dict:
         trainer.train()
         seconds = time.perf_counter() - start
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"steps_per_second": steps / seconds, "peak_rss_mib": peak_mib, "losses": losses}
+    return {"steps_per_second": steps / seconds, "peak_rss_mib": peak_resident_mib(), "losses": losses}
+
+
+def peak_resident_mib() -> float:
+    """This process's own peak resident memory (Linux's VmHWM). Not getrusage's ru_maxrss: a child started by
+    subprocess inherits its parent's peak in that figure."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("error: /proc/self/status has no VmHWM line (the memory arms need Linux)")
 
 
 def memory(folder: str, steps: int, batch: int, quick: bool) -> dict:
@@ -179,6 +188,14 @@ def main() -> None:
     steps, batch, rounds = (3, 4, 2) if args.quick else (8, 8, 5)
     if args.child:
         print(json.dumps(child(args.child, args.model, steps, batch)))
+        return
+    if args.memory_only:  # the saved throughput stays; the memory arms are measured again
+        out = result_path("bench_post_training", "quick" if args.quick else "")
+        record = json.loads(out.read_text())
+        with tempfile.TemporaryDirectory() as work:
+            record["dpo_memory"] = memory(args.model or model_folder(args.quick, Path(work)), steps, batch, args.quick)
+        save_json(out, record)
+        print(f"wrote {out}")
         return
     with tempfile.TemporaryDirectory() as work:
         folder = args.model or model_folder(args.quick, Path(work))

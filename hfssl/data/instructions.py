@@ -217,15 +217,16 @@ class Check:
 
 # an unformatted response's answer: its last number, list of numbers or word (the rule of "the answer is N" parsers:
 # echoing a prompt that shows several candidates does not count); a class word only when it names one class
-_NUMBER = r"(?<![\w.\-])\d+(?!\w|\.\d)"
+_NUMBER = r"(?<![\w.,\-])\d+(?!\w|[.,]\d)"  # not part of 4.5, -4, 1,245 or 933a
 _CANDIDATES = {"addition": _NUMBER, "lookup": _NUMBER, "sorting": rf"{_NUMBER}(?:, {_NUMBER})*", "reversal": r"[a-z]+"}
 
 
 def check_response(task: str, response: str, answer: str) -> Check:
     """Whether `response` is in `task`'s required format, and whether it carries `answer`. Formatted: the whole
-    response is the answer. Not formatted, in its first line: the last number (addition, lookup), the last list of
-    numbers (sorting) or the last lowercase word (reversal) is the answer; for SST-2 and TREC, the answer is the one
-    class word there ("It is positive." is right but not formatted; "positive or negative" is neither)."""
+    response is the answer. Not formatted, in its first line: the last number (addition, lookup; "1,245" and "4.5"
+    are not read), the last list of numbers (sorting) or the last word made of the answer's letters (reversal) is the
+    answer; for SST-2 and TREC, the answer is the one class word there ("It is positive." is right but not
+    formatted; "positive or negative" is neither)."""
     if task not in TASKS:
         raise InputError(f"Unknown instruction task {task!r}; the built-in ones are {', '.join(TASKS)}.")
     text = response.strip()
@@ -234,6 +235,8 @@ def check_response(task: str, response: str, answer: str) -> Check:
     first_line = text.splitlines()[0] if text else ""
     if task in _CANDIDATES:
         found = re.findall(_CANDIDATES[task], first_line)
+        if task == "reversal":  # the words made of the answer's letters ("epzqk is the answer": epzqk)
+            found = [word for word in found if sorted(word) == sorted(answer)]
         return Check(formatted=False, correct=bool(found) and found[-1] == answer)
     words = set(re.findall(r"[a-z]+", first_line.lower())) & set(TASKS[task].format_pattern.split("|"))
     return Check(formatted=False, correct=words == {answer})

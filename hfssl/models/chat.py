@@ -4,6 +4,7 @@ prompt and a newline (the layout hfssl's post-training trains: `prompt\\nrespons
 import torch
 
 from ..run.errors import InputError
+from .helpers import context_window
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -29,8 +30,9 @@ def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers to `prompts` (each written by `prompt_text`), batched with left padding, cut at the end-of-text
-    token."""
+    token; at most `max_new_tokens`, and no further than the model's context window allows."""
     model.eval()
+    window = context_window(model)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
@@ -38,8 +40,13 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, 
         for start in range(0, len(prompts), batch_size):
             texts = [prompt_text(tokenizer, p) for p in prompts[start : start + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-            answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            length = batch["input_ids"].shape[1]
+            room = max_new_tokens if window is None else min(max_new_tokens, window - length)
+            if room < 1:  # the prompts fill the window: no answer
+                answers += [""] * len(texts)
+                continue
+            out = model.generate(**batch, max_new_tokens=room, do_sample=False, pad_token_id=pad)
+            answers += tokenizer.batch_decode(out[:, length:], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
     return answers

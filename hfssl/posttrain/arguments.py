@@ -99,7 +99,7 @@ class PostTrainArguments(ModelSourceArguments, LoraArguments, RunArguments):
         default=None,
         metadata={
             "help": "grpo: a reward model (a --method reward output). Default: the checkable reward of the built-in "
-            "tasks (1 when the answer is in the required format and right, else 0)."
+            "tasks (1 right and in the required format, 0.5 right in another format, 0.1 formatted but wrong)."
         },
     )
     num_generations: int = field(default=4, metadata={"help": "grpo: answers sampled per prompt (the group)."})

@@ -78,7 +78,8 @@ def _check_causal_lm(name: str, args: PostTrainArguments):
 def _lora_config(args: PostTrainArguments, model):
     from peft import LoraConfig
 
-    targets = args.lora_target_modules or default_lora_targets(model)
+    listed = args.lora_target_modules or default_lora_targets(model)
+    targets: list[str] | str | None = "all-linear" if listed == ["all-linear"] else listed  # peft's keyword: a string
     check_lora_targets(model, targets)
     return LoraConfig(
         r=args.lora_r,
@@ -175,7 +176,7 @@ def _checked_rows(args: PostTrainArguments, tokenizer, max_length: int, window: 
         else:  # chats: every turn before the last (the answer)
             require_chat_template(tokenizer, name)
             prompts = [chat[:-1] for chat in rows["messages"]]
-        generated = args.max_completion_length if args.method != "reward" else 0  # sampled, or scored answers
+        generated = args.max_completion_length if args.method == "grpo" else 0  # GRPO samples answers to them
         check_prompt_lengths(prompts, tokenizer, max_length, name, window=window, generated=generated)
 
     train, held_out, name = _rows(args, check)

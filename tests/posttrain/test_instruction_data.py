@@ -63,6 +63,9 @@ def test_chosen_is_right_and_formatted_and_rejected_is_wrong_one_way_or_the_othe
         ("addition", "It is -4", "4", False, False),
         ("addition", "347 + 586 = 933.", "933", False, True),
         ("reversal", "Reverse this string: abcde. Reply with the reversed string only.", "edcba", False, False),
+        ("reversal", "edcba is the answer", "edcba", False, True),
+        ("addition", "The sum is 1,245.", "1245", False, False),
+        ("addition", "The sum is 1,245.", "245", False, False),
     ],
 )
 def test_check_response(task, response, answer, formatted, correct):

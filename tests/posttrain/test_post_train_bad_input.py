@@ -59,7 +59,7 @@ CASES = {  # id: (argv, what the error line says); {name} is a workspace entry, 
     ),
     "a single row": ("--dataset {one_row.jsonl}", "0 training and 1 held-out rows"),
     "a prompt too long to answer within the window": (
-        "--dataset {long_prompt.jsonl} --max_completion_length 200",
+        "--method grpo --dataset {long_prompt.jsonl} --max_completion_length 200",
         "within the model's window of 256 tokens with --max_completion_length 200",
     ),
 }
