@@ -154,10 +154,15 @@ def _trainer_inputs(args: PostTrainArguments, model, tokenizer) -> dict[str, Any
     return {}
 
 
+def _launch() -> PartialState:
+    """This process's place in the launch. On CPU, Accelerate forms a gloo group only when asked (as transformers'
+    Trainer will, with use_cpu): asked the same way here, so that both see the same processes."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def is_main_process() -> bool:
-    """Whether this is the main process of the launch (on CPU, Accelerate forms a gloo group only when asked: as
-    transformers' Trainer will, with use_cpu)."""
-    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    """Whether this is the main process of the launch."""
+    return _launch().is_main_process
 
 
 def _require_trl() -> None:
@@ -210,7 +215,7 @@ def _build_trainer(args: PostTrainArguments, model, tokenizer, train, name: str,
 
 def recorded_arguments(args: PostTrainArguments) -> dict:
     """The arguments a checkpoint records and a resume compares: the flags and the number of processes."""
-    return {**args.to_dict(), "num_processes": PartialState(cpu=not torch.cuda.is_available()).num_processes}
+    return {**args.to_dict(), "num_processes": _launch().num_processes}
 
 
 def _result(args: PostTrainArguments, trainer, train, held_out, before: dict, after: dict) -> PostTrainingResult:
