@@ -10,6 +10,13 @@ sequence length, optimizer steps and seed:
 SFT reports tokens/s (the tokens TRL counts, `num_tokens`), DPO preference pairs/s. Goal: hfssl / TRL >= 1.0 (the
 layer adds nothing). Only `train()` is timed: tokenising and caching the reference are the same calls in both arms.
 
+SFT packing (`--packing`), two arms of hfssl's own trainer interleaved the same way: one epoch over the same rows,
+padded batches of 8 rows against batches of 8 packed rows of at most 256 tokens (`hfssl.posttrain.packing`); the
+tokens of the rows over the seconds of `train()`. Two sets of rows: the built-in instruction tasks (with SST-2 and
+TREC where ../shared/data has them) and WikiText-2 paragraphs as "continue the text" rows (a wider spread of
+lengths). The ceiling of the speed-up is the padded batches' size over their real tokens (printed beside it).
+Goal: >= 1.5x where padding takes a third of a padded batch (a ceiling of >= 1.5x).
+
 DPO memory (each arm in a child process of its own, its peak resident memory from /proc/self/status; `--memory_only`
 measures these arms again and keeps the saved throughput): LoRA with the reference
 seen through the disabled adapter and its log-probabilities cached (what `post_train.py --method dpo --use_lora`
@@ -33,7 +40,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import argument_parser, result_path, save_json
+from common import DATA, argument_parser, result_path, save_json
 from real_models import reference
 
 import hfssl  # noqa: F401
@@ -42,7 +49,7 @@ from hfssl.data.post_training import check_post_training_data
 from hfssl.models.helpers import ensure_pad_token
 from hfssl.posttrain.arguments import PostTrainArguments
 from hfssl.posttrain.formatting import to_model_format
-from hfssl.posttrain.run import TRAINED_COLUMNS
+from hfssl.posttrain.run import TRAINED_COLUMNS, build_trainer
 from hfssl.posttrain.trainers import RunLayerCallback, trainer_class, trl_config
 
 SEQUENCE = 256  # --max_length of both arms
@@ -54,6 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one DPO memory arm, in a process of its own
     parser.add_argument("--model", default=None, help="Default: the fetched SmolLM2 (a tiny GPT with --quick).")
     parser.add_argument("--memory_only", action="store_true", help="Measure the DPO memory arms again, keep the rest.")
+    parser.add_argument("--packing_only", action="store_true", help="Measure the packing arms again, keep the rest.")
     return parser.parse_args(argv)
 
 
@@ -135,6 +143,81 @@ def throughput(method: str, folder: str, rounds: int, steps: int, batch: int) ->
     return {"per_round": measured, "median": median, "ratio": median["hfssl"] / median["TRL"]}
 
 
+def packing_rows(kind: str, count: int):
+    """SFT rows (prompt, response): the built-in instruction tasks (+ SST-2 and TREC from ../shared/data when there),
+    or WikiText-2 paragraphs split after their first sentence ("continue the text")."""
+    import datasets
+
+    data = DATA if DATA.is_dir() else None
+    if kind == "instructions":
+        tasks = ["addition", "lookup", "reversal", "sorting"]
+        tasks += [f"{t}={data / t / 'train.txt'}" for t in ("sst2", "trec") if data and (data / t).is_dir()]
+        train, _ = instruction_data(tasks, count // len(tasks) + 1, seed=0, eval_fraction=0.2)
+        return train.select(range(min(count, len(train)))), ", ".join(t.split("=")[0] for t in tasks)
+    if data is None or not (data / "wikitext2" / "valid.txt").is_file():
+        return None, "no ../shared/data/wikitext2"
+    paragraphs = [p.strip() for p in (data / "wikitext2" / "valid.txt").read_text().splitlines()]
+    first = [p.split(" . ", 1) for p in paragraphs if p and not p.startswith("=") and " . " in p]
+    first = [(head, tail) for head, tail in first if len(head.split()) <= 40][:count]  # room left for a response
+    prompts = [f"Continue the text: {head} ." for head, _ in first]
+    return datasets.Dataset.from_dict({"prompt": prompts, "response": [tail for _, tail in first]}), "WikiText-2"
+
+
+def packing_arm(folder: str, rows, packing: bool) -> tuple[float, int]:
+    """(seconds of one epoch's train(), the tokens of its rows) of hfssl's SFT trainer, packed or padded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as out:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
+        args = PostTrainArguments(model_name_or_path=folder, output_dir=out, num_train_epochs=1, learning_rate=1e-5,
+                                  per_device_train_batch_size=8, logging_steps=1000, packing=packing)  # fmt: skip
+        table = check_post_training_data(rows, "sft", "rows")
+        trainer = build_trainer(args, model, tokenizer, table, "rows", SEQUENCE, None)
+        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        start = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - start, tokens
+
+
+def padding_ceiling(folder: str, rows) -> float:
+    """The padded batches' size over their real tokens: the speed-up packing would reach at no cost of its own."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as out:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
+        args = PostTrainArguments(model_name_or_path=folder, output_dir=out, max_steps=1, seed=0)
+        trainer = build_trainer(args, model, tokenizer, check_post_training_data(rows, "sft", "rows"), "rows",
+                                SEQUENCE, None)  # fmt: skip
+        batches = list(trainer.get_train_dataloader())
+    return sum(b["input_ids"].numel() for b in batches) / sum(int(b["attention_mask"].sum()) for b in batches)
+
+
+def packing(folder: str, rounds: int, count: int) -> dict:
+    results = {}
+    for kind in ("instructions", "wikitext"):
+        rows, source = packing_rows(kind, count)
+        if rows is None:
+            results[kind] = {"skipped": source}
+            continue
+        seconds: dict[str, list[float]] = {"padded": [], "packed": []}
+        tokens = set()
+        for r in range(rounds):
+            for arm in ["padded", "packed"] if r % 2 == 0 else ["packed", "padded"]:
+                elapsed, counted = packing_arm(folder, rows, packing=arm == "packed")
+                seconds[arm].append(elapsed)
+                tokens.add(counted)
+                print(f"packing {kind} round {r} {arm}: {counted / elapsed:.0f} tokens/s", flush=True)
+        if len(tokens) != 1:
+            raise SystemExit(f"error: the packed and padded arms trained different tokens ({sorted(tokens)})")
+        median = {arm: statistics.median(values) for arm, values in seconds.items()}
+        results[kind] = {"source": source, "rows": len(rows), "tokens": tokens.pop(), "seconds": seconds,
+                         "speedup": median["padded"] / median["packed"],
+                         "ceiling": padding_ceiling(folder, rows)}  # fmt: skip
+    return results
+
+
 def child(arm: str, folder: str, steps: int, batch: int) -> dict:
     """One DPO memory arm (run in its own process): steps/s, peak resident memory, first-step loss."""
     from peft import LoraConfig
@@ -189,12 +272,18 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.model, steps, batch)))
         return
-    if args.memory_only:  # the saved throughput stays; the memory arms are measured again
+    packing_rounds, packing_count = (2, 48) if args.quick else (3, 96)
+    if args.memory_only or args.packing_only:  # the saved measurements stay; these arms are measured again
         out = result_path("bench_post_training", "quick" if args.quick else "")
         record = json.loads(out.read_text())
         with tempfile.TemporaryDirectory() as work:
-            record["dpo_memory"] = memory(args.model or model_folder(args.quick, Path(work)), steps, batch, args.quick)
+            folder = args.model or model_folder(args.quick, Path(work))
+            if args.memory_only:
+                record["dpo_memory"] = memory(folder, steps, batch, args.quick)
+            if args.packing_only:
+                record["packing"] = packing(folder, packing_rounds, packing_count)
         save_json(out, record)
+        print_summary(record)
         print(f"wrote {out}")
         return
     with tempfile.TemporaryDirectory() as work:
@@ -203,14 +292,24 @@ def main() -> None:
                   "steps": steps, "batch": batch, "rounds": rounds, "max_length": SEQUENCE,
                   "sft": throughput("sft", folder, rounds, steps, batch),
                   "dpo": throughput("dpo", folder, rounds, steps, batch),
-                  "dpo_memory": memory(folder, steps, batch, args.quick)}  # fmt: skip
+                  "dpo_memory": memory(folder, steps, batch, args.quick),
+                  "packing": packing(folder, packing_rounds, packing_count)}  # fmt: skip
     out = save_json(result_path("bench_post_training", "quick" if args.quick else ""), record)
+    print_summary(record)
+    print(f"wrote {out}")
+
+
+def print_summary(record: dict) -> None:
     memory_arms = record["dpo_memory"]
     print(f"SFT tokens/s hfssl / TRL: {record['sft']['ratio']:.3f}; DPO pairs/s: {record['dpo']['ratio']:.3f}")
-    print(f"DPO, cached reference via the disabled adapter vs a second full model: {memory_arms['speedup']:.2f}x "
-          f"steps/s, {memory_arms['memory_ratio']:.2f}x peak memory, largest loss difference over the steps "
-          f"{memory_arms['max_loss_difference']:.2e}")  # fmt: skip
-    print(f"wrote {out}")
+    if "max_loss_difference" in memory_arms:  # absent from records of an earlier version of this script
+        print(f"DPO, cached reference via the disabled adapter vs a second full model: {memory_arms['speedup']:.2f}x "
+              f"steps/s, {memory_arms['memory_ratio']:.2f}x peak memory, largest loss difference over the steps "
+              f"{memory_arms['max_loss_difference']:.2e}")  # fmt: skip
+    for arms in record.get("packing", {}).values():
+        if "speedup" in arms:
+            print(f"SFT packed vs padded, {arms['source']}: {arms['speedup']:.2f}x tokens/s "
+                  f"(ceiling {arms['ceiling']:.2f}x: padded batches over their real tokens)")  # fmt: skip
 
 
 if __name__ == "__main__":

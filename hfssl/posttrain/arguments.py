@@ -65,9 +65,18 @@ class PostTrainArguments(ModelSourceArguments, LoraArguments, RunArguments):
         default=None,
         metadata={"help": "Longest prompt + response in tokens (default: the model's context window, at most 512)."},
     )
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "sft: pack short examples into rows of --max_length tokens (TRL's best-fit decreasing), each "
+            "attending to itself only (the mask follows the position ids; checked on the model before training)."
+        },
+    )
     max_steps: int = field(default=0, metadata={"help": "Optimizer steps (overrides --num_train_epochs when > 0)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Rows (or prompts, grpo) per step."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Rows per step (grpo: prompts; --packing: packed rows)."}
+    )
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Rows per evaluation batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float | None = field(
@@ -160,6 +169,8 @@ class PostTrainArguments(ModelSourceArguments, LoraArguments, RunArguments):
             raise InputError("With --use_lora the reference is the base model (the adapter disabled): drop one flag.")
         if self.reward_model_name_or_path and self.method != "grpo":
             raise InputError("--reward_model_name_or_path scores grpo's samples: it needs --method grpo.")
+        if self.packing and self.method != "sft":
+            raise InputError(f"--packing packs SFT's examples: it needs --method sft, not {self.method}.")
         if self.merge_adapter and not self.use_lora:
             raise InputError("--merge_adapter merges a LoRA adapter: it needs --use_lora.")
         if self.method == "grpo" and self.per_device_train_batch_size % self.num_generations:

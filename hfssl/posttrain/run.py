@@ -4,8 +4,8 @@ The model and its data are checked before any training (each failure one `InputE
 before and after training (`hfssl.posttrain.evaluation`); the TRL trainer (`hfssl.posttrain.trainers`) trains; the
 result (model or LoRA adapter, tokenizer, metrics.json) is written whole or not at all (`hfssl.run.output.publish`).
 
-SFT batches are padded, not packed. TRL's padding-free packing keeps examples apart only under FlashAttention: with
-SDPA or eager attention (this CPU, hfssl's GPT) tokens of one packed example would attend to the previous one.
+SFT batches are padded, or packed with --packing (`hfssl.posttrain.packing`: rows of TRL's packing with a
+block-diagonal causal mask under any attention kernel, checked on the model before training).
 """
 
 import logging
@@ -32,6 +32,7 @@ from ..run.start import prepare_run
 from .arguments import PostTrainArguments
 from .evaluation import answer_scores, pairwise_accuracy
 from .formatting import check_prompt_lengths, require_chat_template, resolve_max_length, to_model_format
+from .packing import PackedRowsCollator, check_packing_keeps_examples_apart
 from .trainers import RunLayerCallback, trainer_class, trl_config
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def _checked_rows(args: PostTrainArguments, tokenizer, max_length: int, window: 
     return train, held_out, name
 
 
-def _build_trainer(args: PostTrainArguments, model, tokenizer, train, name: str, max_length: int, callbacks):
+def build_trainer(args: PostTrainArguments, model, tokenizer, train, name: str, max_length: int, callbacks):
     """The TRL trainer of args.method with hfssl's run layer (`trainer_class`), on the rows TRL reads."""
     columns = [c for c in TRAINED_COLUMNS[args.method] if c in train.column_names]
     trainer = trainer_class(args.method)(
@@ -209,6 +210,8 @@ def _build_trainer(args: PostTrainArguments, model, tokenizer, train, name: str,
         callbacks=[RunLayerCallback(args.output_dir, callbacks)],
         **_trainer_inputs(args, model, tokenizer),
     )
+    if args.packing:  # TRL's packed rows, each kept as a row (TRL would flatten the batch: FlashAttention's layout)
+        trainer.data_collator = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id)
     trainer.hfssl_args, trainer.hfssl_run_args = args, recorded_arguments(args)
     return trainer
 
@@ -250,8 +253,10 @@ def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingR
     max_length = resolve_max_length(args.max_length, config)
     train, held_out, name = _checked_rows(args, tokenizer, max_length, context_window(config))
     model = _load_model(args, tokenizer)
+    if args.packing:
+        check_packing_keeps_examples_apart(model, args.model_name_or_path)
     before = _scores(args, model, tokenizer, held_out)
-    trainer = _build_trainer(args, model, tokenizer, train, name, max_length, callbacks)
+    trainer = build_trainer(args, model, tokenizer, train, name, max_length, callbacks)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     after = _scores(args, trainer.model, tokenizer, held_out)
     result = _result(args, trainer, train, held_out, before, after)

@@ -86,7 +86,8 @@ def trl_config(args: PostTrainArguments, max_length: int):
     if args.method in ("sft", "reward", "dpo"):
         common["max_length"] = max_length
     if args.method == "sft":
-        common.update(packing=False, completion_only_loss=True)  # padded batches (hfssl.posttrain.run: why)
+        # packed rows are re-collated by hfssl (hfssl.posttrain.packing: why), else padded batches
+        common.update(packing=args.packing, packing_strategy="bfd", completion_only_loss=True)
     if args.method == "dpo":
         common.update(beta=args.beta, precompute_ref_log_probs=True)
     if args.method == "grpo":

@@ -43,6 +43,7 @@ CASES = {  # id: (argv, what the error line says); {name} is a workspace entry, 
         "--use_lora --lora_target_modules q_proj",
         "--lora_target_modules ['q_proj']: the model has no such module; its linear layers are",
     ),
+    "packing outside sft": ("--method dpo --packing", "--packing packs SFT's examples: it needs --method sft"),
     "merge without LoRA": ("--merge_adapter", "--merge_adapter merges a LoRA adapter: it needs --use_lora"),
     "groups that do not fill a batch": (
         "--method grpo --per_device_train_batch_size 6 --num_generations 4",
