@@ -14,8 +14,8 @@ SFT packing (`--packing`), two arms of hfssl's own trainer interleaved the same 
 padded batches of 8 rows against batches of 8 packed rows of at most 256 tokens (`hfssl.posttrain.packing`); the
 tokens of the rows over the seconds of `train()`. Two sets of rows: the built-in instruction tasks (with SST-2 and
 TREC where ../shared/data has them) and WikiText-2 paragraphs as "continue the text" rows (a wider spread of
-lengths). The ceiling of the speed-up is the padded batches' size over their real tokens (printed beside it).
-Goal: >= 1.5x where padding takes a third of a padded batch (a ceiling of >= 1.5x).
+lengths). Printed beside it: the padded batches' size over their real tokens (the "ceiling": the speed-up if a token
+cost the same in both arms). Goal: >= 1.5x.
 
 DPO memory (each arm in a child process of its own, its peak resident memory from /proc/self/status; `--memory_only`
 measures these arms again and keeps the saved throughput): LoRA with the reference
@@ -181,13 +181,14 @@ def packing_arm(folder: str, rows, packing: bool) -> tuple[float, int]:
 
 
 def padding_ceiling(folder: str, rows) -> float:
-    """The padded batches' size over their real tokens: the speed-up packing would reach at no cost of its own."""
+    """The padded batches' size over their real tokens: the speed-up packing would reach if a token cost the same in
+    both arms (not a bound: the packed arm also takes fewer optimizer steps, each with a fixed cost)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as out:
         model = AutoModelForCausalLM.from_pretrained(folder)
         tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
-        args = PostTrainArguments(model_name_or_path=folder, output_dir=out, max_steps=1, seed=0)
+        args = PostTrainArguments(model_name_or_path=folder, output_dir=out, max_steps=1)  # the arms' seed: their order
         trainer = build_trainer(args, model, tokenizer, check_post_training_data(rows, "sft", "rows"), "rows",
                                 SEQUENCE, None)  # fmt: skip
         batches = list(trainer.get_train_dataloader())

@@ -254,7 +254,7 @@ def run_post_training(args: PostTrainArguments, callbacks=None) -> PostTrainingR
     train, held_out, name = _checked_rows(args, tokenizer, max_length, context_window(config))
     model = _load_model(args, tokenizer)
     if args.packing:
-        check_packing_keeps_examples_apart(model, args.model_name_or_path)
+        check_packing_keeps_examples_apart(model, args.model_name_or_path, _launch().device)  # where it will train
     before = _scores(args, model, tokenizer, held_out)
     trainer = build_trainer(args, model, tokenizer, train, name, max_length, callbacks)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

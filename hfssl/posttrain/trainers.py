@@ -24,6 +24,7 @@ from ..run.callbacks import CallbackList
 from ..run.checkpoints import TrainerState, check_finite, checkpoints_dir, list_checkpoints, write_checkpoint
 from ..run.steps import RUNNING
 from .arguments import PostTrainArguments
+from .packing import REAL_TOKENS
 
 
 def _trl_classes(method: str):
@@ -119,6 +120,19 @@ class RunLayerMixin:
         step = trainer.state.global_step + 1
         check_finite(float(loss.detach()), step, self.hfssl_args.output_dir, "Lower --learning_rate")
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss; a batch of packed rows (`hfssl.posttrain.packing`) also brings its count of real tokens, which
+        replaces TRL's count (the rows' width, padding included, where no attention mask is passed)."""
+        trainer: Any = self
+        real_tokens = inputs.pop(REAL_TOKENS, None)
+        counted_before = getattr(trainer, "_total_train_tokens", None)
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
+        if real_tokens is not None and counted_before is not None and model.training:
+            gathered = trainer.accelerator.gather_for_metrics(real_tokens.reshape(1)).sum().item()
+            trainer._total_train_tokens = counted_before + gathered
+            trainer._metrics["train"]["num_tokens"] = [trainer._total_train_tokens]
+        return result
 
     def _save_checkpoint(self, model, trial) -> None:  # transformers' Trainer calls this at every save step
         trainer: Any = self
