@@ -165,6 +165,16 @@ HEADLINES: list[tuple[str, Callable[[object], float], str]] = [
         "and DPO at {:.3f}x `DPOTrainer`'s pairs/s",
     ),
     (
+        "exp_post_training.json",
+        lambda d: (
+            100
+            * statistics.fmean(
+                r["held_out"]["answer_accuracy"] for r in d["rows"] if (r["model"], r["arm"]) == ("smollm2", "sft")
+            )
+        ),
+        "SFT lifts SmolLM2's held-out answer accuracy from 16.7% to {:.1f}%",
+    ),
+    (
         "bench_prompting_smollm2.json",
         lambda d: _row(d["rows"], "scored examples/s vs lm-eval hf backend, 8 shots")["ratio"],
         "on SmolLM2, hfssl scores 8-shot prompts at {:.2f}x lm-evaluation-harness' speed",
