@@ -163,17 +163,21 @@ def packing_rows(kind: str, count: int):
     return datasets.Dataset.from_dict({"prompt": prompts, "response": [tail for _, tail in first]}), "WikiText-2"
 
 
-def packing_arm(folder: str, rows, packing: bool) -> tuple[float, int]:
-    """(seconds of one epoch's train(), the tokens of its rows) of hfssl's SFT trainer, packed or padded."""
+def sft_trainer(folder: str, out: str, rows, packing: bool):
+    """hfssl's SFT trainer of one packing arm (one epoch over `rows`, batches of 8), as post_train.py builds it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
+    args = PostTrainArguments(model_name_or_path=folder, output_dir=out, num_train_epochs=1, learning_rate=1e-5,
+                              per_device_train_batch_size=8, logging_steps=1000, packing=packing)  # fmt: skip
+    return build_trainer(args, model, tokenizer, check_post_training_data(rows, "sft", "rows"), "rows", SEQUENCE, None)
+
+
+def packing_arm(folder: str, rows, packing: bool) -> tuple[float, int]:
+    """(seconds of one epoch's train(), the tokens of its rows) of hfssl's SFT trainer, packed or padded."""
     with tempfile.TemporaryDirectory() as out:
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
-        args = PostTrainArguments(model_name_or_path=folder, output_dir=out, num_train_epochs=1, learning_rate=1e-5,
-                                  per_device_train_batch_size=8, logging_steps=1000, packing=packing)  # fmt: skip
-        table = check_post_training_data(rows, "sft", "rows")
-        trainer = build_trainer(args, model, tokenizer, table, "rows", SEQUENCE, None)
+        trainer = sft_trainer(folder, out, rows, packing)
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         start = time.perf_counter()
         trainer.train()
@@ -183,15 +187,8 @@ def packing_arm(folder: str, rows, packing: bool) -> tuple[float, int]:
 def padding_ceiling(folder: str, rows) -> float:
     """The padded batches' size over their real tokens: the speed-up packing would reach if a token cost the same in
     both arms (not a bound: the packed arm also takes fewer optimizer steps, each with a fixed cost)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     with tempfile.TemporaryDirectory() as out:
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(folder), model)
-        args = PostTrainArguments(model_name_or_path=folder, output_dir=out, max_steps=1)  # the arms' seed: their order
-        trainer = build_trainer(args, model, tokenizer, check_post_training_data(rows, "sft", "rows"), "rows",
-                                SEQUENCE, None)  # fmt: skip
-        batches = list(trainer.get_train_dataloader())
+        batches = list(sft_trainer(folder, out, rows, packing=False).get_train_dataloader())  # the arms' batches
     return sum(b["input_ids"].numel() for b in batches) / sum(int(b["attention_mask"].sum()) for b in batches)
 
 
