@@ -5,8 +5,8 @@ Classification: multinomial logistic regression,
 solved full-batch with L-BFGS (`solver="lbfgs"`, the default: deterministic, no learning rate to tune) or
 with mini-batch SGD (`solver="sgd"`). Regression: ridge, closed form,
     W = (X^T X + l2 N I)^{-1} X^T y.
-Features are standardised with the training mean and std; the returned head folds that in, so it
-applies to raw features (and can become a model's classification head as it is).
+Features are standardised with the training mean and std (unless `standardize=False`); the returned head folds
+that in, so it applies to raw features (and can become a model's classification head as it is).
 """
 
 from dataclasses import dataclass, field
@@ -23,6 +23,9 @@ class LinearProbeConfig:
     task: str = field(default="classification", metadata={"help": "'classification' or 'regression'."})
     solver: str = field(default="lbfgs", metadata={"help": "'lbfgs' (full batch) or 'sgd' (mini-batch)."})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on W (not b)."})
+    standardize: bool = field(
+        default=True, metadata={"help": "Standardise each feature with the training mean and std before fitting."}
+    )
     max_iter: int = field(default=300, metadata={"help": "L-BFGS iterations."})
     epochs: int = field(default=100, metadata={"help": "SGD epochs over the cached features."})
     learning_rate: float = field(default=0.1, metadata={"help": "SGD learning rate (momentum 0.9)."})
@@ -34,6 +37,16 @@ class LinearProbeConfig:
             raise InputError(f"task must be 'classification' or 'regression', got {self.task!r}.")
         if self.solver not in ("lbfgs", "sgd"):
             raise InputError(f"solver must be 'lbfgs' or 'sgd', got {self.solver!r}.")
+
+
+def sklearn_l2(num_examples: int, num_classes: int, c: float = 1.0) -> float:
+    """The `l2` that makes this probe's objective scikit-learn's LogisticRegression(C=c) on the same features.
+
+    sklearn minimises 1/2 ||W||^2 + C sum_i CE_i, i.e. (dividing by C N) the mean CE plus 1/(2CN) ||W||^2: l2 = 1/(CN).
+    With two classes sklearn fits one vector w = w_1 - w_2; this probe fits both, and its penalty is smallest at
+    w_1 = -w_2 = w/2, a quarter of l2 ||w||^2: l2 = 2/(CN) there.
+    """
+    return (2.0 if num_classes == 2 else 1.0) / (c * num_examples)
 
 
 def _fold_standardisation(linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
@@ -54,7 +67,10 @@ def fit_linear_probe(
     """
     config = config or LinearProbeConfig()
     x = features.double()
-    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1], dtype=x.dtype)
+    mean, std = torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype)
+    if config.standardize:
+        mean = x.mean(dim=0)
+        std = x.std(dim=0).clamp_min(1e-6) if len(x) > 1 else std
     x = (x - mean) / std
     linear = nn.Linear(x.shape[1], num_outputs).double()
     nn.init.zeros_(linear.weight)

@@ -7,7 +7,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from hfssl.adapt.features import cached_features, data_key, model_fingerprint, text_features
-from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
+from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe, sklearn_l2
 from hfssl.adapt.metrics import classification_scores
 from hfssl.data.labelled import few_shot_indices, load_labelled
 from tests.conftest import tiny_gpt_config
@@ -93,19 +93,23 @@ def test_text_features_last_token_ignores_padding_and_rejects_long_texts(tiny_to
         text_features(model, tiny_tokenizer, [short, "the cat " * 40])
 
 
-def test_lbfgs_probe_matches_sklearn_logistic_regression():
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("classes", [3, 2])
+def test_lbfgs_probe_matches_sklearn_logistic_regression(standardize, classes):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 5, generator=g) * torch.tensor([1.0, 3.0, 0.5, 2.0, 1.0]) + 2
-    w = torch.randn(5, 3, generator=g)
-    y = (x @ w + 0.5 * torch.randn(300, 3, generator=g)).argmax(dim=1)
+    w = torch.randn(5, classes, generator=g)
+    y = ((x - 2) @ w + 0.5 * torch.randn(300, classes, generator=g)).argmax(dim=1)
     l2 = 1e-2
-    head = fit_linear_probe(x, y, 3, LinearProbeConfig(l2=l2))
-    # sklearn on the same standardised features; its C = 1 / (l2 * N) for a mean loss + l2/2 ||W||^2
-    xs = (x - x.mean(0)) / x.std(0)
-    reference = LogisticRegression(C=1 / (l2 * len(x)), max_iter=5000, tol=1e-10).fit(xs.numpy(), y.numpy())
+    head = fit_linear_probe(x, y, classes, LinearProbeConfig(l2=l2, standardize=standardize))
+    # sklearn on the same features, with the C whose objective is ours (sklearn_l2(N, classes, C) == l2)
+    xs = (x - x.mean(0)) / x.std(0) if standardize else x
+    c = sklearn_l2(len(x), classes) / l2
+    assert sklearn_l2(len(x), classes, c) == pytest.approx(l2)
+    reference = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(xs.numpy(), y.numpy())
     ours = head(x).softmax(dim=1)
     theirs = torch.from_numpy(reference.predict_proba(xs.numpy())).float()
-    torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=0)
+    torch.testing.assert_close(ours, theirs, atol=5e-4, rtol=0)  # a wrong C moves them by > 0.05
 
 
 def test_sgd_probe_and_ridge_regression():
