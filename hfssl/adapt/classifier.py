@@ -17,16 +17,20 @@ from ..run.errors import InputError
 from .task import AdaptArguments, TaskData
 
 
-def load_classifier(args: AdaptArguments, task: TaskData, *, pooled: bool = False) -> nn.Module:
+def load_classifier(
+    args: AdaptArguments, task: TaskData, *, pooled: bool = False, normalize: bool = False
+) -> nn.Module:
     """The pretrained model with a new head for the task's labels; text reads `args.pooling`
     (`hfssl.models.pooling`: transformers' classifier where the pooling is the architecture's own). pooled: always
-    hfssl's PooledModelForSequenceClassification, whose pooled vector a method trains itself (contrastive)."""
+    hfssl's PooledModelForSequenceClassification, whose pooled vector a method trains itself (contrastive);
+    normalize: its head reads that vector at unit length."""
     id2label = dict(enumerate(task.names))
     head: dict = dict(num_labels=len(task.names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     if task.is_image:
         refuse_pooling_for_images(args.pooling, args.source)
         return load_pretrained(AutoModelForImageClassification, args.source, new_head=True, **head)
-    model, _ = load_text_classifier(args.source, args.pooling, load_config(args.source), pooled=pooled, **head)
+    config = load_config(args.source)
+    model, _ = load_text_classifier(args.source, args.pooling, config, pooled=pooled, normalize=normalize, **head)
     return model
 
 

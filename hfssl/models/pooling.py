@@ -125,10 +125,14 @@ def resolve_pooling(requested: str | None, source: ModelSource, config) -> tuple
     return native, "the last token, as a causal LM's classifier reads" if native == "last" else "its own [CLS] pooler"
 
 
-def load_text_classifier(source: ModelSource, pooling: str | None, config, pooled: bool = False, **head) -> tuple:
+def load_text_classifier(
+    source: ModelSource, pooling: str | None, config, pooled: bool = False, normalize: bool = False, **head
+) -> tuple:
     """(classifier with a new head, pooling): transformers' classifier where `pooling` (resolved as
     `resolve_pooling` does) is the architecture's own, else (or with `pooled=True`: a method that needs the pooled
     vector itself) hfssl's pooled classifier over the pretrained body, whose "cls" is the first token's hidden state.
+    normalize (with pooled): its head reads the pooled vector scaled to unit length. A classifier hfssl saved keeps
+    its own pooling and normalisation.
 
     head: num_labels, id2label, label2id (and other config overrides) for the new head.
     """
@@ -139,7 +143,11 @@ def load_text_classifier(source: ModelSource, pooling: str | None, config, poole
     body = load_pretrained(AutoModel, source)
     encoder_config = {k: v for k, v in body.config.to_dict().items() if k != "_name_or_path"}
     pooled_config = PooledClassifierConfig(
-        encoder_config=encoder_config, pooling=pooling, pad_token_id=body.config.pad_token_id, **head
+        encoder_config=encoder_config,
+        pooling=pooling,
+        normalize=normalize,
+        pad_token_id=body.config.pad_token_id,
+        **head,
     )
     with torch.device("meta"):  # no random body to build and throw away
         model = PooledModelForSequenceClassification(pooled_config)

@@ -1,17 +1,19 @@
 """--method contrastive (SetFit-style): pairs are balanced and seeded, the pair loss matches its formula computed
-slowly, a run tunes the encoder, fits the head and saves one classifier that reloads, and bad input is one error."""
+slowly, a run tunes the encoder, fits the head on the unit-length embeddings and saves one classifier that
+reloads, and bad input is one error."""
 
 import math
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hfssl.adapt.contrastive_pairs import check_pairable, sample_pairs
 from hfssl.adapt.finetune import FinetuneArguments, run_finetune
+from hfssl.adapt.linear_probe import LinearProbeConfig, fit_linear_probe
 from hfssl.adapt.task import load_task
 from hfssl.losses import cosine_similarity_loss
-from hfssl.models.encoders import PooledModelForSequenceClassification
+from hfssl.models.encoders import PooledModelForSequenceClassification, pool_hidden_states
 from hfssl.run.errors import InputError
 from tests.conftest import why_failed
 
@@ -82,7 +84,20 @@ def test_a_contrastive_run_tunes_the_encoder_fits_the_head_and_reloads(tmp_path,
     assert any(name.startswith("encoder.encoder.layer.") for name in changed)  # the tuned encoder
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     assert isinstance(model, PooledModelForSequenceClassification) and model.config.pooling == "mean"
+    assert model.config.normalize
     task = load_task(args, model.config)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    encoded = tokenizer(list(task.train_x), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        embedded = model.pooled_output(**encoded)  # (N, d): the tuned mean, at unit length
+        mean = pool_hidden_states(model.encoder(**encoded).last_hidden_state, encoded["attention_mask"], "mean")
+        logits = model(**encoded).logits
+    torch.testing.assert_close(embedded, torch.nn.functional.normalize(mean, dim=-1))
+    # the head was fitted on those unit-length embeddings (a fit on the raw mean gives other logits)
+    on_unit = fit_linear_probe(embedded, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
+    on_raw = fit_linear_probe(mean, task.train_y, len(task.names), LinearProbeConfig(seed=args.seed))
+    torch.testing.assert_close(logits, on_unit(embedded), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logits, on_raw(mean), atol=1e-2)
     served = pipeline("text-classification", model=str(out))(list(task.eval_x))
     predicted = [model.config.label2id[s["label"]] for s in served]
     assert sum(p == y for p, y in zip(predicted, task.eval_y.tolist())) / len(predicted) == pytest.approx(

@@ -20,6 +20,8 @@ class PooledClassifierConfig(PretrainedConfig):
         pooling: how the hidden states (B, T, d) become one vector (B, d) for the head: "cls" (the first token's),
             "mean" (the mean over the tokens the attention mask keeps, sentence-transformers' pooling) or "last"
             (the last token the attention mask keeps, as a causal LM's classifier reads).
+        normalize: scale the pooled vector to unit length before the head (sentence-transformers' Normalize module):
+            the cosine geometry a contrastive method tunes, which the head then reads as it was trained.
         classifier_dropout: dropout on the pooled vector before the head.
         initializer_range: std of the head's normal initialisation.
     """
@@ -30,6 +32,7 @@ class PooledClassifierConfig(PretrainedConfig):
         self,
         encoder_config: "dict | PretrainedConfig | None" = None,
         pooling: str = "mean",
+        normalize: bool = False,
         classifier_dropout: float = 0.0,
         initializer_range: float = 0.02,
         **kwargs,
@@ -44,6 +47,7 @@ class PooledClassifierConfig(PretrainedConfig):
             raise ValueError(f"classifier_dropout must be in [0, 1), got {classifier_dropout}.")
         self.encoder_config = encoder_config
         self.pooling = pooling
+        self.normalize = normalize
         self.classifier_dropout = classifier_dropout
         self.initializer_range = initializer_range
         kwargs.setdefault("auto_map", dict(_AUTO_MAP))

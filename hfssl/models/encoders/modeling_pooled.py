@@ -70,7 +70,8 @@ def encode_and_pool(encoder: nn.Module, input_ids, attention_mask, pooling: str,
 
 
 class PooledModelForSequenceClassification(PreTrainedModel):
-    """logits = W pool(encoder(x)) + b, (B, num_labels); the loss as transformers' sequence classifiers compute it
+    """logits = W pool(encoder(x)) + b, (B, num_labels), with pool(.) scaled to unit length where
+    `config.normalize`; the loss as transformers' sequence classifiers compute it
     (cross-entropy for single labels, MSE for num_labels == 1, BCE for multi-label)."""
 
     config_class = PooledClassifierConfig
@@ -99,11 +100,12 @@ class PooledModelForSequenceClassification(PreTrainedModel):
         self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
         """The vector the head reads, (B, d): the encoder's hidden states pooled by `config.pooling` (a sentence
-        embedding for a sentence encoder)."""
+        embedding for a sentence encoder), of unit length where `config.normalize`."""
         return self._encode(input_ids, attention_mask, **kwargs)[1]
 
     def _encode(self, input_ids, attention_mask, **kwargs):
-        return encode_and_pool(self.encoder, input_ids, attention_mask, self.config.pooling, **kwargs)
+        outputs, pooled = encode_and_pool(self.encoder, input_ids, attention_mask, self.config.pooling, **kwargs)
+        return outputs, nn.functional.normalize(pooled, dim=-1) if self.config.normalize else pooled
 
     def forward(
         self,
