@@ -12,7 +12,10 @@ Arms:
   num_iterations=20: the R of the SetFit paper and of its README. The library default pairs every example with
   every other ("oversampling"): about 123,000 pairs for TREC at K = 64, hours per seed on 2 CPU cores;
 - contrastive: `finetune.py --method contrastive --pooling mean` on SetFit's budget (the same 2 R N pairs with
-  R = 20, 1 epoch, batch 16, learning rate 2e-5, 10% warm-up), then hfssl's L-BFGS logistic-regression head;
+  R = 20, 1 epoch, batch 16, learning rate 2e-5, 10% warm-up), then hfssl's L-BFGS logistic-regression head on
+  the unit-length embeddings (exp_sentence_heads.py chose unit length on a validation set);
+- contrastive (head on the raw mean), reported only: the same tuning with the head hfssl fitted before
+  exp_sentence_heads.py, on the raw mean-pooled vector; its cells were measured then;
 - full, lp-ft, lora, each with --pooling mean and --pooling cls (MiniLM's [CLS] pooler, which its sentence
   training never used): as in exp_adaptation_real.py, about --steps optimizer steps, AdamW 1e-4 (LoRA 1e-3),
   head 10x, batch 16.
@@ -67,6 +70,7 @@ BATCH = 16
 PAIR_ROUNDS = 20  # SetFit's num_iterations, the paper's R
 FINETUNE = {f"{m} ({p})": (m, p) for m in ("full", "lp-ft", "lora") for p in ("mean", "cls")}
 METHODS = ("probe (mean)", "SetFit", "contrastive", *FINETUNE)
+RETIRED = ("contrastive (head on the raw mean)",)  # in the results and the tables; the code no longer runs them
 
 
 def picked(train: LabelledData, k: int, seed: int) -> list[int]:
@@ -177,7 +181,7 @@ def tables(record: dict) -> str:
         out += [f"\n### {task}: held-out accuracy (%), mean ± std over {seeds} seeds; seconds per seed\n"]
         out += [markdown_row(["method", *(f"K={k}" for k in KS)]), markdown_rule(1, len(KS))]
         best = {k: max((r["mean"] for (_, kk), r in rows.items() if kk == k), default=None) for k in KS}
-        for method in METHODS:
+        for method in (*METHODS[:3], *RETIRED, *METHODS[3:]):
             cells = [rows.get((method, k)) for k in KS]
             if not any(cells):
                 continue
@@ -198,9 +202,12 @@ def _cell(row: dict | None, best: float | None) -> str:
 
 def _time_ratio(ours: dict | None, peer: dict | None) -> str:
     """contrastive / SetFit seconds; none for a cell timed while other work shared the CPU (flagged
-    `timed_beside_other_work` in the results: its accuracy stands, a rerun measures it again)."""
+    `timed_beside_other_work` in the results: its accuracy stands, a rerun measures it again) or for two cells
+    timed on different days (a ratio compares two runs on the same machine in the same session)."""
     if not ours or not peer or ours.get("timed_beside_other_work") or peer.get("timed_beside_other_work"):
         return ""
+    if ours.get("date") != peer.get("date"):
+        return "different days"
     return f"{ours['seconds'] / peer['seconds']:.2f}"
 
 
@@ -237,6 +244,7 @@ def main() -> None:
                 train, held_out, *files = split_task(name, work)
                 tasks[name] = {"train": train, "held_out": held_out, "files": files}
             row = {"task": name, "method": method, "k": k, **measure(tasks[name], method, k, args.seeds)}
+            row["date"] = time.strftime("%Y-%m-%d")  # a time ratio compares cells of one session
             record["rows"].append(row)
             save_json(out, record)
             print(f"{name} {method} K={k}: {plus_minus(row['mean'], row['std'], scale=100)} ({row['seconds']:.0f} s)")
