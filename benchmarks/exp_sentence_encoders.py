@@ -202,12 +202,12 @@ def _cell(row: dict | None, best: float | None) -> str:
 
 def _time_ratio(ours: dict | None, peer: dict | None) -> str:
     """contrastive / SetFit seconds; none for a cell timed while other work shared the CPU (flagged
-    `timed_beside_other_work` in the results: its accuracy stands, a rerun measures it again) or for two cells
-    timed on different days (a ratio compares two runs on the same machine in the same session)."""
+    `timed_beside_other_work` in the results: its accuracy stands, a rerun measures it again), and "not timed
+    together" for cells of different days or without a date (a ratio compares runs of one session)."""
     if not ours or not peer or ours.get("timed_beside_other_work") or peer.get("timed_beside_other_work"):
         return ""
-    if ours.get("date") != peer.get("date"):
-        return "different days"
+    if not ours.get("date") or ours.get("date") != peer.get("date"):
+        return "not timed together"
     return f"{ours['seconds'] / peer['seconds']:.2f}"
 
 

@@ -2,8 +2,9 @@
 tests the other half: the logistic-regression head on the (tuned) sentence embeddings.
 
 The heads, 2 x 2, each fitted on the same K examples per class, on the same embeddings:
-- features: the raw mean-pooled vector (what hfssl's head reads), or that vector scaled to unit length (what
-  SetFit's head reads: all-MiniLM-L6-v2's sentence-transformers pipeline ends in a Normalize module);
+- features: the raw mean-pooled vector (what hfssl's head read before this experiment), or that vector scaled to
+  unit length (what SetFit's head reads: all-MiniLM-L6-v2's sentence-transformers pipeline ends in a Normalize
+  module);
 - fit: hfssl's probe (each feature standardised with the K examples' mean and std, L2 1e-3), or SetFit's
   (scikit-learn's LogisticRegression with C = 1 on the features as they are: `fit_linear_probe` with
   standardize=False and l2 = `sklearn_l2(N, classes)`, the same objective).

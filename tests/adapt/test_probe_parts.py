@@ -105,7 +105,6 @@ def test_lbfgs_probe_matches_sklearn_logistic_regression(standardize, classes):
     # sklearn on the same features, with the C whose objective is ours (sklearn_l2(N, classes, C) == l2)
     xs = (x - x.mean(0)) / x.std(0) if standardize else x
     c = sklearn_l2(len(x), classes) / l2
-    assert sklearn_l2(len(x), classes, c) == pytest.approx(l2)
     reference = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(xs.numpy(), y.numpy())
     ours = head(x).softmax(dim=1)
     theirs = torch.from_numpy(reference.predict_proba(xs.numpy())).float()
