@@ -187,6 +187,8 @@ def tables(record: dict) -> str:
                 continue
             text = [_cell(c, best[k]) for c, k in zip(cells, KS)]
             out.append(markdown_row([method, *text]))
+        paired = [_paired_gap(rows.get(("contrastive", k)), rows.get(("SetFit", k))) for k in KS]
+        out.append(markdown_row(["contrastive - SetFit, paired by seed (points)", *paired]))
         ratio = [_time_ratio(rows.get(("contrastive", k)), rows.get(("SetFit", k))) for k in KS]
         out.append(markdown_row(["time, contrastive / SetFit", *ratio]))
     return "\n".join(out)
@@ -198,6 +200,14 @@ def _cell(row: dict | None, best: float | None) -> str:
     seconds = "time not comparable" if row.get("timed_beside_other_work") else f"{row['seconds']:.0f} s"
     text = f"{plus_minus(row['mean'], row['std'], scale=100)} ({seconds})"
     return f"**{text}**" if row["mean"] == best else text
+
+
+def _paired_gap(ours: dict | None, peer: dict | None) -> str:
+    """Mean ± std over seeds of (ours - peer) accuracy in points: both arms saw the same examples per seed."""
+    if not ours or not peer or len(ours["accuracies"]) != len(peer["accuracies"]):
+        return ""
+    gaps = [a - b for a, b in zip(ours["accuracies"], peer["accuracies"])]
+    return f"{100 * statistics.fmean(gaps):+.1f} ± {100 * sample_std(gaps):.1f}"
 
 
 def _time_ratio(ours: dict | None, peer: dict | None) -> str:
