@@ -171,15 +171,30 @@ def plan(args) -> list[tuple[str, str, int]]:
     return cells + [(t, m, k) for t in args.tasks for k in args.ks for m in later]
 
 
+TIMED_PAIR = {"SetFit": "contrastive", "contrastive": "SetFit"}  # their time ratio is the performance figure
+
+
 def to_measure(record: dict, cells: list) -> list:
     """The planned cells without a clean result: missing, or flagged `timed_beside_other_work`. SetFit's and the
-    contrastive method's cells of one (task, K) are measured together when either is, so that their time ratio
-    always compares one sitting of the same machine."""
-    clean = {(r["task"], r["method"], r["k"]) for r in record["rows"] if not r.get("timed_beside_other_work")}
-    todo = {cell for cell in cells if cell not in clean}
-    partner = {"SetFit": "contrastive", "contrastive": "SetFit"}
-    todo |= {(t, partner[m], k) for t, m, k in todo if m in partner} & set(cells)
-    return [cell for cell in cells if cell in todo]
+    contrastive method's cells of one (task, K) are measured together when either is planned and either is not
+    clean, or when their rows carry different `run`s (a rerun stopped between them), whatever --methods says: their
+    time ratio always compares one sitting of the same machine."""
+    rows = {(r["task"], r["method"], r["k"]): r for r in record["rows"]}
+
+    def clean(cell) -> bool:
+        return cell in rows and not rows[cell].get("timed_beside_other_work")
+
+    def with_partner(cell) -> list:
+        task, method, k = cell
+        return [cell, (task, TIMED_PAIR[method], k)] if method in TIMED_PAIR else [cell]
+
+    ordered = list(dict.fromkeys(x for cell in cells for x in with_partner(cell)))
+    todo = {cell for cell in cells if not clean(cell)}
+    for cell in ordered:
+        pair = with_partner(cell)
+        if len(pair) == 2 and (not all(map(clean, pair)) or len({rows[c].get("run") for c in pair}) > 1):
+            todo.update(pair)
+    return [cell for cell in ordered if cell in todo]
 
 
 # ---- report --------------------------------------------------------------------------------------------------
@@ -199,10 +214,11 @@ def tables(record: dict) -> str:
                 continue
             text = [_cell(c, best[k]) for c, k in zip(cells, KS)]
             out.append(markdown_row([method, *text]))
-        paired = [_paired_gap(rows.get(("contrastive", k)), rows.get(("SetFit", k))) for k in KS]
-        out.append(markdown_row(["contrastive - SetFit, paired by seed (points)", *paired]))
-        ratio = [_time_ratio(rows.get(("contrastive", k)), rows.get(("SetFit", k))) for k in KS]
-        out.append(markdown_row(["time, contrastive / SetFit", *ratio]))
+        if any(method in TIMED_PAIR for method, _ in rows):
+            paired = [_paired_gap(rows.get(("contrastive", k)), rows.get(("SetFit", k))) for k in KS]
+            out.append(markdown_row(["contrastive - SetFit, paired by seed (points)", *paired]))
+            ratio = [_time_ratio(rows.get(("contrastive", k)), rows.get(("SetFit", k))) for k in KS]
+            out.append(markdown_row(["time, contrastive / SetFit", *ratio]))
     return "\n".join(out)
 
 
@@ -219,16 +235,18 @@ def _paired_gap(ours: dict | None, peer: dict | None) -> str:
     if not ours or not peer or len(ours["accuracies"]) != len(peer["accuracies"]):
         return ""
     gaps = [a - b for a, b in zip(ours["accuracies"], peer["accuracies"])]
-    return f"{100 * statistics.fmean(gaps):+.1f} ± {100 * sample_std(gaps):.1f}"
+    mean = round(100 * statistics.fmean(gaps), 1) + 0.0  # + 0.0: equal means print +0.0, not -0.0
+    return f"{mean:+.1f} ± {100 * sample_std(gaps):.1f}"
 
 
 def _time_ratio(ours: dict | None, peer: dict | None) -> str:
     """contrastive / SetFit seconds; none for a cell timed while other work shared the CPU (flagged
     `timed_beside_other_work` in the results: its accuracy stands, a rerun measures it again), and "not timed
-    together" for cells of different days or without a date (a ratio compares runs of one session)."""
+    together" for cells of different runs, or (rows from before `run` was recorded) of different days or without a
+    date: a ratio compares one sitting."""
     if not ours or not peer or ours.get("timed_beside_other_work") or peer.get("timed_beside_other_work"):
         return ""
-    if not ours.get("date") or ours.get("date") != peer.get("date"):
+    if ours.get("run") != peer.get("run") or not ours.get("date") or ours.get("date") != peer.get("date"):
         return "not timed together"
     return f"{ours['seconds'] / peer['seconds']:.2f}"
 
@@ -250,6 +268,7 @@ def parse_args(argv=None):
 
 def main() -> None:
     args = parse_args()
+    run = time.strftime("%Y-%m-%dT%H:%M:%S")  # this invocation: SetFit's and contrastive's cells share it
     out = result_path("exp_sentence_encoders", "quick" if args.quick else "")
     if not args.report:
         settings = {"seeds": args.seeds, "batch_size": BATCH, "pair_rounds": PAIR_ROUNDS, "finetune_steps": 40}
@@ -263,7 +282,7 @@ def main() -> None:
                 train, held_out, *files = split_task(name, work)
                 tasks[name] = {"train": train, "held_out": held_out, "files": files}
             row = {"task": name, "method": method, "k": k, **measure(tasks[name], method, k, args.seeds)}
-            row["date"] = time.strftime("%Y-%m-%d")  # a time ratio compares cells of one session
+            row["date"], row["run"] = time.strftime("%Y-%m-%d"), run  # a time ratio compares one sitting
             record["rows"].append(row)
             save_json(out, record)
             print(f"{name} {method} K={k}: {plus_minus(row['mean'], row['std'], scale=100)} ({row['seconds']:.0f} s)")
