@@ -190,7 +190,7 @@ def to_measure(record: dict, cells: list) -> list:
 
     ordered = list(dict.fromkeys(x for cell in cells for x in with_partner(cell)))
     todo = {cell for cell in cells if not clean(cell)}
-    for cell in ordered:
+    for cell in cells:  # a partner's pair is its planned cell's pair
         pair = with_partner(cell)
         if len(pair) == 2 and (not all(map(clean, pair)) or len({rows[c].get("run") for c in pair}) > 1):
             todo.update(pair)
