@@ -285,6 +285,21 @@ def test_bad_requests(tmp_path, gpt_dir, no_token, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_an_adapter_with_no_base_model_is_refused_by_name(tmp_path, gpt_dir, no_token, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter_dir = tmp_path / "lora-no-base"
+    config = LoraConfig(r=2, target_modules=["qkv_proj"], task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(gpt_dir), config).save_pretrained(adapter_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "base_model_name_or_path": None}))
+    push = import_script("push").main
+    assert push(["--model_dir", str(adapter_dir), "--repo_id", "a/b", "--dry_run"]) == 2
+    assert "names no base model" in capsys.readouterr().err
+    assert not (tmp_path / "lora-no-base-hub-upload").exists()  # no half-written upload folder is left
+
+
 def test_scripts_push_at_the_end(tmp_path, gpt_dir, sentiment_file, token, monkeypatch):
     api = RecordingApi()
     monkeypatch.setattr(hub.upload, "HfApi", lambda token: api)

@@ -24,6 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from ..models.loading import load_pretrained
 from ..run.arguments import HubArguments
 from ..run.confinement import check_confined
+from ..run.model_source import ModelSource, model_source
 from ..run.results import load_result
 from .card import build_model_card, read_json
 from .errors import NETWORK_ERRORS, HubError
@@ -74,16 +75,16 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
         id2label = dict(enumerate(labels))
         kwargs = dict(num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     auto = {"SEQ_CLS": AutoModelForSequenceClassification, "CAUSAL_LM": AutoModelForCausalLM}.get(
-        peft_config.task_type, AutoModelForImageClassification if labels else AutoModel
+        str(peft_config.task_type or ""), AutoModelForImageClassification if labels else AutoModel
     )
-    base = peft_config.base_model_name_or_path
+    base: str | ModelSource | None = peft_config.base_model_name_or_path
     if result is not None and result.args.get("model_name_or_path"):  # the run's own naming: a GGUF base too
-        from ..run.model_source import model_source
-
         base = model_source(result.args["model_name_or_path"], result.args.get("gguf_file"))
-    base = load_pretrained(auto, base, new_head=bool(labels), **kwargs)
+    if not base:
+        raise HubError(f"{model_dir}/adapter_config.json names no base model (base_model_name_or_path is empty)")
+    base_model = load_pretrained(auto, base, new_head=bool(labels), **kwargs)
     try:
-        adapted = PeftModel.from_pretrained(base, str(model_dir))
+        adapted = PeftModel.from_pretrained(base_model, str(model_dir))
     except (OSError, ValueError, RuntimeError) as err:  # missing or truncated adapter weights, or another shape
         raise HubError(f"Could not apply the LoRA adapter in {model_dir} to {base}: {err}") from None
     adapted.merge_and_unload().save_pretrained(out)
@@ -141,7 +142,6 @@ def _uploaded_files(out: Path) -> list[str]:
 def _prepare_gguf_upload(model_dir: Path, gguf_file, out: Path, repo_id: str, *, license: str, mark: bool):
     """A GGUF checkpoint goes up as what transformers loads fastest: converted to a safetensors folder."""
     from ..models.convert import convert_gguf
-    from ..run.model_source import model_source
 
     try:
         source = model_source(str(model_dir), gguf_file)
@@ -259,9 +259,15 @@ def push_to_hub(
         raise HubError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run).")
     if dry_run:
         folder = Path(dry_run_dir or Path(model_dir).with_name(Path(model_dir).name + "-hub-upload"))
-        files = prepare_upload_folder(
-            model_dir, folder, repo_id, adapter_only=adapter_only, mark=True, gguf_file=gguf_file
-        )
+        created = not folder.exists()
+        try:
+            files = prepare_upload_folder(
+                model_dir, folder, repo_id, adapter_only=adapter_only, mark=True, gguf_file=gguf_file
+            )
+        except BaseException:
+            if created and folder.is_dir():  # a folder this call made, half written: no dry run to show
+                shutil.rmtree(folder)
+            raise
         return {"dry_run": True, "folder": str(folder), "files": files}
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
