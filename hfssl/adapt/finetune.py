@@ -48,7 +48,7 @@ from ..run.errors import InputError
 from ..run.output import publish
 from ..run.results import AdaptationResult, MultitaskResult, save_result
 from ..run.start import prepare_run
-from ..run.steps import checkpoint_due, epoch_generator, optimizer_step
+from ..run.steps import adamw, checkpoint_due, epoch_generator, optimizer_step
 from .classifier import Batcher, head_inputs, load_classifier, predict, surgical_parameters, take
 from .contrastive_pairs import check_pairable, sample_pairs
 from .linear_probe import LinearProbeConfig, fit_linear_probe
@@ -251,13 +251,14 @@ def _prepare_trainable(args: FinetuneArguments, model: nn.Module, batcher: Batch
 
 
 def _optimizer(args: FinetuneArguments, model: nn.Module, num_examples: int):
-    """AdamW (the head at its own, by default 10x, learning rate) and a linear warmup + decay schedule."""
+    """AdamW (`adamw`: fused where it can be; the head at its own, by default 10x, learning rate) and a linear warmup
+    + decay schedule."""
     head_params = {id(p) for p in classification_head(model).parameters()} if args.method != "lora" else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
     body = [p for p in trainable if id(p) not in head_params]
     head = [p for p in trainable if id(p) in head_params]
     head_lr = args.head_learning_rate or 10 * args.learning_rate
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         [{"params": body, "lr": args.learning_rate}, {"params": head, "lr": head_lr}], weight_decay=args.weight_decay
     )
     total = math.ceil(num_examples / args.per_device_train_batch_size) * args.num_train_epochs

@@ -51,7 +51,7 @@ from ..run.errors import InputError
 from ..run.output import publish
 from ..run.results import AdaptationResult, MultitaskResult, save_result
 from ..run.start import prepare_run
-from ..run.steps import epoch_generator, optimizer_step
+from ..run.steps import adamw, epoch_generator, optimizer_step
 from .classifier import Batcher, load_classifier, predict, surgical_parameters, take
 from .metrics import classification_scores
 from .multitask_text import TEXT_TO_TEXT, TextToTextTask, load_language_model, parse_task_presets
@@ -235,7 +235,7 @@ def _unique_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
 def _train(args: "FinetuneArguments", tasks: list[_Task], weighting: UncertaintyWeights | None, callbacks) -> list:
     callbacks = CallbackList(callbacks)
     params = _unique_parameters([t.model for t in tasks] + ([weighting] if weighting is not None else []))
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = adamw(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     sizes = [len(t.data.train_y) for t in tasks]
     steps_per_epoch = math.ceil(sum(sizes) / args.per_device_train_batch_size)
     total = steps_per_epoch * args.num_train_epochs

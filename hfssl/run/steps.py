@@ -4,7 +4,7 @@ schedule), and when a checkpoint is due.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +45,28 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator of epoch `epoch`'s data order: a pure function of (seed, epoch), so a resumed run sees the
     batches an uninterrupted one would."""
     return torch.Generator().manual_seed(seed * EPOCH_SEED_STRIDE + epoch)
+
+
+FUSED_ADAMW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def adamw(params: Iterable, **options) -> torch.optim.AdamW:
+    """torch's AdamW over `params` (tensors or parameter-group dicts), fused when every trainable tensor allows it.
+
+    Fused is one kernel for all tensors; torch's default steps them one by one, which on CPU takes 85-99 ms a step
+    for all-MiniLM-L6-v2's 22.7M parameters against 13-14 ms fused (docs/sentence-encoders.md). It is used where
+    all tensors are plain (not DTensor) floating point tensors on one CPU or CUDA device; otherwise torch chooses.
+    The update is AdamW's either way, equal up to floating point rounding. `options`: AdamW's (lr, weight_decay, ...).
+    """
+    groups = list(params)
+    tensors = [p for group in groups for p in (group["params"] if isinstance(group, dict) else [group])]
+    devices = {p.device for p in tensors}
+    fusable = (
+        len(devices) == 1
+        and next(iter(devices)).type in ("cpu", "cuda")
+        and all(type(p.data) is torch.Tensor and p.dtype in FUSED_ADAMW_DTYPES for p in tensors)
+    )
+    return torch.optim.AdamW(groups, fused=True if fusable else None, **options)
 
 
 def optimizer_step(
