@@ -28,6 +28,7 @@ one of those two cells measures the other too, so the ratio always compares one 
     python benchmarks/exp_sentence_encoders.py            # every cell (a rerun measures only the missing ones)
     python benchmarks/exp_sentence_encoders.py --report   # print the saved tables
     python benchmarks/exp_sentence_encoders.py --methods "probe (mean)" SetFit contrastive --tasks sst2
+    python benchmarks/exp_sentence_encoders.py --methods contrastive --tasks trec --ks 64 --again  # with SetFit's
 
 Results go to benchmarks/results/exp_sentence_encoders.json after every cell. Needs `pip install -e ".[bench]"`
 (setfit) and `python -m hfssl.reference fetch` (MiniLM).
@@ -174,15 +175,16 @@ def plan(args) -> list[tuple[str, str, int]]:
 TIMED_PAIR = {"SetFit": "contrastive", "contrastive": "SetFit"}  # their time ratio is the performance figure
 
 
-def to_measure(record: dict, cells: list) -> list:
-    """The planned cells without a clean result: missing, or flagged `timed_beside_other_work`. SetFit's and the
-    contrastive method's cells of one (task, K) are measured together when either is planned and either is not
-    clean, or when their rows carry different `run`s (a rerun stopped between them), whatever --methods says: their
-    time ratio always compares one sitting of the same machine."""
+def to_measure(record: dict, cells: list, again: bool = False) -> list:
+    """The planned cells without a clean result: missing, or flagged `timed_beside_other_work` (`again`: every planned
+    cell, as after a change to the code they time). SetFit's and the contrastive method's cells of one (task, K) are
+    measured together when either is planned and either is not clean, or when their rows carry different `run`s (a
+    rerun stopped between them), whatever --methods says: their time ratio always compares one sitting of the same
+    machine."""
     rows = {(r["task"], r["method"], r["k"]): r for r in record["rows"]}
 
     def clean(cell) -> bool:
-        return cell in rows and not rows[cell].get("timed_beside_other_work")
+        return not again and cell in rows and not rows[cell].get("timed_beside_other_work")
 
     def with_partner(cell) -> list:
         task, method, k = cell
@@ -259,6 +261,9 @@ def parse_args(argv=None):
     parser.add_argument("--tasks", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
     parser.add_argument("--ks", nargs="+", type=int, default=list(KS), choices=KS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--again", action="store_true", help="Measure the planned cells again even where saved (after a code change)."
+    )
     args = parser.parse_args(argv)
     args.seeds = list(SEEDS)
     if args.quick:
@@ -276,7 +281,7 @@ def main() -> None:
         work = OUTPUTS / "exp_sentence_encoders"
         work.mkdir(parents=True, exist_ok=True)
         tasks: dict = {}
-        for name, method, k in to_measure(record, plan(args)):
+        for name, method, k in to_measure(record, plan(args), args.again):
             record["rows"] = [r for r in record["rows"] if (r["task"], r["method"], r["k"]) != (name, method, k)]
             if name not in tasks:
                 train, held_out, *files = split_task(name, work)
