@@ -262,7 +262,10 @@ def parse_args(argv=None):
     parser.add_argument("--ks", nargs="+", type=int, default=list(KS), choices=KS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument(
-        "--again", action="store_true", help="Measure the planned cells again even where saved (after a code change)."
+        "--again",
+        action="store_true",
+        help="Measure the planned cells again even where saved (after a code change); rerun after an interruption "
+        "without it, or the cells it finished are measured once more.",
     )
     args = parser.parse_args(argv)
     args.seeds = list(SEEDS)
