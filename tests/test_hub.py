@@ -298,6 +298,10 @@ def test_an_adapter_with_no_base_model_is_refused_by_name(tmp_path, gpt_dir, no_
     assert push(["--model_dir", str(adapter_dir), "--repo_id", "a/b", "--dry_run"]) == 2
     assert "names no base model" in capsys.readouterr().err
     assert not (tmp_path / "lora-no-base-hub-upload").exists()  # no half-written upload folder is left
+    empty = tmp_path / "empty"  # a folder the user made: kept, and left as empty as it was found
+    empty.mkdir()
+    assert push(["--model_dir", str(adapter_dir), "--repo_id", "a/b", "--dry_run", "--dry_run_dir", str(empty)]) == 2
+    assert empty.is_dir() and not any(empty.iterdir())
 
 
 def test_scripts_push_at_the_end(tmp_path, gpt_dir, sentiment_file, token, monkeypatch):
@@ -353,6 +357,7 @@ def test_any_string_of_a_token_s_form_is_refused_without_printing_it(tmp_path, g
     captured = capsys.readouterr()
     assert "notes.txt, byte 24 (UTF-8), holds what looks like a Hugging Face access token" in captured.err
     assert leaked not in captured.err + captured.out and leaked[3:12] not in captured.err + captured.out
+    assert not (tmp_path / "u").exists()  # nor is the refused copy left on disk in a half-written upload folder
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16-be", "utf-16"])

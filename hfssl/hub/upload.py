@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,13 +76,16 @@ def _merge_adapter(model_dir: Path, out: Path) -> None:
         id2label = dict(enumerate(labels))
         kwargs = dict(num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     auto = {"SEQ_CLS": AutoModelForSequenceClassification, "CAUSAL_LM": AutoModelForCausalLM}.get(
-        str(peft_config.task_type or ""), AutoModelForImageClassification if labels else AutoModel
+        peft_config.task_type or "", AutoModelForImageClassification if labels else AutoModel
     )
     base: str | ModelSource | None = peft_config.base_model_name_or_path
     if result is not None and result.args.get("model_name_or_path"):  # the run's own naming: a GGUF base too
         base = model_source(result.args["model_name_or_path"], result.args.get("gguf_file"))
     if not base:
-        raise HubError(f"{model_dir}/adapter_config.json names no base model (base_model_name_or_path is empty)")
+        raise HubError(
+            f"{model_dir}/adapter_config.json names no base model (base_model_name_or_path is empty) and no run "
+            "record (metrics.json) names one."
+        )
     base_model = load_pretrained(auto, base, new_head=bool(labels), **kwargs)
     try:
         adapted = PeftModel.from_pretrained(base_model, str(model_dir))
@@ -112,8 +116,24 @@ def _ensure_remote_code(out: Path) -> None:
             shutil.copy2(source, out / source.name)
 
 
-def _fresh_upload_folder(out: Path, model_dir: Path, mark: bool) -> None:
-    """Make `out` an empty folder to prepare the upload in, removing nothing that hfssl did not write.
+@contextmanager
+def _upload_folder(out: Path, model_dir: Path, mark: bool):
+    """`with _upload_folder(...)`: write the upload into a fresh `out`; if the block fails, a dry run's `out` (`mark`)
+    is left as it was found: removed when this call made it (or replaced an earlier dry run), emptied of what this
+    call wrote when it was an empty folder already. A temporary `out` (no mark) goes with its own context."""
+    made = _fresh_upload_folder(out, model_dir, mark)
+    try:
+        yield
+    except BaseException:
+        if mark:
+            for path in [out] if made else list(out.iterdir()):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise
+
+
+def _fresh_upload_folder(out: Path, model_dir: Path, mark: bool) -> bool:
+    """Make `out` an empty folder to prepare the upload in, removing nothing that hfssl did not write; return whether
+    this call made it (new, or in place of an earlier dry run) rather than found it empty.
 
     A non-empty `out` is only reused when it is an earlier dry run (it holds UPLOAD_MARKER); the model folder itself
     (or a folder around or inside it) is refused.
@@ -130,9 +150,11 @@ def _fresh_upload_folder(out: Path, model_dir: Path, mark: bool) -> None:
                 "empty or new --dry_run_dir."
             )
         shutil.rmtree(out)  # an earlier dry run: every file in it was written by hfssl
+    made = not out.is_dir()
     out.mkdir(parents=True, exist_ok=True)
     if mark:
         (out / UPLOAD_MARKER).write_text("Written by hfssl's push --dry_run; the next dry run may replace it.\n")
+    return made
 
 
 def _uploaded_files(out: Path) -> list[str]:
@@ -147,11 +169,11 @@ def _prepare_gguf_upload(model_dir: Path, gguf_file, out: Path, repo_id: str, *,
         source = model_source(str(model_dir), gguf_file)
     except (OSError, ValueError) as err:
         raise HubError(str(err)) from None
-    _fresh_upload_folder(out, Path(source.input_path), mark)
-    convert_gguf(source, out)
-    base = local_path_as_relative(source.input_path, Path(source.path))
-    build_model_card(out, repo_id, base_model=base, license=license).save(out / "README.md")
-    refuse_tokens(out)
+    with _upload_folder(out, Path(source.input_path), mark):
+        convert_gguf(source, out)
+        base = local_path_as_relative(source.input_path, Path(source.path))
+        build_model_card(out, repo_id, base_model=base, license=license).save(out / "README.md")
+        refuse_tokens(out)
     return _uploaded_files(out)
 
 
@@ -183,25 +205,25 @@ def prepare_upload_folder(
         raise HubError(f"{model_dir} holds neither config.json (a model) nor adapter_config.json (an adapter).")
     if adapter_only and not adapter:
         raise HubError(f"--adapter_only: {model_dir} holds a full model, not a LoRA adapter (no adapter_config.json).")
-    _fresh_upload_folder(out, model_dir, mark)
-    if adapter:
-        base_model = read_json(model_dir / "adapter_config.json").get("base_model_name_or_path")
-        if adapter_only:
-            _copy_model_files(model_dir, out, skip=set())
+    with _upload_folder(out, model_dir, mark):
+        if adapter:
+            base_model = read_json(model_dir / "adapter_config.json").get("base_model_name_or_path")
+            if adapter_only:
+                _copy_model_files(model_dir, out, skip=set())
+            else:
+                _merge_adapter(model_dir, out)
+                _copy_model_files(model_dir, out, skip={*_ADAPTER_FILES, "config.json"})
         else:
-            _merge_adapter(model_dir, out)
-            _copy_model_files(model_dir, out, skip={*_ADAPTER_FILES, "config.json"})
-    else:
-        _copy_model_files(model_dir, out, skip=set())
-        result = _run_result(model_dir)
-        args = result.args if result is not None else read_json(model_dir / "run_args.json")
-        base_model = args.get("model_name_or_path")
-    _ensure_remote_code(out)
-    relative_local_paths(out, model_dir)
-    build_model_card(out, repo_id, base_model=local_path_as_relative(base_model, model_dir), license=license).save(
-        out / "README.md"
-    )
-    refuse_tokens(out)  # last: every file that goes up, the card included
+            _copy_model_files(model_dir, out, skip=set())
+            result = _run_result(model_dir)
+            args = result.args if result is not None else read_json(model_dir / "run_args.json")
+            base_model = args.get("model_name_or_path")
+        _ensure_remote_code(out)
+        relative_local_paths(out, model_dir)
+        build_model_card(out, repo_id, base_model=local_path_as_relative(base_model, model_dir), license=license).save(
+            out / "README.md"
+        )
+        refuse_tokens(out)  # last: every file that goes up, the card included
     return _uploaded_files(out)
 
 
@@ -259,15 +281,9 @@ def push_to_hub(
         raise HubError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run).")
     if dry_run:
         folder = Path(dry_run_dir or Path(model_dir).with_name(Path(model_dir).name + "-hub-upload"))
-        created = not folder.exists()
-        try:
-            files = prepare_upload_folder(
-                model_dir, folder, repo_id, adapter_only=adapter_only, mark=True, gguf_file=gguf_file
-            )
-        except BaseException:
-            if created and folder.is_dir():  # a folder this call made, half written: no dry run to show
-                shutil.rmtree(folder)
-            raise
+        files = prepare_upload_folder(
+            model_dir, folder, repo_id, adapter_only=adapter_only, mark=True, gguf_file=gguf_file
+        )
         return {"dry_run": True, "folder": str(folder), "files": files}
     api = api or HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:

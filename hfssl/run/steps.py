@@ -51,22 +51,35 @@ FUSED_ADAMW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float1
 
 
 def adamw(params: Iterable, **options) -> torch.optim.AdamW:
-    """torch's AdamW over `params` (tensors or parameter-group dicts), fused when every trainable tensor allows it.
+    """torch's AdamW over `params` (tensors, or parameter-group dicts), fused when every tensor in it allows it.
 
-    Fused is one kernel for all tensors; torch's default steps them one by one, which on CPU takes 85-99 ms a step
-    for all-MiniLM-L6-v2's 22.7M parameters against 13-14 ms fused (docs/sentence-encoders.md). It is used where
-    all tensors are plain (not DTensor) floating point tensors on one CPU or CUDA device; otherwise torch chooses.
-    The update is AdamW's either way, equal up to floating point rounding. `options`: AdamW's (lr, weight_decay, ...).
+    Fused is one kernel for all tensors. torch's default on CPU steps them one by one, which takes 85-99 ms a step
+    for all-MiniLM-L6-v2's 22.7M parameters against 13-14 ms fused (docs/sentence-encoders.md); on CUDA its default
+    is the multi-tensor (foreach) form. Fused is chosen where all tensors are plain (not DTensor) floating point
+    tensors on one CPU or CUDA device and `options` ask for no other implementation (foreach, differentiable);
+    otherwise torch chooses. The update is AdamW's either way, equal up to floating point rounding. A checkpoint's
+    optimizer state carries its own choice: a run resumed from an unfused optimizer's state continues unfused.
+    `options`: AdamW's (lr, weight_decay, ...).
     """
-    groups = list(params)
+    groups = [_listed_group(group) for group in ([params] if isinstance(params, torch.Tensor) else params)]
     tensors = [p for group in groups for p in (group["params"] if isinstance(group, dict) else [group])]
     devices = {p.device for p in tensors}
     fusable = (
         len(devices) == 1
         and next(iter(devices)).type in ("cpu", "cuda")
         and all(type(p.data) is torch.Tensor and p.dtype in FUSED_ADAMW_DTYPES for p in tensors)
+        and not options.get("foreach")
+        and not options.get("differentiable")
     )
     return torch.optim.AdamW(groups, fused=True if fusable else None, **options)
+
+
+def _listed_group(group):
+    """A parameter group whose "params" is a list (a generator would be used up by adamw's look, a tensor is one)."""
+    if not isinstance(group, dict):
+        return group
+    tensors = group["params"]
+    return {**group, "params": [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)}
 
 
 def optimizer_step(

@@ -34,6 +34,24 @@ def test_fused_on_cpu_floating_point_and_the_same_update_as_torch_default():
 
 
 def test_a_tensor_fused_adamw_does_not_take_leaves_the_choice_to_torch():
-    optimizer = adamw(_params(torch.complex64), lr=1e-2)
+    params = _params(torch.complex64)
+    optimizer = adamw(params, lr=1e-2)
     assert not any(group["fused"] for group in optimizer.param_groups)
-    _steps(optimizer, [p for group in optimizer.param_groups for p in group["params"]], n=1)  # and it steps
+    assert not torch.equal(_steps(optimizer, params, n=1)[0], _params(torch.complex64)[0])  # and it steps
+
+
+def test_an_asked_for_implementation_is_kept():
+    optimizer = adamw(_params(), lr=1e-2, foreach=True)
+    assert optimizer.param_groups[0]["foreach"] and not optimizer.param_groups[0]["fused"]
+
+
+def test_groups_given_as_generators_or_empty_keep_their_tensors():
+    """A generator in a group is read once to choose, and torch still gets every tensor; an empty group (a LoRA run's
+    head group) is allowed."""
+    model = torch.nn.Linear(5, 3)
+    optimizer = adamw([{"params": model.parameters()}, {"params": [], "lr": 1.0}], lr=1e-2)
+    assert [len(group["params"]) for group in optimizer.param_groups] == [2, 0]
+    assert optimizer.param_groups[0]["fused"]
+    before = model.weight.detach().clone()
+    _steps(optimizer, list(model.parameters()), n=1)
+    assert not torch.equal(model.weight, before)
